@@ -1,0 +1,149 @@
+//! Boundary types shared by the XDP program (`ipguard-ebpf`) and the daemon (`ipguard-user`).
+//!
+//! Everything here is `#[repr(C)]` with explicit padding and a compile-time size check,
+//! because the kernel copies these structs byte for byte between the two sides.
+//! Addresses are stored as network-order byte arrays: the LPM trie matches prefixes
+//! on the key's bytes in memory order, so they must be big-endian.
+#![no_std]
+
+#[cfg(feature = "user")]
+extern crate std;
+
+#[cfg(feature = "user")]
+pub mod user;
+
+/// Name of the XDP program (the function name in `ipguard-ebpf`).
+pub const PROGRAM_NAME: &str = "ipguard";
+
+/// LPM trie of IPv4 prefixes: `Key<[u8; 4]>` → [`ListEntry`].
+pub const MAP_LPM_V4: &str = "IPG_LPM_V4";
+/// LPM trie of IPv6 prefixes: `Key<[u8; 16]>` → [`ListEntry`].
+pub const MAP_LPM_V6: &str = "IPG_LPM_V6";
+/// Per-CPU LRU hash of unlisted sources that passed: [`SourceKey`] → [`SourceCounters`].
+pub const MAP_SOURCES: &str = "IPG_SOURCES";
+/// Per-CPU array of global counters indexed by [`Stat`]: → [`StatCounter`].
+pub const MAP_STATS: &str = "IPG_STATS";
+
+/// Capacity of the source map when the config does not say (1 Mi entries).
+pub const DEFAULT_SOURCES_CAPACITY: u32 = 1 << 20;
+/// Capacity of each LPM trie when the config does not say. Tries are not preallocated,
+/// so a generous bound costs nothing until it is used.
+pub const DEFAULT_LPM_CAPACITY: u32 = 1 << 21;
+
+/// Length of an IPv4 prefix key's data in bits.
+pub const V4_BITS: u32 = 32;
+/// Length of an IPv6 prefix key's data in bits.
+pub const V6_BITS: u32 = 128;
+
+/// Which list decided a trie entry. A `u32` rather than a Rust enum: the kernel may hand
+/// back any bit pattern, and an invalid enum discriminant would be undefined behaviour.
+pub type ListCode = u32;
+/// The source is trusted: pass, and never count it against rate rules.
+pub const LIST_WHITELIST: ListCode = 1;
+/// The source is temporarily banned: drop.
+pub const LIST_GRAYLIST: ListCode = 2;
+/// The source is banned for long or forever: drop.
+pub const LIST_BLACKLIST: ListCode = 3;
+
+/// Value of an LPM trie entry: the daemon writes the *result* of list precedence
+/// (whitelist wins), so the data path needs one lookup per packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ListEntry {
+    /// One of `LIST_*`.
+    pub list: ListCode,
+    /// Identifies the config entry or rule that produced this prefix (0 = none);
+    /// lets the daemon explain a verdict without a second lookup.
+    pub rule_id: u32,
+}
+const _: () = assert!(core::mem::size_of::<ListEntry>() == 8);
+
+/// Key of the source map: IPv6 address, or IPv4 as the IPv4-mapped IPv6 address
+/// `::ffff:a.b.c.d`, so both families share one bounded LRU map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SourceKey {
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<SourceKey>() == 16);
+
+impl SourceKey {
+    /// The key of an IPv4 source given in network byte order.
+    #[inline(always)]
+    pub const fn v4(addr: [u8; 4]) -> Self {
+        Self {
+            addr: [
+                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, addr[0], addr[1], addr[2], addr[3],
+            ],
+        }
+    }
+
+    /// The key of an IPv6 source given in network byte order.
+    #[inline(always)]
+    pub const fn v6(addr: [u8; 16]) -> Self {
+        Self { addr }
+    }
+}
+
+/// Per-source traffic that passed as unlisted (one copy per CPU; the daemon sums them).
+/// Dropped packets are not counted here: a banned source's traffic must not feed its
+/// rate windows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceCounters {
+    pub packets: u64,
+    pub bytes: u64,
+    /// TCP segments with SYN set and ACK clear (connection attempts).
+    pub syns: u64,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the latest packet on this CPU.
+    pub last_seen_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<SourceCounters>() == 32);
+
+/// A global counter pair (one copy per CPU; the daemon sums them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatCounter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+const _: () = assert!(core::mem::size_of::<StatCounter>() == 16);
+
+/// Index into [`MAP_STATS`]. Every packet lands in exactly one of the verdict slots
+/// (`PassUnlisted` .. `PassMalformed`); `L4Truncated` is counted in addition.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stat {
+    /// IP packet from a source on no list: passed and counted per source.
+    PassUnlisted = 0,
+    /// IP packet from a whitelisted source: passed.
+    PassWhitelist = 1,
+    /// IP packet from a graylisted source: dropped.
+    DropGraylist = 2,
+    /// IP packet from a blacklisted source: dropped.
+    DropBlacklist = 3,
+    /// Not IPv4/IPv6 (ARP, LLDP, ...): passed.
+    PassNonIp = 4,
+    /// Truncated or malformed before the source address: passed, as the stack will
+    /// discard it anyway and XDP cannot attribute it to a source.
+    PassMalformed = 5,
+    /// The source was known but the TCP header was cut short or the IPv6 extension
+    /// chain was too long to reach it (the packet got its verdict from its source).
+    L4Truncated = 6,
+}
+
+/// Number of slots in [`MAP_STATS`].
+pub const STAT_COUNT: u32 = 7;
+
+impl Stat {
+    /// All slots, in index order.
+    pub const ALL: [Stat; STAT_COUNT as usize] = [
+        Stat::PassUnlisted,
+        Stat::PassWhitelist,
+        Stat::DropGraylist,
+        Stat::DropBlacklist,
+        Stat::PassNonIp,
+        Stat::PassMalformed,
+        Stat::L4Truncated,
+    ];
+}

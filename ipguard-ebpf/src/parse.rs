@@ -1,0 +1,193 @@
+//! Header parsing with a bounds check before every read, as the verifier requires.
+//! Fields are read as byte arrays: packet data has no alignment guarantee.
+
+use aya_ebpf::programs::XdpContext;
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+const VLAN_HLEN: usize = 4;
+
+const IPPROTO_TCP: u8 = 6;
+const IPV4_MIN_HLEN: usize = 20;
+const IPV6_HLEN: usize = 40;
+const TCP_MIN_HLEN: usize = 20;
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
+
+const NEXTHDR_HOP: u8 = 0;
+const NEXTHDR_ROUTING: u8 = 43;
+const NEXTHDR_FRAGMENT: u8 = 44;
+const NEXTHDR_AUTH: u8 = 51;
+const NEXTHDR_DEST: u8 = 60;
+/// Extension headers walked before giving up on finding TCP. Real traffic has one or two;
+/// the bound keeps the verifier's state space small.
+const MAX_IPV6_EXT: usize = 6;
+
+/// What the packet's transport layer told us.
+#[derive(Clone, Copy)]
+pub enum L4 {
+    /// TCP with SYN set and ACK clear: a connection attempt.
+    Syn,
+    /// Anything else we could fully see: TCP without a bare SYN, UDP, ICMP, a later fragment.
+    Other,
+    /// TCP header cut short, or the IPv6 extension chain too long to reach it.
+    Truncated,
+}
+
+pub enum Frame {
+    NonIp,
+    /// Cut short or invalid before the source address could be read.
+    Malformed,
+    V4 {
+        src: [u8; 4],
+        l4: L4,
+    },
+    V6 {
+        src: [u8; 16],
+        l4: L4,
+    },
+}
+
+/// A pointer to `N` bytes at `offset`, or `None` if the frame is shorter.
+#[inline(always)]
+fn bytes<const N: usize>(ctx: &XdpContext, offset: usize) -> Option<&[u8; N]> {
+    let start = ctx.data();
+    let end = ctx.data_end();
+    if start + offset + N > end {
+        return None;
+    }
+    // SAFETY: the range [start+offset, start+offset+N) was checked against data_end.
+    Some(unsafe { &*((start + offset) as *const [u8; N]) })
+}
+
+#[inline(always)]
+fn be16(b: &[u8; 2]) -> u16 {
+    u16::from_be_bytes(*b)
+}
+
+#[inline(always)]
+pub fn frame(ctx: &XdpContext) -> Frame {
+    let Some(eth_type) = bytes::<2>(ctx, 12) else {
+        return Frame::Malformed;
+    };
+    let mut proto = be16(eth_type);
+    let mut off = ETH_HLEN;
+    // Up to two tags: 802.1Q, or 802.1ad outer + 802.1Q inner (QinQ).
+    if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+        let Some(tag) = bytes::<4>(ctx, off) else {
+            return Frame::Malformed;
+        };
+        proto = u16::from_be_bytes([tag[2], tag[3]]);
+        off += VLAN_HLEN;
+        if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+            let Some(tag) = bytes::<4>(ctx, off) else {
+                return Frame::Malformed;
+            };
+            proto = u16::from_be_bytes([tag[2], tag[3]]);
+            off += VLAN_HLEN;
+        }
+    }
+    match proto {
+        ETH_P_IP => ipv4(ctx, off),
+        ETH_P_IPV6 => ipv6(ctx, off),
+        _ => Frame::NonIp,
+    }
+}
+
+#[inline(always)]
+fn ipv4(ctx: &XdpContext, off: usize) -> Frame {
+    let Some(ip) = bytes::<IPV4_MIN_HLEN>(ctx, off) else {
+        return Frame::Malformed;
+    };
+    let ihl = ((ip[0] & 0x0f) as usize) * 4;
+    if ip[0] >> 4 != 4 || ihl < IPV4_MIN_HLEN {
+        return Frame::Malformed;
+    }
+    let src = [ip[12], ip[13], ip[14], ip[15]];
+    let fragment_offset = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
+    let l4 = if ip[9] != IPPROTO_TCP || fragment_offset != 0 {
+        // A later fragment carries no TCP header; the first one does.
+        L4::Other
+    } else {
+        tcp(ctx, off + ihl)
+    };
+    Frame::V4 { src, l4 }
+}
+
+#[inline(always)]
+fn ipv6(ctx: &XdpContext, off: usize) -> Frame {
+    let Some(ip) = bytes::<IPV6_HLEN>(ctx, off) else {
+        return Frame::Malformed;
+    };
+    if ip[0] >> 4 != 6 {
+        return Frame::Malformed;
+    }
+    let mut src = [0u8; 16];
+    src.copy_from_slice(&ip[8..24]);
+    let mut next = ip[6];
+    let mut off = off + IPV6_HLEN;
+    for _ in 0..MAX_IPV6_EXT {
+        match next {
+            IPPROTO_TCP => {
+                return Frame::V6 {
+                    src,
+                    l4: tcp(ctx, off),
+                }
+            }
+            NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => {
+                let Some(h) = bytes::<2>(ctx, off) else {
+                    return Frame::V6 {
+                        src,
+                        l4: L4::Truncated,
+                    };
+                };
+                next = h[0];
+                off += (h[1] as usize + 1) * 8;
+            }
+            NEXTHDR_AUTH => {
+                let Some(h) = bytes::<2>(ctx, off) else {
+                    return Frame::V6 {
+                        src,
+                        l4: L4::Truncated,
+                    };
+                };
+                next = h[0];
+                off += (h[1] as usize + 2) * 4;
+            }
+            NEXTHDR_FRAGMENT => {
+                let Some(h) = bytes::<4>(ctx, off) else {
+                    return Frame::V6 {
+                        src,
+                        l4: L4::Truncated,
+                    };
+                };
+                if u16::from_be_bytes([h[2], h[3]]) & 0xfff8 != 0 {
+                    return Frame::V6 { src, l4: L4::Other };
+                }
+                next = h[0];
+                off += 8;
+            }
+            _ => return Frame::V6 { src, l4: L4::Other },
+        }
+    }
+    let l4 = match next {
+        IPPROTO_TCP => tcp(ctx, off),
+        NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST | NEXTHDR_AUTH | NEXTHDR_FRAGMENT => {
+            L4::Truncated
+        }
+        _ => L4::Other,
+    };
+    Frame::V6 { src, l4 }
+}
+
+#[inline(always)]
+fn tcp(ctx: &XdpContext, off: usize) -> L4 {
+    match bytes::<TCP_MIN_HLEN>(ctx, off) {
+        Some(t) if t[13] & (TCP_SYN | TCP_ACK) == TCP_SYN => L4::Syn,
+        Some(_) => L4::Other,
+        None => L4::Truncated,
+    }
+}

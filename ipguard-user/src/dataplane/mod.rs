@@ -1,0 +1,281 @@
+//! Loading the XDP program, attaching it, and access to its maps.
+
+mod table;
+
+use std::net::IpAddr;
+
+use aya::{
+    maps::{lpm_trie::LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    programs::{xdp::XdpLinkId, ProgramError, Xdp, XdpMode as AyaXdpMode},
+    Ebpf, EbpfError, EbpfLoader,
+};
+use ipguard_common::{
+    SourceCounters, SourceKey, Stat, StatCounter, MAP_LPM_V4, MAP_LPM_V6, MAP_SOURCES, MAP_STATS,
+    PROGRAM_NAME,
+};
+pub use table::{sync, KernelTable, ListTable, MemoryTable, SyncReport, TableError};
+
+use crate::config::{MapsConfig, XdpMode};
+
+/// The XDP object built from `ipguard-ebpf` by build.rs.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ipguard"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    /// Loading maps or the program into the kernel was refused as a matter of privilege.
+    #[error("permission denied loading the XDP program: run as root (or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON)")]
+    PermissionDenied,
+    /// The object could not be loaded (maps created, relocations, BTF).
+    #[error("cannot load the XDP object: {0}")]
+    Load(#[source] EbpfError),
+    /// The verifier or the kernel rejected the program.
+    #[error("the kernel rejected the XDP program: {0}")]
+    Program(#[source] ProgramError),
+    /// The object lacks a map or program this daemon expects (built from other sources).
+    #[error("the XDP object has no {kind} named {name}")]
+    Missing {
+        kind: &'static str,
+        name: &'static str,
+    },
+    /// A map has an unexpected type.
+    #[error("map {name} has the wrong type: {source}")]
+    MapType {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+    /// The interface does not exist.
+    #[error("unknown interface `{0}`")]
+    UnknownInterface(String),
+    /// Attaching failed in every mode tried.
+    #[error("cannot attach XDP to {interface} in {mode} mode: {source}")]
+    Attach {
+        interface: String,
+        mode: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    /// Reading a counter map failed.
+    #[error("cannot read map {name}: {source}")]
+    Read {
+        name: &'static str,
+        #[source]
+        source: MapError,
+    },
+}
+
+type Result<T, E = DataplaneError> = std::result::Result<T, E>;
+
+/// The mode an attached program actually runs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachedMode {
+    /// In the driver (XDP_FLAGS_DRV_MODE).
+    Native,
+    /// In the generic network stack path (XDP_FLAGS_SKB_MODE).
+    Skb,
+}
+
+impl AttachedMode {
+    pub const fn name(self) -> &'static str {
+        match self {
+            AttachedMode::Native => "native",
+            AttachedMode::Skb => "skb",
+        }
+    }
+}
+
+/// Global counters summed over CPUs, indexed like [`Stat`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GlobalStats(pub [StatCounter; Stat::ALL.len()]);
+
+impl GlobalStats {
+    pub fn get(&self, stat: Stat) -> StatCounter {
+        self.0[stat as usize]
+    }
+}
+
+/// The loaded program and its maps. Dropping it detaches the program (links are owned).
+pub struct Dataplane {
+    ebpf: Ebpf,
+    table: KernelTable,
+    stats: PerCpuArray<MapData, StatCounter>,
+    sources: PerCpuHashMap<MapData, SourceKey, SourceCounters>,
+    attached: Option<(String, AttachedMode, XdpLinkId)>,
+}
+
+impl Dataplane {
+    /// Loads the maps (sized from `maps`) and the program into the kernel, without attaching.
+    pub fn load(maps: &MapsConfig) -> Result<Self> {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(MAP_SOURCES, maps.sources_capacity)
+            .map_max_entries(MAP_LPM_V4, maps.lpm_v4_capacity)
+            .map_max_entries(MAP_LPM_V6, maps.lpm_v6_capacity)
+            .load(EBPF_OBJECT)
+            .map_err(|e| match e {
+                EbpfError::MapError(MapError::CreateError { ref io_error, .. })
+                    if io_error.kind() == std::io::ErrorKind::PermissionDenied =>
+                {
+                    DataplaneError::PermissionDenied
+                }
+                e => DataplaneError::Load(e),
+            })?;
+        let program = xdp_program(&mut ebpf)?;
+        program.load().map_err(|e| match e {
+            ProgramError::LoadError { ref io_error, .. }
+                if io_error.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                DataplaneError::PermissionDenied
+            }
+            e => DataplaneError::Program(e),
+        })?;
+        let table = KernelTable {
+            v4: take_map(&mut ebpf, MAP_LPM_V4, LpmTrie::try_from)?,
+            v6: take_map(&mut ebpf, MAP_LPM_V6, LpmTrie::try_from)?,
+        };
+        let stats = take_map(&mut ebpf, MAP_STATS, PerCpuArray::try_from)?;
+        let sources = take_map(&mut ebpf, MAP_SOURCES, PerCpuHashMap::try_from)?;
+        Ok(Self {
+            ebpf,
+            table,
+            stats,
+            sources,
+            attached: None,
+        })
+    }
+
+    /// The loaded program, e.g. for `BPF_PROG_TEST_RUN`.
+    pub fn program_mut(&mut self) -> Result<&mut Xdp> {
+        xdp_program(&mut self.ebpf)
+    }
+
+    /// Attaches to `interface`. `Auto` tries native (driver) mode first and falls back to
+    /// skb (generic) mode, which every interface supports.
+    pub fn attach(&mut self, interface: &str, mode: XdpMode) -> Result<AttachedMode> {
+        if interface_index(interface).is_none() {
+            return Err(DataplaneError::UnknownInterface(interface.to_owned()));
+        }
+        let tries: &[AttachedMode] = match mode {
+            XdpMode::Auto => &[AttachedMode::Native, AttachedMode::Skb],
+            XdpMode::Native => &[AttachedMode::Native],
+            XdpMode::Skb => &[AttachedMode::Skb],
+        };
+        let program = xdp_program(&mut self.ebpf)?;
+        let mut last = None;
+        for &m in tries {
+            let flags = match m {
+                AttachedMode::Native => AyaXdpMode::Driver,
+                AttachedMode::Skb => AyaXdpMode::Skb,
+            };
+            match program.attach(interface, flags) {
+                Ok(link) => {
+                    self.attached = Some((interface.to_owned(), m, link));
+                    return Ok(m);
+                }
+                Err(e) => {
+                    tracing::debug!(interface, mode = m.name(), error = %e, "attach failed");
+                    last = Some((m, e));
+                }
+            }
+        }
+        let (m, source) = last.expect("at least one mode is tried");
+        Err(DataplaneError::Attach {
+            interface: interface.to_owned(),
+            mode: m.name(),
+            source,
+        })
+    }
+
+    /// Detaches from the interface, if attached.
+    pub fn detach(&mut self) -> Result<()> {
+        if let Some((_, _, link)) = self.attached.take() {
+            xdp_program(&mut self.ebpf)?
+                .detach(link)
+                .map_err(DataplaneError::Program)?;
+        }
+        Ok(())
+    }
+
+    /// Where the program is attached, if it is.
+    pub fn attached(&self) -> Option<(&str, AttachedMode)> {
+        self.attached.as_ref().map(|(i, m, _)| (i.as_str(), *m))
+    }
+
+    pub fn table(&mut self) -> &mut KernelTable {
+        &mut self.table
+    }
+
+    /// Global counters, summed over CPUs.
+    pub fn stats(&self) -> Result<GlobalStats> {
+        let mut out = GlobalStats::default();
+        for stat in Stat::ALL {
+            let per_cpu =
+                self.stats
+                    .get(&(stat as u32), 0)
+                    .map_err(|source| DataplaneError::Read {
+                        name: MAP_STATS,
+                        source,
+                    })?;
+            out.0[stat as usize] =
+                per_cpu
+                    .iter()
+                    .fold(StatCounter::default(), |a, c| StatCounter {
+                        packets: a.packets + c.packets,
+                        bytes: a.bytes + c.bytes,
+                    });
+        }
+        Ok(out)
+    }
+
+    /// Counters of one source, summed over CPUs (`last_seen_ns` is the latest);
+    /// `None` if the source has not been seen (or was evicted).
+    pub fn source(&self, addr: IpAddr) -> Result<Option<SourceCounters>> {
+        match self.sources.get(&SourceKey::from(addr), 0) {
+            Ok(per_cpu) => Ok(Some(sum_sources(&per_cpu))),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(source) => Err(DataplaneError::Read {
+                name: MAP_SOURCES,
+                source,
+            }),
+        }
+    }
+}
+
+fn sum_sources(per_cpu: &PerCpuValues<SourceCounters>) -> SourceCounters {
+    per_cpu
+        .iter()
+        .fold(SourceCounters::default(), |a, c| SourceCounters {
+            packets: a.packets + c.packets,
+            bytes: a.bytes + c.bytes,
+            syns: a.syns + c.syns,
+            last_seen_ns: a.last_seen_ns.max(c.last_seen_ns),
+        })
+}
+
+fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    ebpf.program_mut(PROGRAM_NAME)
+        .ok_or(DataplaneError::Missing {
+            kind: "program",
+            name: PROGRAM_NAME,
+        })?
+        .try_into()
+        .map_err(DataplaneError::Program)
+}
+
+fn take_map<M>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    convert: impl FnOnce(aya::maps::Map) -> std::result::Result<M, MapError>,
+) -> Result<M> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or(DataplaneError::Missing { kind: "map", name })?;
+    convert(map).map_err(|source| DataplaneError::MapType { name, source })
+}
+
+/// The interface's index, or `None` if there is no such interface.
+pub fn interface_index(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated string that outlives the call.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (index != 0).then_some(index)
+}

@@ -1,0 +1,7 @@
+//! ipguard's daemon and CLI as a library, so the privileged tests can drive the same code.
+
+pub mod config;
+pub mod daemon;
+pub mod dataplane;
+pub mod lists;
+pub mod net;

@@ -1,0 +1,77 @@
+//! `ipguard`: command-line entry point. Wiring only; the work is in the library.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use ipguard::{config::Config, daemon, lists};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "ipguard",
+    version,
+    about = "XDP IP filter: whitelist, graylist and blacklist at packet level"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load the XDP filter on an interface and enforce the lists until SIGINT/SIGTERM.
+    Run {
+        /// Config file (TOML); see ipguard.example.toml.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Interface to filter; overrides `interface` in the config.
+        #[arg(long, short)]
+        interface: Option<String>,
+    },
+    /// Validate a config file without loading anything.
+    CheckConfig {
+        /// Config file (TOML).
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config, interface } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(daemon::run(&config, interface))),
+        Command::CheckConfig { file } => check_config(&file),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("ipguard: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::from_file(file)?;
+    let compiled = lists::compile(&config.lists);
+    println!(
+        "{}: ok (interface {}, xdp_mode {}; whitelist {}, graylist {}, blacklist {} entries; {} trie entries)",
+        file.display(),
+        config.interface.as_deref().unwrap_or("<from --interface>"),
+        config.xdp_mode,
+        config.lists.whitelist.len(),
+        config.lists.graylist.len(),
+        config.lists.blacklist.len(),
+        compiled.len()
+    );
+    Ok(())
+}

@@ -1,0 +1,344 @@
+//! T2: the built `ipguard` binary on one end of a veth pair, real traffic from another
+//! network namespace. Needs root and IPGUARD_BIN; fails loudly without them.
+
+use std::{
+    io::Read,
+    net::{SocketAddr, TcpListener, TcpStream},
+    process::{Child, Command, Stdio},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use ipguard_tests::{
+    ipguard_bin,
+    netns::{in_netns, ok, Testbed},
+    require_root,
+};
+
+const CONFIG: &str = r#"
+xdp_mode = "auto"
+[lists]
+whitelist = ["127.0.0.0/8", "::1", "203.0.113.128/25"]
+graylist  = ["198.51.100.64/26"]
+blacklist = ["203.0.113.0/24", "198.51.100.7", "2001:db8:bad::/48"]
+[maps]
+sources_capacity = 4096
+"#;
+
+/// The testbed of these tests: server 192.0.2.1 / 2001:db8:1::1, client with one allowed
+/// and several listed source addresses.
+fn testbed(tag: &str) -> Testbed {
+    require_root();
+    let bed = Testbed::new(tag);
+    let (srv, cli, si, ci) = (
+        bed.srv.clone(),
+        bed.cli.clone(),
+        bed.srv_if.clone(),
+        bed.cli_if.clone(),
+    );
+    bed.addr(&srv, &si, "192.0.2.1/24");
+    bed.addr(&srv, &si, "2001:db8:1::1/64");
+    for net in ["198.51.100.0/24", "203.0.113.0/24", "2001:db8:bad::/48"] {
+        bed.route(&srv, &si, net);
+    }
+    for a in [
+        "192.0.2.2/24",
+        "198.51.100.7/32",
+        "198.51.100.8/32",
+        "198.51.100.70/32",
+        "203.0.113.5/32",
+        "203.0.113.200/32",
+        "2001:db8:1::2/64",
+        "2001:db8:bad::5/128",
+    ] {
+        bed.addr(&cli, &ci, a);
+    }
+    // 2001:db8:1::/64 is on-link through the address itself.
+    bed
+}
+
+/// The daemon, killed (SIGKILL) if a test fails before stopping it.
+struct Daemon {
+    child: Option<Child>,
+    stderr_path: std::path::PathBuf,
+}
+
+impl Daemon {
+    fn start(bed: &Testbed, dir: &std::path::Path) -> Daemon {
+        let config = dir.join("ipguard.toml");
+        std::fs::write(&config, CONFIG).unwrap();
+        let stderr_path = dir.join("daemon.log");
+        let log = std::fs::File::create(&stderr_path).unwrap();
+        // nsenter switches only the network namespace (ip netns exec would also remount /sys).
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", bed.srv))
+            .arg(ipguard_bin())
+            .args(["run", "--config"])
+            .arg(&config)
+            .args(["--interface", &bed.srv_if])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn the daemon");
+        let mut d = Daemon {
+            child: Some(child),
+            stderr_path,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !bed.srv_has_xdp() {
+            if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("daemon exited early with {status}: {}", d.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not attach within 20 s: {}",
+                d.log()
+            );
+            sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let mut child = self.child.take().unwrap();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (status, self.log());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("daemon ignored SIGTERM for 10 s: {}", self.log());
+            }
+            sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn ping(bed: &Testbed, src: &str, dst: &str) -> bool {
+    ok(&[
+        "ip", "netns", "exec", &bed.cli, "ping", "-c", "1", "-W", "1", "-I", src, dst,
+    ])
+}
+
+/// A TCP connect from `src` to `dst`: true if the handshake completes within 1 s.
+fn connect(bed: &Testbed, src: &str, dst: SocketAddr) -> bool {
+    let src: std::net::IpAddr = src.parse().unwrap();
+    in_netns(&bed.cli, move || {
+        let sock = socket2::Socket::new(
+            socket2::Domain::for_address(dst),
+            socket2::Type::STREAM,
+            None,
+        )
+        .unwrap();
+        sock.bind(&SocketAddr::new(src, 0).into()).unwrap();
+        sock.connect_timeout(&dst.into(), Duration::from_secs(1))
+            .is_ok()
+    })
+}
+
+/// A listener in the server namespace that accepts and closes connections until dropped.
+fn listener(bed: &Testbed, addr: &str) -> SocketAddr {
+    let addr: SocketAddr = addr.parse().unwrap();
+    let l: TcpListener = in_netns(&bed.srv, move || TcpListener::bind(addr).unwrap());
+    let local = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().flatten() {
+            let mut s: TcpStream = s;
+            let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
+            let _ = s.read(&mut [0u8; 16]);
+        }
+    });
+    local
+}
+
+#[test]
+fn daemon_drops_listed_sources_and_detaches_on_sigterm() {
+    let bed = testbed("a");
+    let dir = tempfile::tempdir().unwrap();
+    let v4 = listener(&bed, "192.0.2.1:0");
+    let v6 = listener(&bed, "[2001:db8:1::1]:0");
+
+    // Before the daemon: everything gets through (proves the testbed itself works).
+    assert!(
+        ping(&bed, "203.0.113.5", "192.0.2.1"),
+        "testbed broken: no ping without filter"
+    );
+    assert!(
+        connect(&bed, "2001:db8:bad::5", v6),
+        "testbed broken: no v6 connect without filter"
+    );
+
+    let daemon = Daemon::start(&bed, dir.path());
+
+    // Unlisted and whitelisted sources pass, ping and TCP, v4 and v6.
+    assert!(
+        ping(&bed, "192.0.2.2", "192.0.2.1"),
+        "unlisted v4 ping dropped"
+    );
+    assert!(
+        ping(&bed, "198.51.100.8", "192.0.2.1"),
+        "unlisted v4 ping dropped"
+    );
+    assert!(
+        ping(&bed, "2001:db8:1::2", "2001:db8:1::1"),
+        "unlisted v6 ping dropped"
+    );
+    assert!(connect(&bed, "192.0.2.2", v4), "unlisted v4 connect failed");
+    assert!(
+        connect(&bed, "2001:db8:1::2", v6),
+        "unlisted v6 connect failed"
+    );
+    // Whitelisted /25 inside the blacklisted /24 wins.
+    assert!(
+        ping(&bed, "203.0.113.200", "192.0.2.1"),
+        "whitelisted source dropped"
+    );
+    assert!(
+        connect(&bed, "203.0.113.200", v4),
+        "whitelisted connect failed"
+    );
+
+    // Blacklisted and graylisted sources are dropped.
+    assert!(
+        !ping(&bed, "203.0.113.5", "192.0.2.1"),
+        "blacklisted /24 ping passed"
+    );
+    assert!(
+        !ping(&bed, "198.51.100.7", "192.0.2.1"),
+        "blacklisted host ping passed"
+    );
+    assert!(
+        !ping(&bed, "198.51.100.70", "192.0.2.1"),
+        "graylisted ping passed"
+    );
+    assert!(
+        !ping(&bed, "2001:db8:bad::5", "2001:db8:1::1"),
+        "blacklisted v6 ping passed"
+    );
+    assert!(
+        !connect(&bed, "203.0.113.5", v4),
+        "blacklisted v4 connect succeeded"
+    );
+    assert!(
+        !connect(&bed, "2001:db8:bad::5", v6),
+        "blacklisted v6 connect succeeded"
+    );
+
+    let (status, log) = daemon.terminate();
+    assert!(
+        status.success(),
+        "daemon exit status {status} on SIGTERM: {log}"
+    );
+    assert!(
+        !bed.srv_has_xdp(),
+        "an XDP program is still attached after SIGTERM: {log}"
+    );
+    assert!(
+        log.contains("detached"),
+        "no detach message in the daemon log: {log}"
+    );
+
+    // And traffic flows again.
+    assert!(
+        ping(&bed, "203.0.113.5", "192.0.2.1"),
+        "blacklisted source still dropped after exit"
+    );
+}
+
+fn run_daemon(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let out = Command::new(ipguard_bin())
+        .args(args)
+        .output()
+        .expect("run ipguard");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn daemon_refuses_to_start_on_bad_input() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, CONFIG).unwrap();
+    let good = good.to_str().unwrap();
+
+    let (status, err) = run_daemon(&["run", "--config", good, "--interface", "ipg-nosuch0"]);
+    assert!(!status.success());
+    assert_eq!(
+        err.trim(),
+        "ipguard: error: unknown interface `ipg-nosuch0` (see `ip link`)"
+    );
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[lists]\nblacklist = [\"203.0.113.1/24\"]\n").unwrap();
+    let (status, err) = run_daemon(&[
+        "run",
+        "--config",
+        bad.to_str().unwrap(),
+        "--interface",
+        "lo",
+    ]);
+    assert!(!status.success());
+    assert!(
+        err.contains("bad.toml:2:14")
+            && err.contains("host bits")
+            && err.contains("203.0.113.0/24"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "not a single line: {err}");
+
+    let (status, err) = run_daemon(&["run", "--config", good]);
+    assert!(!status.success());
+    assert!(err.contains("no interface"), "{err}");
+
+    // Without privileges: a clear message, nothing loaded.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(ipguard_bin())
+        .args(["run", "--config", good, "--interface", "lo"])
+        .output()
+        .expect("run setpriv");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("missing CAP_BPF") && err.contains("run as root"),
+        "{err}"
+    );
+
+    // check-config validates without loading anything.
+    let out = Command::new(ipguard_bin())
+        .args(["check-config", good])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("blacklist 3 entries"));
+}

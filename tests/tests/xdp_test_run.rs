@@ -1,0 +1,501 @@
+//! T1: the real XDP program under BPF_PROG_TEST_RUN with crafted frames. Asserts both the
+//! verdict and the counters it leaves behind. Needs root; fails loudly without it.
+
+use std::net::IpAddr;
+
+use aya::programs::{TestRun, TestRunOptions};
+use ipguard::{
+    config::{Lists, MapsConfig},
+    dataplane::{self, Dataplane, GlobalStats},
+    lists,
+};
+use ipguard_common::{Stat, StatCounter};
+use ipguard_tests::{frames::*, require_root};
+use ipnet::IpNet;
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+
+fn nets(v: &[&str]) -> Vec<IpNet> {
+    v.iter().map(|s| s.parse().unwrap()).collect()
+}
+
+/// A freshly loaded program whose tries hold `white`/`gray`/`black` after precedence.
+fn program(white: &[&str], gray: &[&str], black: &[&str]) -> Dataplane {
+    require_root();
+    let maps = MapsConfig {
+        sources_capacity: 1024,
+        lpm_v4_capacity: 1024,
+        lpm_v6_capacity: 1024,
+    };
+    let mut dp = Dataplane::load(&maps).expect("load the XDP program");
+    let l = Lists {
+        whitelist: nets(white),
+        graylist: nets(gray),
+        blacklist: nets(black),
+    };
+    dataplane::sync(dp.table(), &lists::compile(&l)).expect("write the tries");
+    dp
+}
+
+/// The usual lists of these tests.
+fn standard() -> Dataplane {
+    program(
+        &["192.0.2.128/25", "2001:db8:1:ffff::/64"],
+        &["198.51.100.0/24", "2001:db8:6a::/48"],
+        &["203.0.113.0/24", "2001:db8:bad::/48"],
+    )
+}
+
+fn run(dp: &mut Dataplane, frame: &[u8]) -> u32 {
+    let prog = dp.program_mut().unwrap();
+    let res = prog
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat: 1,
+            ..TestRunOptions::new()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    res.return_value
+}
+
+fn stats(dp: &Dataplane) -> GlobalStats {
+    dp.stats().expect("read stats")
+}
+
+/// Asserts that exactly the given stat slots moved by one packet (and `len` bytes each).
+#[track_caller]
+fn assert_counted(before: GlobalStats, after: GlobalStats, moved: &[Stat], len: usize) {
+    for stat in Stat::ALL {
+        let (b, a) = (before.get(stat), after.get(stat));
+        let expect = if moved.contains(&stat) {
+            StatCounter {
+                packets: b.packets + 1,
+                bytes: b.bytes + len as u64,
+            }
+        } else {
+            b
+        };
+        assert_eq!(a, expect, "counter {stat:?}");
+    }
+}
+
+/// Runs one frame; asserts its verdict and the one verdict slot (plus `extra`) it moved.
+#[track_caller]
+fn check(dp: &mut Dataplane, frame: &[u8], verdict: u32, stat: Stat, extra: &[Stat]) {
+    let before = stats(dp);
+    assert_eq!(
+        run(dp, frame),
+        verdict,
+        "verdict for {stat:?} frame of {} bytes",
+        frame.len()
+    );
+    let mut moved = vec![stat];
+    moved.extend_from_slice(extra);
+    assert_counted(before, stats(dp), &moved, frame.len());
+}
+
+fn source(dp: &Dataplane, ip: &str) -> Option<ipguard_common::SourceCounters> {
+    dp.source(ip.parse::<IpAddr>().unwrap())
+        .expect("read source map")
+}
+
+#[test]
+fn v4_each_list_and_none() {
+    let mut dp = standard();
+    let udp = udp();
+    check(
+        &mut dp,
+        &v4_frame(&[], "192.0.2.7", IPPROTO_UDP, &udp),
+        XDP_PASS,
+        Stat::PassUnlisted,
+        &[],
+    );
+    check(
+        &mut dp,
+        &v4_frame(&[], "192.0.2.200", IPPROTO_UDP, &udp),
+        XDP_PASS,
+        Stat::PassWhitelist,
+        &[],
+    );
+    check(
+        &mut dp,
+        &v4_frame(&[], "198.51.100.9", IPPROTO_UDP, &udp),
+        XDP_DROP,
+        Stat::DropGraylist,
+        &[],
+    );
+    check(
+        &mut dp,
+        &v4_frame(&[], "203.0.113.9", IPPROTO_UDP, &udp),
+        XDP_DROP,
+        Stat::DropBlacklist,
+        &[],
+    );
+
+    // Only the unlisted source is counted per source; dropped and whitelisted traffic is not.
+    let len = v4_frame(&[], "192.0.2.7", IPPROTO_UDP, &udp).len() as u64;
+    let s = source(&dp, "192.0.2.7").expect("unlisted source counted");
+    assert_eq!((s.packets, s.bytes, s.syns), (1, len, 0));
+    assert!(s.last_seen_ns > 0);
+    assert_eq!(source(&dp, "192.0.2.200"), None);
+    assert_eq!(source(&dp, "198.51.100.9"), None);
+    assert_eq!(source(&dp, "203.0.113.9"), None);
+}
+
+#[test]
+fn v6_each_list_and_none() {
+    let mut dp = standard();
+    let udp = udp();
+    check(
+        &mut dp,
+        &v6_frame(&[], "2001:db8:1::2", IPPROTO_UDP, &udp),
+        XDP_PASS,
+        Stat::PassUnlisted,
+        &[],
+    );
+    check(
+        &mut dp,
+        &v6_frame(&[], "2001:db8:1:ffff::9", IPPROTO_UDP, &udp),
+        XDP_PASS,
+        Stat::PassWhitelist,
+        &[],
+    );
+    check(
+        &mut dp,
+        &v6_frame(&[], "2001:db8:6a::1", IPPROTO_UDP, &udp),
+        XDP_DROP,
+        Stat::DropGraylist,
+        &[],
+    );
+    check(
+        &mut dp,
+        &v6_frame(&[], "2001:db8:bad:1::5", IPPROTO_UDP, &udp),
+        XDP_DROP,
+        Stat::DropBlacklist,
+        &[],
+    );
+    let s = source(&dp, "2001:db8:1::2").expect("unlisted v6 source counted");
+    assert_eq!(s.packets, 1);
+    assert_eq!(source(&dp, "2001:db8:bad:1::5"), None);
+}
+
+#[test]
+fn whitelist_wins_over_overlapping_blacklist_both_ways() {
+    // More specific whitelist inside a blacklisted prefix, and a less specific whitelist
+    // around a more specific blacklisted prefix; same for graylist and for IPv6.
+    let mut dp = program(
+        &[
+            "203.0.113.128/25",
+            "10.0.0.0/8",
+            "2001:db8:bad:1::/64",
+            "2001:db8:f00::/40",
+        ],
+        &["10.1.2.0/24"],
+        &[
+            "203.0.113.0/24",
+            "10.1.0.0/16",
+            "2001:db8:bad::/48",
+            "2001:db8:f00:1::/64",
+        ],
+    );
+    let udp = udp();
+    for (src, verdict, stat) in [
+        ("203.0.113.200", XDP_PASS, Stat::PassWhitelist),
+        ("203.0.113.5", XDP_DROP, Stat::DropBlacklist),
+        ("10.1.2.3", XDP_PASS, Stat::PassWhitelist),
+        ("10.1.9.9", XDP_PASS, Stat::PassWhitelist),
+    ] {
+        check(
+            &mut dp,
+            &v4_frame(&[], src, IPPROTO_UDP, &udp),
+            verdict,
+            stat,
+            &[],
+        );
+    }
+    for (src, verdict, stat) in [
+        ("2001:db8:bad:1::7", XDP_PASS, Stat::PassWhitelist),
+        ("2001:db8:bad:2::7", XDP_DROP, Stat::DropBlacklist),
+        ("2001:db8:f00:1::7", XDP_PASS, Stat::PassWhitelist),
+    ] {
+        check(
+            &mut dp,
+            &v6_frame(&[], src, IPPROTO_UDP, &udp),
+            verdict,
+            stat,
+            &[],
+        );
+    }
+}
+
+#[test]
+fn vlan_and_qinq() {
+    let mut dp = standard();
+    let syn = tcp(TCP_SYN);
+    for tags in [
+        &[ETH_P_8021Q][..],
+        &[ETH_P_8021AD, ETH_P_8021Q][..],
+        &[ETH_P_8021Q, ETH_P_8021Q][..],
+    ] {
+        check(
+            &mut dp,
+            &v4_frame(tags, "203.0.113.1", IPPROTO_TCP, &syn),
+            XDP_DROP,
+            Stat::DropBlacklist,
+            &[],
+        );
+        check(
+            &mut dp,
+            &v6_frame(tags, "2001:db8:bad::1", IPPROTO_TCP, &syn),
+            XDP_DROP,
+            Stat::DropBlacklist,
+            &[],
+        );
+        check(
+            &mut dp,
+            &v4_frame(tags, "192.0.2.9", IPPROTO_TCP, &syn),
+            XDP_PASS,
+            Stat::PassUnlisted,
+            &[],
+        );
+    }
+    // The SYNs seen through every tag layout were found and counted.
+    assert_eq!(source(&dp, "192.0.2.9").unwrap().syns, 3);
+    // A third tag is not parsed: the frame is not IP as far as XDP is concerned.
+    let mut f = eth(&[ETH_P_8021Q, ETH_P_8021Q, ETH_P_8021Q], ETH_P_IP);
+    f.extend(ipv4(
+        "203.0.113.1".parse().unwrap(),
+        "192.0.2.1".parse().unwrap(),
+        IPPROTO_TCP,
+        &[],
+        0,
+        &syn,
+    ));
+    check(&mut dp, &f, XDP_PASS, Stat::PassNonIp, &[]);
+}
+
+#[test]
+fn ipv4_with_options_finds_tcp() {
+    let mut dp = standard();
+    let options = [1u8; 12]; // NOPs: IHL 8
+    let mut f = eth(&[], ETH_P_IP);
+    f.extend(ipv4(
+        "192.0.2.44".parse().unwrap(),
+        "192.0.2.1".parse().unwrap(),
+        IPPROTO_TCP,
+        &options,
+        0,
+        &tcp(TCP_SYN),
+    ));
+    check(&mut dp, &f, XDP_PASS, Stat::PassUnlisted, &[]);
+    assert_eq!(source(&dp, "192.0.2.44").unwrap().syns, 1);
+
+    // Max IHL (15 words, 40 bytes of options) from a blacklisted source still drops.
+    let mut f = eth(&[], ETH_P_IP);
+    f.extend(ipv4(
+        "203.0.113.4".parse().unwrap(),
+        "192.0.2.1".parse().unwrap(),
+        IPPROTO_TCP,
+        &[1u8; 40],
+        0,
+        &tcp(TCP_SYN),
+    ));
+    check(&mut dp, &f, XDP_DROP, Stat::DropBlacklist, &[]);
+}
+
+#[test]
+fn ipv4_later_fragment_is_not_a_syn() {
+    let mut dp = standard();
+    let mut f = eth(&[], ETH_P_IP);
+    // Fragment offset 8 (×8 bytes): the bytes after the header are not a TCP header.
+    f.extend(ipv4(
+        "192.0.2.45".parse().unwrap(),
+        "192.0.2.1".parse().unwrap(),
+        IPPROTO_TCP,
+        &[],
+        8,
+        &tcp(TCP_SYN),
+    ));
+    check(&mut dp, &f, XDP_PASS, Stat::PassUnlisted, &[]);
+    assert_eq!(source(&dp, "192.0.2.45").unwrap().syns, 0);
+}
+
+#[test]
+fn ipv6_extension_headers_before_tcp() {
+    let mut dp = standard();
+    // hop-by-hop → routing → destination options → fragment (first) → TCP SYN
+    let mut rest = ext(NEXTHDR_ROUTING, 0);
+    rest.extend(ext(NEXTHDR_DEST, 1));
+    rest.extend(ext(NEXTHDR_FRAGMENT, 0));
+    rest.extend(frag6(IPPROTO_TCP, 0, true));
+    rest.extend(tcp(TCP_SYN));
+    check(
+        &mut dp,
+        &v6_frame(&[], "2001:db8:1::50", NEXTHDR_HOP, &rest),
+        XDP_PASS,
+        Stat::PassUnlisted,
+        &[],
+    );
+    assert_eq!(source(&dp, "2001:db8:1::50").unwrap().syns, 1);
+
+    // A later fragment has no TCP header.
+    let mut rest = frag6(IPPROTO_TCP, 10, false);
+    rest.extend(tcp(TCP_SYN));
+    check(
+        &mut dp,
+        &v6_frame(&[], "2001:db8:1::51", NEXTHDR_FRAGMENT, &rest),
+        XDP_PASS,
+        Stat::PassUnlisted,
+        &[],
+    );
+    assert_eq!(source(&dp, "2001:db8:1::51").unwrap().syns, 0);
+
+    // A chain longer than the parser's bound: verdict by source, TCP not reached.
+    let mut rest = Vec::new();
+    for _ in 0..8 {
+        rest.extend(ext(NEXTHDR_DEST, 0));
+    }
+    rest.extend(ext(IPPROTO_TCP, 0));
+    rest.extend(tcp(TCP_SYN));
+    check(
+        &mut dp,
+        &v6_frame(&[], "2001:db8:bad::52", NEXTHDR_DEST, &rest),
+        XDP_DROP,
+        Stat::DropBlacklist,
+        &[Stat::L4Truncated],
+    );
+    check(
+        &mut dp,
+        &v6_frame(&[], "2001:db8:1::52", NEXTHDR_DEST, &rest),
+        XDP_PASS,
+        Stat::PassUnlisted,
+        &[Stat::L4Truncated],
+    );
+    assert_eq!(source(&dp, "2001:db8:1::52").unwrap().syns, 0);
+}
+
+#[test]
+fn arp_and_other_non_ip_pass() {
+    let mut dp = standard();
+    check(&mut dp, &arp(), XDP_PASS, Stat::PassNonIp, &[]);
+    let mut lldp = eth(&[], 0x88cc);
+    lldp.extend_from_slice(&[0; 32]);
+    check(&mut dp, &lldp, XDP_PASS, Stat::PassNonIp, &[]);
+}
+
+#[test]
+fn syn_counted_but_not_syn_ack_or_ack() {
+    let mut dp = standard();
+    for (flags, n) in [
+        (TCP_SYN, 1),
+        (TCP_SYN | TCP_ACK, 1),
+        (TCP_ACK, 1),
+        (TCP_SYN, 2),
+        (0x18, 2),
+    ] {
+        check(
+            &mut dp,
+            &v4_frame(&[], "192.0.2.60", IPPROTO_TCP, &tcp(flags)),
+            XDP_PASS,
+            Stat::PassUnlisted,
+            &[],
+        );
+        assert_eq!(
+            source(&dp, "192.0.2.60").unwrap().syns,
+            n,
+            "after flags {flags:#x}"
+        );
+        check(
+            &mut dp,
+            &v6_frame(&[], "2001:db8:1::60", IPPROTO_TCP, &tcp(flags)),
+            XDP_PASS,
+            Stat::PassUnlisted,
+            &[],
+        );
+        assert_eq!(
+            source(&dp, "2001:db8:1::60").unwrap().syns,
+            n,
+            "after flags {flags:#x}"
+        );
+    }
+    let s = source(&dp, "192.0.2.60").unwrap();
+    assert_eq!(s.packets, 5);
+}
+
+#[test]
+fn malformed_ip_headers_pass_as_malformed() {
+    let mut dp = standard();
+    // IHL below 5.
+    let mut f = v4_frame(&[], "203.0.113.1", IPPROTO_TCP, &tcp(TCP_SYN));
+    f[14] = 0x44;
+    check(&mut dp, &f, XDP_PASS, Stat::PassMalformed, &[]);
+    // Ethertype IPv4 but version 6 in the header.
+    let mut f = v4_frame(&[], "203.0.113.1", IPPROTO_TCP, &tcp(TCP_SYN));
+    f[14] = 0x65;
+    check(&mut dp, &f, XDP_PASS, Stat::PassMalformed, &[]);
+    // Ethertype IPv6 but version 4.
+    let mut f = v6_frame(&[], "2001:db8:bad::1", IPPROTO_TCP, &tcp(TCP_SYN));
+    f[14] = 0x45;
+    check(&mut dp, &f, XDP_PASS, Stat::PassMalformed, &[]);
+}
+
+/// Cuts a frame at every length and checks what each cut leads to: before the source
+/// address is complete → passed as malformed; inside the TCP header → the source's
+/// verdict plus `L4Truncated`; never XDP_ABORTED.
+#[track_caller]
+fn truncate_everywhere(
+    dp: &mut Dataplane,
+    full: &[u8],
+    src_end: usize,
+    l4_start: usize,
+    verdict: u32,
+    stat: Stat,
+) {
+    // BPF_PROG_TEST_RUN refuses XDP input shorter than an Ethernet header.
+    for cut in 14..=full.len() {
+        let f = &full[..cut];
+        // The IP header is read whole (20 or 40 bytes) before the source is used.
+        if cut < src_end {
+            check(dp, f, XDP_PASS, Stat::PassMalformed, &[]);
+        } else if cut < l4_start + 20 {
+            check(dp, f, verdict, stat, &[Stat::L4Truncated]);
+        } else {
+            check(dp, f, verdict, stat, &[]);
+        }
+    }
+}
+
+#[test]
+fn truncated_at_every_boundary() {
+    let mut dp = standard();
+    let syn = tcp(TCP_SYN);
+    // v4, QinQ: eth 14 + 2 tags 8 → IP at 22, header 20 → TCP at 42.
+    let full = v4_frame(
+        &[ETH_P_8021AD, ETH_P_8021Q],
+        "203.0.113.77",
+        IPPROTO_TCP,
+        &syn,
+    );
+    truncate_everywhere(&mut dp, &full, 42, 42, XDP_DROP, Stat::DropBlacklist);
+    let full = v4_frame(&[ETH_P_8021Q], "192.0.2.77", IPPROTO_TCP, &syn);
+    truncate_everywhere(&mut dp, &full, 38, 38, XDP_PASS, Stat::PassUnlisted);
+    // v6 with a hop-by-hop header: IP at 14, 40 bytes → ext at 54, 8 bytes → TCP at 62.
+    let mut rest = ext(IPPROTO_TCP, 0);
+    rest.extend(syn.clone());
+    let full = v6_frame(&[], "2001:db8:bad::77", NEXTHDR_HOP, &rest);
+    truncate_everywhere(&mut dp, &full, 54, 62, XDP_DROP, Stat::DropBlacklist);
+    // Only complete SYNs were counted for the unlisted source.
+    let s = source(&dp, "192.0.2.77").unwrap();
+    assert_eq!(s.syns, 1);
+    // Every cut from the end of its IPv4 header (38) to the full 58 bytes was attributed.
+    assert_eq!(s.packets, 58 - 38 + 1);
+}
+
+#[test]
+fn loaded_object_has_the_shared_map_names() {
+    // Dataplane::load takes every map by its ipguard_common name and fails otherwise;
+    // loading at all proves the object and the common crate agree.
+    let dp = standard();
+    assert_eq!(stats(&dp), GlobalStats::default());
+}
