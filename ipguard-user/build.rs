@@ -12,7 +12,15 @@ use anyhow::{bail, Context as _};
 const TOOLCHAIN_VAR: &str = "IPGUARD_EBPF_TOOLCHAIN";
 const SETUP_HINT: &str = "run `cargo xtask setup` (as root) to install it";
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    if let Err(err) = build() {
+        // One clear line in cargo's error output instead of a backtrace.
+        println!("cargo::error={err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn build() -> anyhow::Result<()> {
     println!("cargo:rerun-if-env-changed={TOOLCHAIN_VAR}");
     let toolchain = env::var(TOOLCHAIN_VAR).unwrap_or_else(|_| "/usr".to_owned());
     preflight(&toolchain)?;

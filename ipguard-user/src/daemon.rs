@@ -78,8 +78,14 @@ pub async fn run(config_path: &Path, interface: Option<String>) -> anyhow::Resul
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
     };
-    let stats = dp.stats().ok();
+    let stats = dp.stats().unwrap_or_default();
     dp.detach().context("detaching the XDP program")?;
-    tracing::info!(signal = which, interface = %interface, ?stats, "detached; exiting");
+    tracing::info!(
+        signal = which,
+        interface = %interface,
+        passed = stats.passed(),
+        dropped = stats.dropped(),
+        "detached; exiting"
+    );
     Ok(())
 }

@@ -64,9 +64,9 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(bed: &Testbed, dir: &std::path::Path) -> Daemon {
+    fn start(bed: &Testbed, dir: &std::path::Path, config_text: &str) -> Daemon {
         let config = dir.join("ipguard.toml");
-        std::fs::write(&config, CONFIG).unwrap();
+        std::fs::write(&config, config_text).unwrap();
         let stderr_path = dir.join("daemon.log");
         let log = std::fs::File::create(&stderr_path).unwrap();
         // nsenter switches only the network namespace (ip netns exec would also remount /sys).
@@ -185,7 +185,7 @@ fn daemon_drops_listed_sources_and_detaches_on_sigterm() {
         "testbed broken: no v6 connect without filter"
     );
 
-    let daemon = Daemon::start(&bed, dir.path());
+    let daemon = Daemon::start(&bed, dir.path(), CONFIG);
 
     // Unlisted and whitelisted sources pass, ping and TCP, v4 and v6.
     assert!(
@@ -260,6 +260,54 @@ fn daemon_drops_listed_sources_and_detaches_on_sigterm() {
         ping(&bed, "203.0.113.5", "192.0.2.1"),
         "blacklisted source still dropped after exit"
     );
+}
+
+#[test]
+fn forced_skb_mode_is_honoured() {
+    let bed = testbed("k");
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        &bed,
+        dir.path(),
+        &CONFIG.replace(r#"xdp_mode = "auto""#, r#"xdp_mode = "skb""#),
+    );
+    let out = ipguard_tests::netns::sh(&["ip", "-n", &bed.srv, "link", "show", "dev", &bed.srv_if]);
+    let link = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        link.contains("xdpgeneric"),
+        "not attached in generic (skb) mode: {link}"
+    );
+    assert!(
+        ping(&bed, "192.0.2.2", "192.0.2.1"),
+        "unlisted ping dropped in skb mode"
+    );
+    assert!(
+        !ping(&bed, "203.0.113.5", "192.0.2.1"),
+        "blacklisted ping passed in skb mode"
+    );
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("mode=\"skb\"") || log.contains("mode=skb"),
+        "{log}"
+    );
+    assert!(!bed.srv_has_xdp());
+}
+
+#[test]
+fn auto_mode_uses_native_on_veth() {
+    let bed = testbed("n");
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&bed, dir.path(), CONFIG);
+    let out = ipguard_tests::netns::sh(&["ip", "-n", &bed.srv, "link", "show", "dev", &bed.srv_if]);
+    let link = String::from_utf8_lossy(&out.stdout).into_owned();
+    // veth has a native XDP driver hook: auto must pick it, not the generic fallback.
+    assert!(
+        link.contains(" xdp ") && !link.contains("xdpgeneric"),
+        "{link}"
+    );
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "{log}");
 }
 
 fn run_daemon(args: &[&str]) -> (std::process::ExitStatus, String) {

@@ -92,6 +92,24 @@ impl GlobalStats {
     pub fn get(&self, stat: Stat) -> StatCounter {
         self.0[stat as usize]
     }
+
+    /// Packets passed, whatever the reason.
+    pub fn passed(&self) -> u64 {
+        [
+            Stat::PassUnlisted,
+            Stat::PassWhitelist,
+            Stat::PassNonIp,
+            Stat::PassMalformed,
+        ]
+        .iter()
+        .map(|s| self.get(*s).packets)
+        .sum()
+    }
+
+    /// Packets dropped, whatever the list.
+    pub fn dropped(&self) -> u64 {
+        self.get(Stat::DropGraylist).packets + self.get(Stat::DropBlacklist).packets
+    }
 }
 
 /// The loaded program and its maps. Dropping it detaches the program (links are owned).
