@@ -1,0 +1,185 @@
+//! `cargo xtask setup`: the proven toolchain recipe (shared/docs/TOOLCHAIN.md), idempotent.
+//!
+//! rustup cannot download `rust-src` on these machines, so the XDP program is built with
+//! Debian's rustc-web (whose core source `rust-web-src` installs under /usr/lib/rustlib) and a
+//! bpf-linker linked against the same LLVM 22.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::{cargo, display, is_root, run_checked};
+
+/// Debian packages: the eBPF toolchain, and the tools the demo and the privileged tests use.
+const APT_PACKAGES: &[&str] = &[
+    "rustc-web",
+    "cargo-web",
+    "rust-web-src",
+    "llvm-22-dev",
+    "iproute2",
+    "iputils-ping",
+    "python3",
+    "bpftool",
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+/// The eBPF toolchain's sysroot (rustc-web) and where build-std looks for core's source.
+const EBPF_SYSROOT: &str = "/usr";
+const CORE_SRC: &str = "/usr/lib/rustlib/src/rust/library/core";
+
+pub fn setup() -> Result<()> {
+    println!("setup: checking the toolchain");
+    apt_packages()?;
+    bpf_linker()?;
+    verify()?;
+    println!("setup: all present");
+    Ok(())
+}
+
+fn apt_packages() -> Result<()> {
+    let mut missing = Vec::new();
+    for pkg in APT_PACKAGES {
+        let installed = dpkg_installed(pkg)?;
+        println!(
+            "  apt package {pkg:<14} {}",
+            if installed { "installed" } else { "MISSING" }
+        );
+        if !installed {
+            missing.push(*pkg);
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "apt packages missing: {}; installing them needs root: run `cargo xtask setup` as root",
+            missing.join(" ")
+        );
+    }
+    run_checked(Command::new("apt-get").arg("update"))?;
+    run_checked(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y"])
+            .args(&missing),
+    )?;
+    for pkg in missing {
+        if !dpkg_installed(pkg)? {
+            bail!("apt package {pkg} is still not installed after apt-get install");
+        }
+    }
+    Ok(())
+}
+
+fn dpkg_installed(pkg: &str) -> Result<bool> {
+    // dpkg-query exits non-zero for a package it has never heard of: that is "not installed".
+    let out = Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .context("running dpkg-query (this setup expects Debian 12)")?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim() == "install ok installed")
+}
+
+fn bpf_linker() -> Result<()> {
+    if let Some(path) = find_bpf_linker()? {
+        println!("  bpf-linker {BPF_LINKER_VERSION}     {}", path.display());
+        return ensure_on_path(&path);
+    }
+    // No root needed: cargo installs into $CARGO_HOME/bin of whoever runs this.
+    println!("  bpf-linker {BPF_LINKER_VERSION}     MISSING (building it takes a minute or two)");
+    run_checked(
+        cargo()
+            .env("LLVM_PREFIX", LLVM_PREFIX)
+            .args(["install", "--locked"])
+            .arg(format!("bpf-linker@{BPF_LINKER_VERSION}"))
+            .args(["--no-default-features", "--features", "llvm-22"]),
+    )?;
+    let path = find_bpf_linker()?.with_context(|| {
+        format!("bpf-linker {BPF_LINKER_VERSION} not found after `cargo install`")
+    })?;
+    ensure_on_path(&path)
+}
+
+/// The first `bpf-linker` of the right version in PATH, `$CARGO_HOME/bin` or `~/.cargo/bin`.
+fn find_bpf_linker() -> Result<Option<PathBuf>> {
+    let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("CARGO_HOME") {
+        candidates.push(Path::new(&home).join("bin"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        candidates.push(Path::new(&home).join(".cargo/bin"));
+    }
+    for dir in candidates {
+        let exe = dir.join("bpf-linker");
+        if !exe.is_file() {
+            continue;
+        }
+        let out = Command::new(&exe)
+            .arg("--version")
+            .output()
+            .with_context(|| format!("running {} --version", exe.display()))?;
+        // Prints "bpf-linker 0.13.0".
+        let version = String::from_utf8_lossy(&out.stdout);
+        if version.split_whitespace().nth(1) == Some(BPF_LINKER_VERSION) {
+            return Ok(Some(exe));
+        }
+        println!(
+            "  ignoring {} (reports {:?}, need {BPF_LINKER_VERSION})",
+            exe.display(),
+            version.trim()
+        );
+    }
+    Ok(None)
+}
+
+/// The eBPF build finds bpf-linker through PATH: put its directory first for our children.
+fn ensure_on_path(exe: &Path) -> Result<()> {
+    let dir = exe.parent().context("bpf-linker path has no parent")?;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    if dirs.iter().any(|d| d == dir) {
+        return Ok(());
+    }
+    println!("  adding {} to PATH for the commands below", dir.display());
+    dirs.insert(0, dir.to_path_buf());
+    let joined = std::env::join_paths(dirs).context("building PATH")?;
+    // Single-threaded here; edition 2021 keeps set_var safe.
+    std::env::set_var("PATH", joined);
+    Ok(())
+}
+
+fn verify() -> Result<()> {
+    let mut cmd = Command::new("rustup");
+    cmd.args(["run", EBPF_SYSROOT, "rustc", "--version"]);
+    let out = cmd.output().with_context(|| {
+        format!(
+            "could not run `{}`: is rustup installed and on PATH?",
+            display(&cmd)
+        )
+    })?;
+    if !out.status.success() {
+        bail!(
+            "`{}` failed: {}\nthe eBPF toolchain is Debian's rustc-web under {EBPF_SYSROOT} \
+             (apt package rustc-web)",
+            display(&cmd),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    println!(
+        "  eBPF toolchain {EBPF_SYSROOT:<8} {}",
+        String::from_utf8_lossy(&out.stdout).trim()
+    );
+    if !Path::new(CORE_SRC).is_dir() {
+        bail!(
+            "{CORE_SRC} is missing: build-std needs core's source for bpfel-unknown-none \
+             (apt package rust-web-src)"
+        );
+    }
+    println!("  core source    {CORE_SRC}");
+    Ok(())
+}
