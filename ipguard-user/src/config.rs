@@ -5,17 +5,23 @@
 //! `Raw*` structs that keep each value's byte span, then validated into [`Config`].
 //! Keys are checked strictly (`deny_unknown_fields`) so a typo is an error rather
 //! than a silently ignored setting.
+//!
+//! Required keys inside a section (`[[rate_limit]] count`, ...) are `Option`s in the
+//! raw structs and checked here rather than by serde, so that a missing one is
+//! reported with the key path of its table (``rate_limit[1]: missing field `count` ``).
 
 use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
+use std::time::Duration;
 
 use ipguard_common::{DEFAULT_LPM_CAPACITY, DEFAULT_SOURCES_CAPACITY};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::duration::{parse_duration, parse_lifetime, DurationError, Lifetime};
 use crate::net::{parse_net, NetError};
 
 /// Largest accepted `maps.sources_capacity`. The source map is a per-CPU LRU hash,
@@ -115,17 +121,344 @@ impl Default for MapsConfig {
     }
 }
 
+/// Maximum number of `[[rate_limit]]` rules (the data path keeps one window per rule
+/// and source).
+pub const MAX_RATE_RULES: usize = 4;
+/// Maximum number of distinct destination ports one `[[rate_limit]]` rule can be
+/// scoped to.
+pub const MAX_RULE_PORTS: usize = 8;
+/// Shortest accepted `[[rate_limit]] window`.
+pub const MIN_RATE_WINDOW: Duration = Duration::from_millis(1);
+/// Longest accepted `[[rate_limit]] window`. Counting packets over more than a day
+/// is the job of the escalation's strikes, not of a rate window.
+pub const MAX_RATE_WINDOW: Duration = Duration::from_secs(DAY);
+/// Default `rules_refresh`.
+pub const DEFAULT_RULES_REFRESH: Duration = Duration::from_secs(5 * 60);
+/// Shortest accepted `rules_refresh`: resolving every hostname more often than once
+/// a second would only load the resolver.
+pub const MIN_RULES_REFRESH: Duration = Duration::from_secs(1);
+
+const HOUR: u64 = 3600;
+const DAY: u64 = 24 * HOUR;
+
+/// A name in the config file that is not one of the choices. Worded like serde's
+/// message (and [`ParseXdpModeError`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown variant `{given}`, expected one of {expected}")]
+pub struct UnknownVariant {
+    /// The text as given.
+    pub given: String,
+    /// The choices, each in backquotes: "`syn`, `packets`, `bytes`".
+    pub expected: &'static str,
+}
+
+/// What a `[[rate_limit]]` rule counts per source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RateKind {
+    /// TCP segments with SYN set and ACK clear (connection attempts).
+    Syn,
+    /// Packets of any protocol.
+    Packets,
+    /// Bytes of the packets, as seen by XDP.
+    Bytes,
+}
+
+impl RateKind {
+    /// Every kind, in the order the error messages list them.
+    pub const ALL: [RateKind; 3] = [RateKind::Syn, RateKind::Packets, RateKind::Bytes];
+
+    /// The name used in the config file.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RateKind::Syn => "syn",
+            RateKind::Packets => "packets",
+            RateKind::Bytes => "bytes",
+        }
+    }
+}
+
+impl fmt::Display for RateKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RateKind {
+    type Err = UnknownVariant;
+
+    /// Exact, lower-case names only.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RateKind::ALL
+            .into_iter()
+            .find(|kind| kind.as_str() == s)
+            .ok_or_else(|| UnknownVariant {
+                given: s.to_owned(),
+                expected: "`syn`, `packets`, `bytes`",
+            })
+    }
+}
+
+/// One `[[rate_limit]]` rule: a source violates it when it sends more than `count`
+/// (packets, SYNs or bytes) within `window`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    /// What is counted.
+    pub kind: RateKind,
+    /// Most units allowed per window; 1 ..= `u32::MAX`.
+    pub count: u32,
+    /// Length of the window; [`MIN_RATE_WINDOW`] ..= [`MAX_RATE_WINDOW`].
+    pub window: Duration,
+    /// Destination ports the rule is limited to (TCP and UDP packets to these ports
+    /// only), in file order without duplicates, at most [`MAX_RULE_PORTS`]. Empty: all
+    /// packets, whatever the protocol.
+    pub ports: Vec<u16>,
+}
+
+/// The `[escalation]` section: what a violation costs a source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Escalation {
+    /// How long a violating source is graylisted (default 24h).
+    pub graylist_duration: Duration,
+    /// Graylistings within `strike_window` that get a source blacklisted; at least 1
+    /// (default 3).
+    pub strikes_to_blacklist: u32,
+    /// How far back graylistings count as strikes (default 7d).
+    pub strike_window: Duration,
+    /// How long a blacklisting lasts, possibly forever (default 30d).
+    pub blacklist_duration: Lifetime,
+    /// Each further ban of the same source lasts this many times longer than the
+    /// previous one; finite and at least 1.0 (default 2.0; 1.0 = no growth).
+    pub ban_growth: f64,
+    /// Cap for grown bans (default 365d).
+    pub max_ban: Lifetime,
+    /// `true`: a ban's end moves with each violation while banned (measured from the
+    /// last one); `false` (default): fixed, measured from the violation that started it.
+    pub relative_block: bool,
+    /// Whether a source's strikes are cleared after a blacklisting ends (default `true`).
+    pub reset_strikes_after_blacklist: bool,
+    /// A source's strikes are forgotten after it has been quiet this long (default 30d).
+    pub state_retention: Duration,
+    /// Violations a first-time offender is forgiven before its first strike (default 0).
+    pub grace_violations: u32,
+}
+
+impl Default for Escalation {
+    fn default() -> Self {
+        Escalation {
+            graylist_duration: Duration::from_secs(24 * HOUR),
+            strikes_to_blacklist: 3,
+            strike_window: Duration::from_secs(7 * DAY),
+            blacklist_duration: Lifetime::For(Duration::from_secs(30 * DAY)),
+            ban_growth: 2.0,
+            max_ban: Lifetime::For(Duration::from_secs(365 * DAY)),
+            relative_block: false,
+            reset_strikes_after_blacklist: true,
+            state_retention: Duration::from_secs(30 * DAY),
+            grace_violations: 0,
+        }
+    }
+}
+
+/// The `[report]` section: `count` reports about a source (`POST /report`) within
+/// `window` ban it for `duration`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportRule {
+    /// Reports that trigger a ban; at least 1 (default 3).
+    pub count: u32,
+    /// How far back reports count (default 60s).
+    pub window: Duration,
+    /// Length of the ban (default 10m).
+    pub duration: Duration,
+}
+
+impl Default for ReportRule {
+    /// The values an empty `[report]` section gives.
+    fn default() -> Self {
+        ReportRule {
+            count: 3,
+            window: Duration::from_secs(60),
+            duration: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+/// What a matching `[[rules]]` entry does with a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RuleAction {
+    /// Let the source through.
+    Allow,
+    /// Drop the source's packets.
+    Deny,
+}
+
+impl RuleAction {
+    /// Both actions, in the order the error messages list them.
+    pub const ALL: [RuleAction; 2] = [RuleAction::Allow, RuleAction::Deny];
+
+    /// The name used in the config file.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RuleAction::Allow => "allow",
+            RuleAction::Deny => "deny",
+        }
+    }
+}
+
+impl fmt::Display for RuleAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RuleAction {
+    type Err = UnknownVariant;
+
+    /// Exact, lower-case names only.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RuleAction::ALL
+            .into_iter()
+            .find(|action| action.as_str() == s)
+            .ok_or_else(|| UnknownVariant {
+                given: s.to_owned(),
+                expected: "`allow`, `deny`",
+            })
+    }
+}
+
+/// Whom a `[[rules]]` entry matches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RuleSource {
+    /// An address (as a host prefix) or a network.
+    Net(IpNet),
+    /// A DNS name, lower-case without a trailing dot; resolved every `rules_refresh`.
+    Host(String),
+}
+
+impl fmt::Display for RuleSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RuleSource::Net(net) => net.fmt(f),
+            RuleSource::Host(host) => f.write_str(host),
+        }
+    }
+}
+
+/// Why a string is not a rule source.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleSourceError {
+    /// It looks like an address or network (it has a `/` or `:`, or only digits and
+    /// dots) but is not a valid one.
+    #[error(transparent)]
+    Net(NetError),
+    /// Neither an address, a network nor a hostname.
+    #[error("{given:?} is neither an IP address, a CIDR nor a valid hostname")]
+    Invalid {
+        /// The text as given.
+        given: String,
+    },
+}
+
+impl FromStr for RuleSource {
+    type Err = RuleSourceError;
+
+    /// An address or network as [`parse_net`] reads it, or a hostname (RFC 1123:
+    /// labels of letters, digits and inner hyphens, 1 to 63 characters, at most 253
+    /// in all, at least one letter; one trailing dot allowed). Hostnames are
+    /// lower-cased and lose the trailing dot.
+    ///
+    /// Text with a `/` or `:`, or of only digits and dots, is taken for an address,
+    /// so `"300.1.1.1"` and `"10.0.0.1/8"` get the address error, not a hostname one.
+    /// Surrounding whitespace also gets [`parse_net`]'s error.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let looks_numeric = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+        if s.trim() != s || s.contains(['/', ':']) || looks_numeric {
+            return parse_net(s)
+                .map(RuleSource::Net)
+                .map_err(RuleSourceError::Net);
+        }
+        hostname(s)
+            .map(RuleSource::Host)
+            .ok_or_else(|| RuleSourceError::Invalid {
+                given: s.to_owned(),
+            })
+    }
+}
+
+/// `s` as a canonical hostname (lower-case, no trailing dot), or `None` if it is not
+/// a valid one.
+fn hostname(s: &str) -> Option<String> {
+    const MAX_LEN: usize = 253;
+    const MAX_LABEL_LEN: usize = 63;
+    let name = s.strip_suffix('.').unwrap_or(s);
+    let label_ok = |label: &str| {
+        (1..=MAX_LABEL_LEN).contains(&label.len())
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    let valid = !name.is_empty()
+        && name.len() <= MAX_LEN
+        && name.split('.').all(label_ok)
+        && name.bytes().any(|b| b.is_ascii_alphabetic());
+    valid.then(|| name.to_ascii_lowercase())
+}
+
+/// One `[[rules]]` entry. The rules are kept in file order: the first that matches a
+/// source decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// What a match does.
+    pub action: RuleAction,
+    /// Whom the rule matches.
+    pub source: RuleSource,
+}
+
 /// The validated config file.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Interface to attach to; `None` if the file leaves it to the command line.
     pub interface: Option<String>,
     /// `xdp_mode`, default [`XdpMode::Auto`].
     pub xdp_mode: XdpMode,
+    /// `true`: sliding windows, counts carried across window boundaries; `false`
+    /// (default): fixed windows that start from zero.
+    pub accumulate: bool,
+    /// How often the hostnames in `rules` are resolved again; at least
+    /// [`MIN_RULES_REFRESH`], default [`DEFAULT_RULES_REFRESH`].
+    pub rules_refresh: Duration,
     /// The `[lists]` section.
     pub lists: Lists,
     /// The `[maps]` section.
     pub maps: MapsConfig,
+    /// The `[[rate_limit]]` rules, in file order; a source violates when it exceeds
+    /// any of them. At most [`MAX_RATE_RULES`]; empty = no rate limiting.
+    pub rate_limit: Vec<RateLimit>,
+    /// The `[escalation]` section.
+    pub escalation: Escalation,
+    /// The `[report]` section; `None` if absent: reports are then only logged.
+    pub report: Option<ReportRule>,
+    /// The `[[rules]]` entries, in file order (first match wins).
+    pub rules: Vec<Rule>,
+}
+
+impl Default for Config {
+    /// What an empty file gives.
+    fn default() -> Self {
+        Config {
+            interface: None,
+            xdp_mode: XdpMode::default(),
+            accumulate: false,
+            rules_refresh: DEFAULT_RULES_REFRESH,
+            lists: Lists::default(),
+            maps: MapsConfig::default(),
+            rate_limit: Vec::new(),
+            escalation: Escalation::default(),
+            report: None,
+            rules: Vec::new(),
+        }
+    }
 }
 
 /// A place in the config text: 1-based line and column, the column counted in
@@ -219,10 +552,101 @@ pub enum ConfigError {
         min: u32,
         max: u32,
     },
+    /// An integer outside the range its key allows.
+    #[error("{origin}:{at}: {key}: must be between {min} and {max}, got {value}")]
+    OutOfRange {
+        origin: String,
+        at: Position,
+        /// The full key, e.g. `rate_limit[0].count` or `rate_limit[1].ports[2]`.
+        key: String,
+        value: i64,
+        min: i64,
+        max: i64,
+    },
+    /// A name that is not one of the key's choices (`kind`, `action`).
+    #[error("{origin}:{at}: {key}: {error}")]
+    UnknownVariant {
+        origin: String,
+        at: Position,
+        key: String,
+        error: UnknownVariant,
+    },
+    /// A duration that does not parse, is zero, or is `forever` where not allowed.
+    #[error("{origin}:{at}: {key}: {error}")]
+    Duration {
+        origin: String,
+        at: Position,
+        key: String,
+        error: DurationError,
+    },
+    /// A valid duration outside the range its key allows.
+    #[error("{origin}:{at}: {key}: must be {}, got {given}", duration_bounds(.min, .max))]
+    DurationRange {
+        origin: String,
+        at: Position,
+        key: String,
+        /// The duration as written.
+        given: String,
+        min: Duration,
+        /// `None`: no upper bound.
+        max: Option<Duration>,
+    },
+    /// `escalation.ban_growth` is below 1.0, NaN or infinite.
+    #[error("{origin}:{at}: escalation.ban_growth: must be a finite number >= 1.0, got {value}")]
+    BanGrowth {
+        origin: String,
+        at: Position,
+        /// The value as TOML spells it (`0.5`, `nan`, `inf`); a string because a
+        /// float would keep this enum from being `Eq`.
+        value: String,
+    },
+    /// More entries than the data path can hold.
+    #[error("{origin}:{at}: {key}: at most {max} {what} are supported, found {found}")]
+    TooMany {
+        origin: String,
+        /// The first entry past the limit.
+        at: Position,
+        /// `rate_limit` or `rate_limit[0].ports`.
+        key: String,
+        /// What is counted: "rules", "distinct ports".
+        what: &'static str,
+        max: usize,
+        found: usize,
+    },
+    /// A table lacks a required key.
+    #[error("{origin}:{at}: {key}: missing field `{field}`")]
+    MissingField {
+        origin: String,
+        /// The table's header (or opening brace of an inline table).
+        at: Position,
+        /// The table, e.g. `rate_limit[0]`.
+        key: String,
+        field: &'static str,
+    },
+    /// A `[[rules]]` source is neither an address, a network nor a hostname.
+    #[error("{origin}:{at}: {key}: {error}")]
+    RuleSource {
+        origin: String,
+        at: Position,
+        key: String,
+        error: RuleSourceError,
+    },
 }
 
 fn colon_position(at: &Option<Position>) -> String {
     at.map(|at| format!(":{at}")).unwrap_or_default()
+}
+
+fn duration_bounds(min: &Duration, max: &Option<Duration>) -> String {
+    use crate::duration::format_duration;
+    match max {
+        Some(max) => format!(
+            "between {} and {}",
+            format_duration(*min),
+            format_duration(*max)
+        ),
+        None => format!("at least {}", format_duration(*min)),
+    }
 }
 
 /// The file as written. Values that are checked after parsing keep their span so the
@@ -234,10 +658,19 @@ struct RawConfig {
     // A string rather than `XdpMode`: serde's enum errors for a wrong type ("wanted
     // string or table") are cryptic and carry no key.
     xdp_mode: Option<Spanned<String>>,
+    accumulate: Option<bool>,
+    rules_refresh: Option<Spanned<String>>,
     #[serde(default)]
     lists: RawLists,
     #[serde(default)]
     maps: RawMaps,
+    // Spanned so that "too many rules" can point at the first one too many.
+    rate_limit: Option<Spanned<Vec<Spanned<RawRateLimit>>>>,
+    #[serde(default)]
+    escalation: RawEscalation,
+    report: Option<RawReport>,
+    #[serde(default)]
+    rules: Vec<Spanned<RawRule>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -259,6 +692,45 @@ struct RawMaps {
     sources_capacity: Option<Spanned<i64>>,
     lpm_v4_capacity: Option<Spanned<i64>>,
     lpm_v6_capacity: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [[rate_limit]] table")]
+struct RawRateLimit {
+    kind: Option<Spanned<String>>,
+    count: Option<Spanned<i64>>,
+    window: Option<Spanned<String>>,
+    ports: Option<Spanned<Vec<Spanned<i64>>>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "the [escalation] table")]
+struct RawEscalation {
+    graylist_duration: Option<Spanned<String>>,
+    strikes_to_blacklist: Option<Spanned<i64>>,
+    strike_window: Option<Spanned<String>>,
+    blacklist_duration: Option<Spanned<String>>,
+    ban_growth: Option<Spanned<f64>>,
+    max_ban: Option<Spanned<String>>,
+    relative_block: Option<bool>,
+    reset_strikes_after_blacklist: Option<bool>,
+    state_retention: Option<Spanned<String>>,
+    grace_violations: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "the [report] table")]
+struct RawReport {
+    count: Option<Spanned<i64>>,
+    window: Option<Spanned<String>>,
+    duration: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [[rules]] table")]
+struct RawRule {
+    action: Option<Spanned<String>>,
+    source: Option<Spanned<String>>,
 }
 
 /// The text being validated and the name to report it under.
@@ -335,6 +807,322 @@ impl Source<'_> {
             }),
         }
     }
+
+    /// A required key of the table `table` (e.g. `rate_limit[0]`), which starts at `at`.
+    fn required<'v, T>(
+        &self,
+        table: &str,
+        at: Position,
+        field: &'static str,
+        value: &'v Option<T>,
+    ) -> Result<&'v T, ConfigError> {
+        value.as_ref().ok_or_else(|| ConfigError::MissingField {
+            origin: self.origin.to_owned(),
+            at,
+            key: table.to_owned(),
+            field,
+        })
+    }
+
+    /// An integer in `min ..= T::MAX`. Integers are read as `i64` (TOML's integer
+    /// type) so that negative and oversized values get this error, naming the key.
+    fn integer<T>(&self, key: &str, raw: &Spanned<i64>, min: T) -> Result<T, ConfigError>
+    where
+        T: TryFrom<i64> + Into<i64> + Bounded + Copy,
+    {
+        let value = *raw.get_ref();
+        match T::try_from(value) {
+            Ok(number) if value >= min.into() => Ok(number),
+            _ => Err(ConfigError::OutOfRange {
+                origin: self.origin.to_owned(),
+                at: self.at(raw),
+                key: key.to_owned(),
+                value,
+                min: min.into(),
+                max: T::MAX.into(),
+            }),
+        }
+    }
+
+    fn variant<T: FromStr<Err = UnknownVariant>>(
+        &self,
+        key: &str,
+        raw: &Spanned<String>,
+    ) -> Result<T, ConfigError> {
+        raw.get_ref()
+            .parse()
+            .map_err(|error| ConfigError::UnknownVariant {
+                origin: self.origin.to_owned(),
+                at: self.at(raw),
+                key: key.to_owned(),
+                error,
+            })
+    }
+
+    fn duration_error(
+        &self,
+        key: &str,
+        raw: &Spanned<String>,
+        error: DurationError,
+    ) -> ConfigError {
+        ConfigError::Duration {
+            origin: self.origin.to_owned(),
+            at: self.at(raw),
+            key: key.to_owned(),
+            error,
+        }
+    }
+
+    /// A finite duration in `min ..= max` (`max` `None`: unbounded).
+    fn duration(
+        &self,
+        key: &str,
+        raw: &Spanned<String>,
+        min: Duration,
+        max: Option<Duration>,
+    ) -> Result<Duration, ConfigError> {
+        let duration =
+            parse_duration(raw.get_ref()).map_err(|error| self.duration_error(key, raw, error))?;
+        if duration < min || max.is_some_and(|max| duration > max) {
+            return Err(ConfigError::DurationRange {
+                origin: self.origin.to_owned(),
+                at: self.at(raw),
+                key: key.to_owned(),
+                given: raw.get_ref().clone(),
+                min,
+                max,
+            });
+        }
+        Ok(duration)
+    }
+
+    /// An optional positive duration with no other bound.
+    fn duration_or(
+        &self,
+        key: &str,
+        raw: &Option<Spanned<String>>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match raw {
+            Some(raw) => self.duration(key, raw, Duration::ZERO, None),
+            None => Ok(default),
+        }
+    }
+
+    /// An optional duration or `forever`.
+    fn lifetime_or(
+        &self,
+        key: &str,
+        raw: &Option<Spanned<String>>,
+        default: Lifetime,
+    ) -> Result<Lifetime, ConfigError> {
+        match raw {
+            Some(raw) => {
+                parse_lifetime(raw.get_ref()).map_err(|error| self.duration_error(key, raw, error))
+            }
+            None => Ok(default),
+        }
+    }
+
+    fn rules_refresh(&self, raw: &Option<Spanned<String>>) -> Result<Duration, ConfigError> {
+        match raw {
+            Some(raw) => self.duration("rules_refresh", raw, MIN_RULES_REFRESH, None),
+            None => Ok(DEFAULT_RULES_REFRESH),
+        }
+    }
+
+    fn rate_limits(
+        &self,
+        raw: &Option<Spanned<Vec<Spanned<RawRateLimit>>>>,
+    ) -> Result<Vec<RateLimit>, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(Vec::new());
+        };
+        let raw = raw.get_ref();
+        if let Some(first_too_many) = raw.get(MAX_RATE_RULES) {
+            return Err(ConfigError::TooMany {
+                origin: self.origin.to_owned(),
+                at: self.at(first_too_many),
+                key: "rate_limit".to_owned(),
+                what: "rules",
+                max: MAX_RATE_RULES,
+                found: raw.len(),
+            });
+        }
+        raw.iter()
+            .enumerate()
+            .map(|(index, rule)| self.rate_limit(index, rule))
+            .collect()
+    }
+
+    fn rate_limit(
+        &self,
+        index: usize,
+        raw: &Spanned<RawRateLimit>,
+    ) -> Result<RateLimit, ConfigError> {
+        let table = format!("rate_limit[{index}]");
+        let at = self.at(raw);
+        let rule = raw.get_ref();
+        let kind = self.required(&table, at, "kind", &rule.kind)?;
+        let count = self.required(&table, at, "count", &rule.count)?;
+        let window = self.required(&table, at, "window", &rule.window)?;
+        Ok(RateLimit {
+            kind: self.variant(&format!("{table}.kind"), kind)?,
+            count: self.integer(&format!("{table}.count"), count, 1)?,
+            window: self.duration(
+                &format!("{table}.window"),
+                window,
+                MIN_RATE_WINDOW,
+                Some(MAX_RATE_WINDOW),
+            )?,
+            ports: self.ports(&format!("{table}.ports"), &rule.ports)?,
+        })
+    }
+
+    fn ports(
+        &self,
+        key: &str,
+        raw: &Option<Spanned<Vec<Spanned<i64>>>>,
+    ) -> Result<Vec<u16>, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(Vec::new());
+        };
+        let mut ports = Vec::new();
+        // Where each distinct port is, to point at the first one past the limit.
+        let mut first_seen = Vec::new();
+        for (index, entry) in raw.get_ref().iter().enumerate() {
+            let port: u16 = self.integer(&format!("{key}[{index}]"), entry, 1)?;
+            if !ports.contains(&port) {
+                ports.push(port);
+                first_seen.push(entry);
+            }
+        }
+        if let Some(first_too_many) = first_seen.get(MAX_RULE_PORTS) {
+            return Err(ConfigError::TooMany {
+                origin: self.origin.to_owned(),
+                at: self.at(first_too_many),
+                key: key.to_owned(),
+                what: "distinct ports",
+                max: MAX_RULE_PORTS,
+                found: ports.len(),
+            });
+        }
+        Ok(ports)
+    }
+
+    fn escalation(&self, raw: &RawEscalation) -> Result<Escalation, ConfigError> {
+        let defaults = Escalation::default();
+        let ban_growth = match &raw.ban_growth {
+            None => defaults.ban_growth,
+            Some(growth) => {
+                let value = *growth.get_ref();
+                if !(value.is_finite() && value >= 1.0) {
+                    return Err(ConfigError::BanGrowth {
+                        origin: self.origin.to_owned(),
+                        at: self.at(growth),
+                        value: toml_float(value),
+                    });
+                }
+                value
+            }
+        };
+        Ok(Escalation {
+            graylist_duration: self.duration_or(
+                "escalation.graylist_duration",
+                &raw.graylist_duration,
+                defaults.graylist_duration,
+            )?,
+            strikes_to_blacklist: match &raw.strikes_to_blacklist {
+                Some(strikes) => self.integer("escalation.strikes_to_blacklist", strikes, 1)?,
+                None => defaults.strikes_to_blacklist,
+            },
+            strike_window: self.duration_or(
+                "escalation.strike_window",
+                &raw.strike_window,
+                defaults.strike_window,
+            )?,
+            blacklist_duration: self.lifetime_or(
+                "escalation.blacklist_duration",
+                &raw.blacklist_duration,
+                defaults.blacklist_duration,
+            )?,
+            ban_growth,
+            max_ban: self.lifetime_or("escalation.max_ban", &raw.max_ban, defaults.max_ban)?,
+            relative_block: raw.relative_block.unwrap_or(defaults.relative_block),
+            reset_strikes_after_blacklist: raw
+                .reset_strikes_after_blacklist
+                .unwrap_or(defaults.reset_strikes_after_blacklist),
+            state_retention: self.duration_or(
+                "escalation.state_retention",
+                &raw.state_retention,
+                defaults.state_retention,
+            )?,
+            grace_violations: match &raw.grace_violations {
+                Some(grace) => self.integer("escalation.grace_violations", grace, 0)?,
+                None => defaults.grace_violations,
+            },
+        })
+    }
+
+    fn report(&self, raw: &Option<RawReport>) -> Result<Option<ReportRule>, ConfigError> {
+        let Some(raw) = raw else { return Ok(None) };
+        let defaults = ReportRule::default();
+        Ok(Some(ReportRule {
+            count: match &raw.count {
+                Some(count) => self.integer("report.count", count, 1)?,
+                None => defaults.count,
+            },
+            window: self.duration_or("report.window", &raw.window, defaults.window)?,
+            duration: self.duration_or("report.duration", &raw.duration, defaults.duration)?,
+        }))
+    }
+
+    fn rules(&self, raw: &[Spanned<RawRule>]) -> Result<Vec<Rule>, ConfigError> {
+        raw.iter()
+            .enumerate()
+            .map(|(index, raw)| {
+                let table = format!("rules[{index}]");
+                let at = self.at(raw);
+                let rule = raw.get_ref();
+                let action = self.required(&table, at, "action", &rule.action)?;
+                let source = self.required(&table, at, "source", &rule.source)?;
+                Ok(Rule {
+                    action: self.variant(&format!("{table}.action"), action)?,
+                    source: source
+                        .get_ref()
+                        .parse()
+                        .map_err(|error| ConfigError::RuleSource {
+                            origin: self.origin.to_owned(),
+                            at: self.at(source),
+                            key: format!("{table}.source"),
+                            error,
+                        })?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The unsigned integer types config values are read into.
+trait Bounded: Sized {
+    const MAX: Self;
+}
+
+impl Bounded for u16 {
+    const MAX: Self = u16::MAX;
+}
+
+impl Bounded for u32 {
+    const MAX: Self = u32::MAX;
+}
+
+/// `value` as TOML writes it, for error messages (`nan` rather than Rust's `NaN`).
+fn toml_float(value: f64) -> String {
+    if value.is_nan() {
+        "nan".to_owned()
+    } else {
+        value.to_string()
+    }
 }
 
 /// Why the kernel would refuse `name` as an interface name (`dev_valid_name()` in
@@ -397,6 +1185,8 @@ impl Config {
         Ok(Config {
             interface: source.interface(raw.interface)?,
             xdp_mode: source.xdp_mode(raw.xdp_mode)?,
+            accumulate: raw.accumulate.unwrap_or(false),
+            rules_refresh: source.rules_refresh(&raw.rules_refresh)?,
             lists: Lists {
                 whitelist: source.list("whitelist", &raw.lists.whitelist)?,
                 graylist: source.list("graylist", &raw.lists.graylist)?,
@@ -422,6 +1212,10 @@ impl Config {
                     u32::MAX,
                 )?,
             },
+            rate_limit: source.rate_limits(&raw.rate_limit)?,
+            escalation: source.escalation(&raw.escalation)?,
+            report: source.report(&raw.report)?,
+            rules: source.rules(&raw.rules)?,
         })
     }
 }
@@ -432,8 +1226,14 @@ mod tests {
 
     const EXAMPLE: &str = include_str!("../../ipguard.example.toml");
 
+    const DAY: Duration = Duration::from_secs(86_400);
+
     fn nets(list: &[&str]) -> Vec<IpNet> {
         list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
     }
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
@@ -469,6 +1269,66 @@ mod tests {
         );
         // The values written in the example are the defaults it documents.
         assert_eq!(config.maps, MapsConfig::default());
+        assert!(!config.accumulate);
+        assert_eq!(config.rules_refresh, DEFAULT_RULES_REFRESH);
+        assert_eq!(
+            config.rate_limit,
+            vec![
+                RateLimit {
+                    kind: RateKind::Syn,
+                    count: 20,
+                    window: Duration::from_secs(1),
+                    ports: vec![],
+                },
+                RateLimit {
+                    kind: RateKind::Syn,
+                    count: 100,
+                    window: Duration::from_secs(10),
+                    ports: vec![80, 443],
+                },
+            ]
+        );
+        assert_eq!(config.escalation, Escalation::default());
+        assert_eq!(
+            config.report,
+            Some(ReportRule {
+                count: 3,
+                window: Duration::from_secs(60),
+                duration: Duration::from_secs(600),
+            })
+        );
+        assert_eq!(config.report, Some(ReportRule::default()));
+        // The example's rules are commented out: the demo runs this file.
+        assert!(config.rules.is_empty());
+    }
+
+    #[test]
+    fn example_rules_parse_when_uncommented() {
+        let rules: String = EXAMPLE
+            .lines()
+            .skip_while(|line| !line.starts_with("# Ordered allow/deny rules"))
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| line.starts_with('[') || line.contains(" = "))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let config = parse(&rules).unwrap();
+        assert_eq!(
+            config.rules,
+            vec![
+                Rule {
+                    action: RuleAction::Allow,
+                    source: RuleSource::Net(net("203.0.113.0/24")),
+                },
+                Rule {
+                    action: RuleAction::Allow,
+                    source: RuleSource::Host("monitoring.example.com".into()),
+                },
+                Rule {
+                    action: RuleAction::Deny,
+                    source: RuleSource::Net(net("0.0.0.0/0")),
+                },
+            ]
+        );
     }
 
     #[test]
@@ -485,8 +1345,184 @@ mod tests {
         assert_eq!(config.maps.lpm_v6_capacity, DEFAULT_LPM_CAPACITY);
         // Comments and empty sections change nothing.
         assert_eq!(
-            parse("# nothing here\n[lists]\n[maps]\n").unwrap(),
+            parse("# nothing here\n[lists]\n[maps]\n[escalation]\n").unwrap(),
             Config::default()
+        );
+        assert!(!config.accumulate);
+        assert_eq!(config.rules_refresh, Duration::from_secs(300));
+        assert!(config.rate_limit.is_empty());
+        assert_eq!(config.report, None);
+        assert!(config.rules.is_empty());
+    }
+
+    #[test]
+    fn escalation_defaults() {
+        let escalation = parse("").unwrap().escalation;
+        assert_eq!(
+            escalation,
+            Escalation {
+                graylist_duration: Duration::from_secs(24 * 3600),
+                strikes_to_blacklist: 3,
+                strike_window: 7 * DAY,
+                blacklist_duration: Lifetime::For(30 * DAY),
+                ban_growth: 2.0,
+                max_ban: Lifetime::For(365 * DAY),
+                relative_block: false,
+                reset_strikes_after_blacklist: true,
+                state_retention: 30 * DAY,
+                grace_violations: 0,
+            }
+        );
+        assert_eq!(escalation, Escalation::default());
+    }
+
+    #[test]
+    fn empty_report_section_gives_report_defaults() {
+        assert_eq!(
+            parse("[report]\n").unwrap().report,
+            Some(ReportRule {
+                count: 3,
+                window: Duration::from_secs(60),
+                duration: Duration::from_secs(600),
+            })
+        );
+        assert_eq!(
+            parse("[report]\ncount = 5\nduration = \"1h\"\n")
+                .unwrap()
+                .report,
+            Some(ReportRule {
+                count: 5,
+                window: Duration::from_secs(60),
+                duration: Duration::from_secs(3600),
+            })
+        );
+    }
+
+    #[test]
+    fn every_policy_key_is_read() {
+        let text = r#"accumulate = true
+rules_refresh = "30s"
+
+[[rate_limit]]
+kind = "packets"
+count = 4294967295
+window = "1d"
+
+[[rate_limit]]
+kind = "bytes"
+count = 1
+window = "1ms"
+ports = [53]
+
+[escalation]
+graylist_duration = "90m"
+strikes_to_blacklist = 1
+strike_window = "12h"
+blacklist_duration = "forever"
+ban_growth = 1
+max_ban = "forever"
+relative_block = true
+reset_strikes_after_blacklist = false
+state_retention = "90d"
+grace_violations = 2
+
+[report]
+count = 10
+window = "5m"
+duration = "2h"
+
+[[rules]]
+action = "deny"
+source = "2001:db8::/32"
+"#;
+        let config = parse(text).unwrap();
+        assert!(config.accumulate);
+        assert_eq!(config.rules_refresh, Duration::from_secs(30));
+        assert_eq!(
+            config.rate_limit,
+            vec![
+                RateLimit {
+                    kind: RateKind::Packets,
+                    count: u32::MAX,
+                    window: DAY,
+                    ports: vec![],
+                },
+                RateLimit {
+                    kind: RateKind::Bytes,
+                    count: 1,
+                    window: Duration::from_millis(1),
+                    ports: vec![53],
+                },
+            ]
+        );
+        assert_eq!(
+            config.escalation,
+            Escalation {
+                graylist_duration: Duration::from_secs(90 * 60),
+                strikes_to_blacklist: 1,
+                strike_window: Duration::from_secs(12 * 3600),
+                blacklist_duration: Lifetime::Forever,
+                ban_growth: 1.0,
+                max_ban: Lifetime::Forever,
+                relative_block: true,
+                reset_strikes_after_blacklist: false,
+                state_retention: 90 * DAY,
+                grace_violations: 2,
+            }
+        );
+        assert_eq!(
+            config.report,
+            Some(ReportRule {
+                count: 10,
+                window: Duration::from_secs(300),
+                duration: Duration::from_secs(7200),
+            })
+        );
+        assert_eq!(
+            config.rules,
+            vec![Rule {
+                action: RuleAction::Deny,
+                source: RuleSource::Net(net("2001:db8::/32")),
+            }]
+        );
+        // Inline tables are the same tables.
+        let inline =
+            parse("rate_limit = [{kind = \"syn\", count = 5, window = \"2s\"}]\n").unwrap();
+        assert_eq!(
+            inline.rate_limit,
+            vec![RateLimit {
+                kind: RateKind::Syn,
+                count: 5,
+                window: Duration::from_secs(2),
+                ports: vec![],
+            }]
+        );
+    }
+
+    #[test]
+    fn rate_kinds_and_actions_display_and_parse() {
+        for kind in RateKind::ALL {
+            assert_eq!(kind.to_string().parse::<RateKind>(), Ok(kind));
+        }
+        assert_eq!(
+            ["syn", "packets", "bytes"].map(|s| s.parse::<RateKind>().unwrap()),
+            [RateKind::Syn, RateKind::Packets, RateKind::Bytes]
+        );
+        assert_eq!(RateKind::Bytes.to_string(), "bytes");
+        assert_eq!(RuleAction::Allow.to_string(), "allow");
+        assert_eq!(RuleAction::Deny.to_string(), "deny");
+        assert_eq!("deny".parse::<RuleAction>(), Ok(RuleAction::Deny));
+        assert_eq!(
+            "Allow".parse::<RuleAction>().unwrap_err().to_string(),
+            "unknown variant `Allow`, expected one of `allow`, `deny`"
+        );
+        assert_eq!(
+            RuleSource::Net(net("203.0.113.0/24")).to_string(),
+            "203.0.113.0/24"
+        );
+        assert_eq!(
+            RuleSource::Host("example.com".into()).to_string(),
+            "example.com"
         );
     }
 
@@ -616,7 +1652,7 @@ mod tests {
         let text = "interface = \"eth0\"\nxdp_mode = \"auto\"\nwhitelsit = []\n";
         assert_eq!(
             error(text),
-            "ipguard.toml:3:1: unknown field `whitelsit`, expected one of `interface`, `xdp_mode`, `lists`, `maps`"
+            "ipguard.toml:3:1: unknown field `whitelsit`, expected one of `interface`, `xdp_mode`, `accumulate`, `rules_refresh`, `lists`, `maps`, `rate_limit`, `escalation`, `report`, `rules`"
         );
         assert_eq!(
             error("[lists]\nblacklist = []\nwhitelsit = []\n"),
@@ -829,6 +1865,435 @@ mod tests {
                 "{}:1:12: xdp_mode: unknown variant `fast`, expected one of `auto`, `native`, `skb`",
                 bad.display()
             )
+        );
+    }
+    #[test]
+    fn rule_sources_classify_hosts_and_nets() {
+        let source = |s: &str| s.parse::<RuleSource>();
+        let host = |s: &str| Ok(RuleSource::Host(s.into()));
+        assert_eq!(source("example.com"), host("example.com"));
+        assert_eq!(source("EXAMPLE.com."), host("example.com"));
+        assert_eq!(source("localhost"), host("localhost"));
+        assert_eq!(source("a-b.c0.example"), host("a-b.c0.example"));
+        // Digits-only labels are fine as long as some letter is somewhere.
+        assert_eq!(source("1.2.3.example"), host("1.2.3.example"));
+        assert_eq!(source("10.0.0.1"), Ok(RuleSource::Net(net("10.0.0.1/32"))));
+        assert_eq!(source("::1"), Ok(RuleSource::Net(net("::1/128"))));
+        assert_eq!(
+            source("203.0.113.0/24"),
+            Ok(RuleSource::Net(net("203.0.113.0/24")))
+        );
+        // Longest label (63) and name (253) are accepted, one more is not.
+        let label63 = "a".repeat(63);
+        assert_eq!(
+            source(&format!("{label63}.com")),
+            host(&format!("{label63}.com"))
+        );
+        let name253 = format!("{label63}.{label63}.{label63}.{}", "b".repeat(61));
+        assert_eq!(name253.len(), 253);
+        assert_eq!(source(&name253), host(&name253));
+        assert_eq!(source(&format!("{name253}.")), host(&name253));
+        for bad in [
+            format!("{}.com", "a".repeat(64)),
+            format!("{name253}b"),
+            "-bad.com".to_owned(),
+            "bad-.com".to_owned(),
+            "exa mple.com".to_owned(),
+            "exa_mple.com".to_owned(),
+            "example..com".to_owned(),
+            ".example.com".to_owned(),
+            "example.com..".to_owned(),
+            "".to_owned(),
+            "ex\u{e4}mple.com".to_owned(),
+            "*.example.com".to_owned(),
+        ] {
+            assert_eq!(
+                source(&bad),
+                Err(RuleSourceError::Invalid { given: bad.clone() }),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            source("-bad.com").unwrap_err().to_string(),
+            r#""-bad.com" is neither an IP address, a CIDR nor a valid hostname"#
+        );
+        // What looks like an address gets the address error.
+        assert_eq!(
+            source("10.0.0.1/8"),
+            Err(RuleSourceError::Net(NetError::HostBitsSet {
+                given: "10.0.0.1/8".into(),
+                network: net("10.0.0.0/8"),
+            }))
+        );
+        for bad in [
+            "300.1.1.1",
+            "1.2.3",
+            "10.0.0.0/33x",
+            "example.com/24",
+            "host:80",
+            ".",
+            "..",
+            "1.2.3.4.",
+        ] {
+            assert!(
+                matches!(source(bad), Err(RuleSourceError::Net(_))),
+                "{bad:?}: {:?}",
+                source(bad)
+            );
+        }
+        assert_eq!(
+            source("300.1.1.1").unwrap_err().to_string(),
+            r#""300.1.1.1" is not a valid IP address or CIDR"#
+        );
+        assert_eq!(
+            source(" example.com"),
+            Err(RuleSourceError::Net(NetError::Whitespace {
+                given: " example.com".into()
+            }))
+        );
+    }
+
+    #[test]
+    fn rules_keep_file_order_and_duplicates() {
+        let text = "[[rules]]\naction = \"deny\"\nsource = \"10.0.0.0/8\"\n\
+                    [[rules]]\naction = \"allow\"\nsource = \"10.1.0.0/16\"\n\
+                    [[rules]]\naction = \"deny\"\nsource = \"10.0.0.0/8\"\n";
+        let actions: Vec<_> = parse(text)
+            .unwrap()
+            .rules
+            .iter()
+            .map(|rule| format!("{} {}", rule.action, rule.source))
+            .collect();
+        assert_eq!(
+            actions,
+            ["deny 10.0.0.0/8", "allow 10.1.0.0/16", "deny 10.0.0.0/8"]
+        );
+    }
+
+    #[test]
+    fn rule_errors_name_the_rule() {
+        let text = "[[rules]]\n\
+                    action = \"allow\"\n\
+                    source = \"example.com\"\n\
+                    \n\
+                    [[rules]]\n\
+                    action = \"deny\"\n\
+                    source = \"10.0.0.1/8\"\n\
+                    \n\
+                    [[rules]]\n\
+                    action = \"deny\"\n\
+                    source = \"exa mple.com\"\n";
+        assert_eq!(
+            error(text),
+            "ipguard.toml:7:10: rules[1].source: 10.0.0.1/8 has host bits set; did you mean 10.0.0.0/8?"
+        );
+        let text = text.replace("10.0.0.1/8", "10.0.0.0/8");
+        assert_eq!(
+            error(&text),
+            "ipguard.toml:11:10: rules[2].source: \"exa mple.com\" is neither an IP address, a CIDR nor a valid hostname"
+        );
+        assert_eq!(
+            error("[[rules]]\naction = \"permit\"\nsource = \"10.0.0.0/8\"\n"),
+            "ipguard.toml:2:10: rules[0].action: unknown variant `permit`, expected one of `allow`, `deny`"
+        );
+        assert_eq!(
+            error("[[rules]]\nsource = \"10.0.0.0/8\"\n"),
+            "ipguard.toml:1:1: rules[0]: missing field `action`"
+        );
+        assert_eq!(
+            error(
+                "[[rules]]\naction = \"allow\"\nsource = \"::1\"\n\n[[rules]]\naction = \"deny\"\n"
+            ),
+            "ipguard.toml:5:1: rules[1]: missing field `source`"
+        );
+        assert_eq!(
+            error("[[rules]]\naction = \"deny\"\nsource = \"300.1.1.1\"\n"),
+            "ipguard.toml:3:10: rules[0].source: \"300.1.1.1\" is not a valid IP address or CIDR"
+        );
+        assert_eq!(
+            error("[[rules]]\naction = \"deny\"\nsource = \"-bad.com\"\n"),
+            "ipguard.toml:3:10: rules[0].source: \"-bad.com\" is neither an IP address, a CIDR nor a valid hostname"
+        );
+    }
+
+    #[test]
+    fn rate_limit_errors_name_the_rule_and_key() {
+        let rule = |body: &str| format!("interface = \"eth0\"\n\n[[rate_limit]]\n{body}");
+        assert_eq!(
+            error(&rule("kind = \"sin\"\ncount = 1\nwindow = \"1s\"\n")),
+            "ipguard.toml:4:8: rate_limit[0].kind: unknown variant `sin`, expected one of `syn`, `packets`, `bytes`"
+        );
+        assert_eq!(
+            error(&rule("kind = \"syn\"\ncount = 0\nwindow = \"1s\"\n")),
+            "ipguard.toml:5:9: rate_limit[0].count: must be between 1 and 4294967295, got 0"
+        );
+        assert_eq!(
+            error(&rule("kind = \"syn\"\ncount = 4294967296\nwindow = \"1s\"\n")),
+            "ipguard.toml:5:9: rate_limit[0].count: must be between 1 and 4294967295, got 4294967296"
+        );
+        assert_eq!(
+            error(&rule("kind = \"syn\"\ncount = -3\nwindow = \"1s\"\n")),
+            "ipguard.toml:5:9: rate_limit[0].count: must be between 1 and 4294967295, got -3"
+        );
+        assert_eq!(
+            error(&rule("kind = \"syn\"\nwindow = \"1s\"\n")),
+            "ipguard.toml:3:1: rate_limit[0]: missing field `count`"
+        );
+        assert_eq!(
+            error(&rule("count = 1\nwindow = \"1s\"\n")),
+            "ipguard.toml:3:1: rate_limit[0]: missing field `kind`"
+        );
+        assert_eq!(
+            error(&rule("kind = \"syn\"\ncount = 1\n")),
+            "ipguard.toml:3:1: rate_limit[0]: missing field `window`"
+        );
+        assert_eq!(
+            error(
+                "rate_limit = [{kind = \"syn\", count = 1, window = \"1s\"}, {kind = \"syn\"}]\n"
+            ),
+            "ipguard.toml:1:57: rate_limit[1]: missing field `count`"
+        );
+        assert_eq!(
+            error(&rule("kind = \"syn\"\ncount = 1\nwindow = \"1s\"\nport = [80]\n")),
+            "ipguard.toml:7:1: unknown field `port`, expected one of `kind`, `count`, `window`, `ports`"
+        );
+        assert_eq!(
+            error(&rule(
+                "kind = \"syn\"\ncount = 1\nwindow = \"1s\"\nports = [80, 443, 0]\n"
+            )),
+            "ipguard.toml:7:19: rate_limit[0].ports[2]: must be between 1 and 65535, got 0"
+        );
+        assert_eq!(
+            error(&rule(
+                "kind = \"syn\"\ncount = 1\nwindow = \"1s\"\nports = [65536]\n"
+            )),
+            "ipguard.toml:7:10: rate_limit[0].ports[0]: must be between 1 and 65535, got 65536"
+        );
+    }
+
+    #[test]
+    fn rate_limit_windows_are_durations_within_a_day() {
+        let text = |window: &str| {
+            format!(
+                "[[rate_limit]]\nkind = \"syn\"\ncount = 1\nwindow = \"1s\"\n\n\
+                 [[rate_limit]]\nkind = \"packets\"\ncount = 1\nwindow = \"{window}\"\n"
+            )
+        };
+        assert_eq!(
+            error(&text("10x")),
+            "ipguard.toml:9:10: rate_limit[1].window: \"10x\" is not a duration: use a whole number with ms, s, m, h or d (e.g. \"90s\", \"24h\")"
+        );
+        assert_eq!(
+            error(&text("forever")),
+            "ipguard.toml:9:10: rate_limit[1].window: \"forever\" is not allowed here: use a whole number with ms, s, m, h or d (e.g. \"90s\", \"24h\")"
+        );
+        assert_eq!(
+            error(&text("0ms")),
+            "ipguard.toml:9:10: rate_limit[1].window: must be longer than 0, got \"0ms\""
+        );
+        assert_eq!(
+            error(&text("25h")),
+            "ipguard.toml:9:10: rate_limit[1].window: must be between 1ms and 1d, got 25h"
+        );
+        assert_eq!(
+            error(&text("86400001ms")),
+            "ipguard.toml:9:10: rate_limit[1].window: must be between 1ms and 1d, got 86400001ms"
+        );
+        assert_eq!(parse(&text("24h")).unwrap().rate_limit[1].window, DAY);
+        assert_eq!(
+            parse(&text("1ms")).unwrap().rate_limit[1].window,
+            Duration::from_millis(1)
+        );
+        assert_eq!(
+            error("[[rate_limit]]\nkind = \"syn\"\ncount = 1\nwindow = 1\n"),
+            "ipguard.toml:4:10: invalid type: integer `1`, expected a string"
+        );
+    }
+
+    #[test]
+    fn at_most_four_rate_rules() {
+        let rule = "[[rate_limit]]\nkind = \"syn\"\ncount = 1\nwindow = \"1s\"\n";
+        let four = rule.repeat(4);
+        assert_eq!(parse(&four).unwrap().rate_limit.len(), MAX_RATE_RULES);
+        // The position is that of the first rule too many.
+        assert_eq!(
+            error(&format!("accumulate = true\n\n{}", rule.repeat(5))),
+            "ipguard.toml:19:1: rate_limit: at most 4 rules are supported, found 5"
+        );
+        assert!(matches!(
+            parse(&rule.repeat(7)),
+            Err(ConfigError::TooMany {
+                found: 7,
+                max: MAX_RATE_RULES,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn rule_ports_at_most_eight_distinct_duplicates_removed() {
+        let text = |ports: &str| {
+            format!("[[rate_limit]]\nkind = \"syn\"\ncount = 1\nwindow = \"1s\"\nports = {ports}\n")
+        };
+        assert_eq!(
+            parse(&text("[443, 80, 443, 80, 22]")).unwrap().rate_limit[0].ports,
+            [443, 80, 22]
+        );
+        assert_eq!(
+            parse(&text("[1, 2, 3, 4, 5, 6, 7, 8, 8, 1, 65535]"))
+                .unwrap_err()
+                .to_string(),
+            "ipguard.toml:5:40: rate_limit[0].ports: at most 8 distinct ports are supported, found 9"
+        );
+        // Eight distinct ports, written with repeats, are fine.
+        assert_eq!(
+            parse(&text("[1, 2, 3, 4, 5, 6, 7, 8, 8, 1, 2]"))
+                .unwrap()
+                .rate_limit[0]
+                .ports,
+            [1, 2, 3, 4, 5, 6, 7, 8]
+        );
+        assert_eq!(
+            parse(&text("[]")).unwrap().rate_limit[0].ports,
+            Vec::<u16>::new()
+        );
+    }
+
+    #[test]
+    fn escalation_errors_name_the_key() {
+        let esc = |body: &str| format!("interface = \"eth0\"\n[escalation]\n{body}\n");
+        assert_eq!(
+            error(&esc("blacklist_duration = \"ever\"")),
+            "ipguard.toml:3:22: escalation.blacklist_duration: \"ever\" is not a duration: use a whole number with ms, s, m, h or d (e.g. \"90s\", \"24h\"), or \"forever\""
+        );
+        assert_eq!(
+            error(&esc("max_ban = \"0d\"")),
+            "ipguard.toml:3:11: escalation.max_ban: must be longer than 0, got \"0d\""
+        );
+        assert_eq!(
+            error(&esc("graylist_duration = \"forever\"")),
+            "ipguard.toml:3:21: escalation.graylist_duration: \"forever\" is not allowed here: use a whole number with ms, s, m, h or d (e.g. \"90s\", \"24h\")"
+        );
+        assert_eq!(
+            error(&esc("strike_window = \"1.5d\"")),
+            "ipguard.toml:3:17: escalation.strike_window: \"1.5d\" is not a duration: use a whole number with ms, s, m, h or d (e.g. \"90s\", \"24h\")"
+        );
+        assert_eq!(
+            error(&esc("state_retention = \" 30d\"")),
+            "ipguard.toml:3:19: escalation.state_retention: \" 30d\" has leading or trailing whitespace; write the duration without it"
+        );
+        assert_eq!(
+            error(&esc("ban_growth = 0.5")),
+            "ipguard.toml:3:14: escalation.ban_growth: must be a finite number >= 1.0, got 0.5"
+        );
+        for (value, shown) in [
+            ("nan", "nan"),
+            ("inf", "inf"),
+            ("-inf", "-inf"),
+            ("0", "0"),
+            ("-2.5", "-2.5"),
+        ] {
+            assert_eq!(
+                error(&esc(&format!("ban_growth = {value}"))),
+                format!("ipguard.toml:3:14: escalation.ban_growth: must be a finite number >= 1.0, got {shown}")
+            );
+        }
+        assert_eq!(
+            parse(&esc("ban_growth = 1.5"))
+                .unwrap()
+                .escalation
+                .ban_growth,
+            1.5
+        );
+        assert_eq!(
+            error(&esc("strikes_to_blacklist = 0")),
+            "ipguard.toml:3:24: escalation.strikes_to_blacklist: must be between 1 and 4294967295, got 0"
+        );
+        assert_eq!(
+            error(&esc("grace_violations = -1")),
+            "ipguard.toml:3:20: escalation.grace_violations: must be between 0 and 4294967295, got -1"
+        );
+        assert_eq!(
+            error(&esc("relative_block = \"yes\"")),
+            "ipguard.toml:3:18: invalid type: string \"yes\", expected a boolean"
+        );
+        assert_eq!(
+            error(&esc("strikes = 3")),
+            "ipguard.toml:3:1: unknown field `strikes`, expected one of `graylist_duration`, `strikes_to_blacklist`, `strike_window`, `blacklist_duration`, `ban_growth`, `max_ban`, `relative_block`, `reset_strikes_after_blacklist`, `state_retention`, `grace_violations`"
+        );
+        assert_eq!(
+            error("escalation = 3\n"),
+            "ipguard.toml:1:14: invalid type: integer `3`, expected the [escalation] table"
+        );
+    }
+
+    #[test]
+    fn report_errors_name_the_key() {
+        assert_eq!(
+            error("[report]\ncount = 0\n"),
+            "ipguard.toml:2:9: report.count: must be between 1 and 4294967295, got 0"
+        );
+        assert_eq!(
+            error("[report]\nwindow = \"60\"\n"),
+            "ipguard.toml:2:10: report.window: \"60\" is not a duration: use a whole number with ms, s, m, h or d (e.g. \"90s\", \"24h\")"
+        );
+        assert_eq!(
+            error("[report]\nduration = \"forever\"\n"),
+            "ipguard.toml:2:12: report.duration: \"forever\" is not allowed here: use a whole number with ms, s, m, h or d (e.g. \"90s\", \"24h\")"
+        );
+    }
+
+    #[test]
+    fn rules_refresh_is_at_least_a_second() {
+        assert_eq!(
+            parse("rules_refresh = \"1s\"").unwrap().rules_refresh,
+            Duration::from_secs(1)
+        );
+        assert_eq!(parse("rules_refresh = \"1d\"").unwrap().rules_refresh, DAY);
+        assert_eq!(
+            error("rules_refresh = \"999ms\"\n"),
+            "ipguard.toml:1:17: rules_refresh: must be at least 1s, got 999ms"
+        );
+        assert_eq!(
+            error("rules_refresh = \"0s\"\n"),
+            "ipguard.toml:1:17: rules_refresh: must be longer than 0, got \"0s\""
+        );
+        assert_eq!(
+            error("rules_refresh = \"5 m\"\n"),
+            "ipguard.toml:1:17: rules_refresh: \"5 m\" is not a duration: use a whole number with ms, s, m, h or d (e.g. \"90s\", \"24h\")"
+        );
+        assert_eq!(
+            error("accumulate = \"yes\"\n"),
+            "ipguard.toml:1:14: invalid type: string \"yes\", expected a boolean"
+        );
+    }
+
+    #[test]
+    fn policy_errors_are_structured() {
+        let text = "[[rate_limit]]\nkind = \"syn\"\ncount = 1\nwindow = \"10x\"\n";
+        assert_eq!(
+            parse(text),
+            Err(ConfigError::Duration {
+                origin: "ipguard.toml".into(),
+                at: Position {
+                    line: 4,
+                    column: 10
+                },
+                key: "rate_limit[0].window".into(),
+                error: DurationError::Invalid {
+                    given: "10x".into(),
+                    forever_allowed: false
+                },
+            })
+        );
+        assert_eq!(
+            parse("[[rules]]\naction = \"deny\"\n"),
+            Err(ConfigError::MissingField {
+                origin: "ipguard.toml".into(),
+                at: Position { line: 1, column: 1 },
+                key: "rules[0]".into(),
+                field: "source",
+            })
         );
     }
 }

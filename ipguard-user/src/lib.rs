@@ -3,5 +3,6 @@
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
+pub mod duration;
 pub mod lists;
 pub mod net;
