@@ -38,12 +38,19 @@ pub const V6_BITS: u32 = 128;
 /// Which list decided a trie entry. A `u32` rather than a Rust enum: the kernel may hand
 /// back any bit pattern, and an invalid enum discriminant would be undefined behaviour.
 pub type ListCode = u32;
+/// Explicitly unlisted: pass and count. Written where a more specific prefix must undo
+/// the decision of a shorter one (e.g. a removed ban inside an allowed network).
+pub const LIST_NONE: ListCode = 0;
 /// The source is trusted: pass, and never count it against rate rules.
 pub const LIST_WHITELIST: ListCode = 1;
 /// The source is temporarily banned: drop.
 pub const LIST_GRAYLIST: ListCode = 2;
 /// The source is banned for long or forever: drop.
 pub const LIST_BLACKLIST: ListCode = 3;
+/// An ordered `allow` rule decided: pass and count (allowed is not trusted: rate rules apply).
+pub const LIST_RULE_ALLOW: ListCode = 4;
+/// An ordered `deny` rule decided: drop.
+pub const LIST_RULE_DENY: ListCode = 5;
 
 /// Value of an LPM trie entry: the daemon writes the *result* of list precedence
 /// (whitelist wins), so the data path needs one lookup per packet.

@@ -6,3 +6,4 @@ pub mod dataplane;
 pub mod duration;
 pub mod lists;
 pub mod net;
+pub mod policy;

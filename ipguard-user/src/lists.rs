@@ -5,18 +5,19 @@
 //! - the whitelist wins over graylist and blacklist, whatever the prefix lengths;
 //! - between graylist and blacklist the longest (most specific) prefix decides;
 //! - on an identical prefix the blacklist wins over the graylist.
+//!
+//! The compiler itself, which also handles the ordered rules and incremental updates, is
+//! [`crate::policy::compile`]; this module names the lists for the config and the CLI.
 
-use std::{
-    collections::{BTreeMap, BTreeSet, HashSet},
-    fmt,
-    net::IpAddr,
-    str::FromStr,
-};
+use std::{collections::BTreeMap, fmt, net::IpAddr, str::FromStr};
 
 use ipguard_common::{ListCode, ListEntry, LIST_BLACKLIST, LIST_GRAYLIST, LIST_WHITELIST};
 use ipnet::IpNet;
 
-use crate::config::Lists;
+use crate::{
+    config::Lists,
+    policy::compile::{Change, Layer, ListState},
+};
 
 /// One of the three lists an operator manages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -55,12 +56,12 @@ impl ListKind {
         }
     }
 
-    /// Rank on an identical prefix: higher wins.
-    const fn rank(self) -> u8 {
+    /// The layer of the compiled policy that holds this list.
+    pub const fn layer(self) -> Layer {
         match self {
-            ListKind::Graylist => 0,
-            ListKind::Blacklist => 1,
-            ListKind::Whitelist => 2,
+            ListKind::Whitelist => Layer::White,
+            ListKind::Graylist => Layer::Gray,
+            ListKind::Blacklist => Layer::Black,
         }
     }
 }
@@ -85,60 +86,24 @@ impl FromStr for ListKind {
 /// The trie contents that implement the lists' precedence: prefix → entry.
 pub type Compiled = BTreeMap<IpNet, ListEntry>;
 
-/// Compiles the lists into trie entries. An entry's `rule_id` is its 1-based position in
-/// its list, so a verdict can be traced back to the config line that caused it.
+/// Compiles the configured lists into trie entries (see [`crate::policy::compile`]).
+/// List entries carry `rule_id` 0: the list is the explanation.
 ///
-/// Gray/black prefixes inside a whitelisted prefix are left out: the longest match for
-/// any address in them is then the whitelisted prefix (or another whitelisted one).
+/// Prefixes whose decision equals their parent's are left out, e.g. gray/black prefixes
+/// inside a whitelisted prefix: the longest match for any address in them then lands on the
+/// parent.
 pub fn compile(lists: &Lists) -> Compiled {
-    let mut out = Compiled::new();
-    for kind in ListKind::ALL {
+    let mut state = ListState::new();
+    state.apply(ListKind::ALL.into_iter().flat_map(|kind| {
         let nets = match kind {
             ListKind::Whitelist => &lists.whitelist,
             ListKind::Graylist => &lists.graylist,
             ListKind::Blacklist => &lists.blacklist,
         };
-        for (i, net) in nets.iter().enumerate() {
-            let net = net.trunc();
-            let entry = ListEntry {
-                list: kind.code(),
-                rule_id: u32::try_from(i + 1).unwrap_or(u32::MAX),
-            };
-            match out.get(&net) {
-                Some(old) if rank(old) >= kind.rank() => {}
-                _ => {
-                    out.insert(net, entry);
-                }
-            }
-        }
-    }
-
-    let white: HashSet<IpNet> = out
-        .iter()
-        .filter(|(_, e)| e.list == LIST_WHITELIST)
-        .map(|(n, _)| *n)
-        .collect();
-    // Only the prefix lengths that occur in the whitelist need checking, which keeps this
-    // linear in practice even for a million entries.
-    let white_lens: BTreeSet<(bool, u8)> =
-        white.iter().map(|n| (is_v4(n), n.prefix_len())).collect();
-    out.retain(|net, entry| {
-        entry.list == LIST_WHITELIST
-            || !white_lens.iter().any(|&(v4, len)| {
-                v4 == is_v4(net)
-                    && len <= net.prefix_len()
-                    && IpNet::new(net.addr(), len).is_ok_and(|w| white.contains(&w.trunc()))
-            })
-    });
-    out
-}
-
-fn rank(entry: &ListEntry) -> u8 {
-    ListKind::from_code(entry.list).map_or(0, ListKind::rank)
-}
-
-fn is_v4(net: &IpNet) -> bool {
-    matches!(net, IpNet::V4(_))
+        nets.iter()
+            .map(move |net| Change::Insert(*net, kind.layer()))
+    }));
+    state.written().clone()
 }
 
 /// Longest-prefix match over compiled entries: what the kernel's trie answers for `ip`.
@@ -220,10 +185,17 @@ mod tests {
     }
 
     #[test]
-    fn rule_ids_point_at_config_positions() {
-        let c = compile(&lists(&[], &[], &["192.0.2.0/24", "198.51.100.7/32"]));
+    fn list_entries_have_rule_id_zero() {
+        // Only rules carry an id (index + 1); a list entry is explained by its list.
+        let c = compile(&lists(
+            &["203.0.113.0/24"],
+            &["198.51.100.0/24"],
+            &["192.0.2.0/24", "198.51.100.7/32"],
+        ));
         let e = c[&"198.51.100.7/32".parse::<IpNet>().unwrap()];
-        assert_eq!((e.list, e.rule_id), (LIST_BLACKLIST, 2));
+        assert_eq!((e.list, e.rule_id), (LIST_BLACKLIST, 0));
+        assert_eq!(c.len(), 4);
+        assert!(c.values().all(|e| e.rule_id == 0));
     }
 
     #[test]

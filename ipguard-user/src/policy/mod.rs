@@ -1,0 +1,4 @@
+//! The policy: pure logic, tested without a kernel. Time is passed in; decisions come out
+//! as commands that the daemon applies to the kernel maps.
+
+pub mod compile;
