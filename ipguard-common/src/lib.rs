@@ -23,6 +23,13 @@ pub const MAP_LPM_V6: &str = "IPG_LPM_V6";
 pub const MAP_SOURCES: &str = "IPG_SOURCES";
 /// Per-CPU array of global counters indexed by [`Stat`]: → [`StatCounter`].
 pub const MAP_STATS: &str = "IPG_STATS";
+/// Array of one [`RateConfig`]: the rate rules the XDP program counts against.
+pub const MAP_RATE_CONFIG: &str = "IPG_RATE_CFG";
+/// Ring buffer of [`RateEvent`]s: a source's count for a rule crossed a signal step.
+pub const MAP_EVENTS: &str = "IPG_EVENTS";
+/// Size of the event ring buffer in bytes (a power of two, multiple of the page size):
+/// 16 Ki events of 32 bytes plus headers.
+pub const EVENTS_BYTES: u32 = 1 << 20;
 
 /// Capacity of the source map when the config does not say (1 Mi entries).
 pub const DEFAULT_SOURCES_CAPACITY: u32 = 1 << 20;
@@ -65,6 +72,86 @@ pub struct ListEntry {
 }
 const _: () = assert!(core::mem::size_of::<ListEntry>() == 8);
 
+/// Rate rules the kernel counts (the config's `[[rate_limit]]` entries).
+pub const MAX_RATE_RULES: usize = 4;
+/// Destination ports one rate rule can be scoped to.
+pub const MAX_RULE_PORTS: usize = 8;
+
+/// What a rate rule counts; `u32` for the same reason as [`ListCode`].
+pub type RateKind = u32;
+/// Unused rule slot.
+pub const RATE_OFF: RateKind = 0;
+/// TCP SYNs without ACK.
+pub const RATE_SYN: RateKind = 1;
+/// Packets.
+pub const RATE_PACKETS: RateKind = 2;
+/// Bytes (whole frame length).
+pub const RATE_BYTES: RateKind = 3;
+
+/// One rate rule as the XDP program sees it.
+///
+/// The kernel keeps, per source and per CPU, a count in fixed windows aligned to
+/// multiples of `window_ns` of the monotonic clock (so all CPUs agree on the boundaries),
+/// and signals the daemon each time its count grows by `step`. The daemon sums the CPUs
+/// and decides: the kernel has no atomics here, so only the daemon sees exact totals.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateRuleDef {
+    /// One of `RATE_*`.
+    pub kind: RateKind,
+    /// Signal every `step` units counted on one CPU within a window (>= 1).
+    pub step: u32,
+    pub window_ns: u64,
+    /// Number of valid entries in `ports`; 0 = every packet counts.
+    pub n_ports: u32,
+    /// TCP/UDP destination ports, host byte order.
+    pub ports: [u16; MAX_RULE_PORTS],
+    /// The rule's count: a CPU whose own count passes it signals at once, so a source
+    /// seen by one CPU is caught at exactly `limit + 1`.
+    pub limit: u32,
+}
+const _: () = assert!(core::mem::size_of::<RateRuleDef>() == 40);
+
+/// The whole rate configuration, read with one map lookup per counted packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateConfig {
+    /// Rules in use: `rules[..n_rules]`.
+    pub n_rules: u32,
+    pub _pad: u32,
+    pub rules: [RateRuleDef; MAX_RATE_RULES],
+}
+const _: () = assert!(core::mem::size_of::<RateConfig>() == 168);
+
+/// One CPU's window for one rule and one source.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleWindow {
+    /// `ktime / window_ns` of the current window (wrapping).
+    pub window_idx: u32,
+    /// Units counted in the current window (saturating).
+    pub count: u32,
+    /// Units counted in the window just before it (0 if that one saw nothing).
+    pub prev: u32,
+    /// Count at which the next event is sent.
+    pub next_signal: u32,
+}
+const _: () = assert!(core::mem::size_of::<RuleWindow>() == 16);
+
+/// Sent through [`MAP_EVENTS`] when a source's count for a rule reaches a signal step.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RateEvent {
+    /// The source, as in [`SourceKey`].
+    pub addr: [u8; 16],
+    /// Index of the rule in [`RateConfig::rules`].
+    pub rule: u32,
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns()` when the step was reached.
+    pub ktime_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<RateEvent>() == 32);
+
 /// Key of the source map: IPv6 address, or IPv4 as the IPv4-mapped IPv6 address
 /// `::ffff:a.b.c.d`, so both families share one bounded LRU map.
 #[repr(C)]
@@ -92,9 +179,10 @@ impl SourceKey {
     }
 }
 
-/// Per-source traffic that passed as unlisted (one copy per CPU; the daemon sums them).
-/// Dropped packets are not counted here: a banned source's traffic must not feed its
-/// rate windows.
+/// Per-source counters (one copy per CPU; the daemon sums them). Traffic that passed as
+/// unlisted feeds `packets`, `bytes`, `syns` and the rate windows; dropped packets of a
+/// source that already has an entry only feed `dropped` (a banned source's traffic must not
+/// count against its windows, but a ban measured from the last attempt needs to know it).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SourceCounters {
@@ -102,10 +190,16 @@ pub struct SourceCounters {
     pub bytes: u64,
     /// TCP segments with SYN set and ACK clear (connection attempts).
     pub syns: u64,
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the latest packet on this CPU.
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the latest passed packet on this CPU.
     pub last_seen_ns: u64,
+    /// Packets dropped by a graylist or blacklist entry.
+    pub dropped: u64,
+    /// `bpf_ktime_get_ns()` of the latest such drop on this CPU.
+    pub last_drop_ns: u64,
+    /// Rate windows, indexed like [`RateConfig::rules`].
+    pub windows: [RuleWindow; MAX_RATE_RULES],
 }
-const _: () = assert!(core::mem::size_of::<SourceCounters>() == 32);
+const _: () = assert!(core::mem::size_of::<SourceCounters>() == 112);
 
 /// A global counter pair (one copy per CPU; the daemon sums them).
 #[repr(C)]
@@ -137,10 +231,15 @@ pub enum Stat {
     /// The source was known but the TCP header was cut short or the IPv6 extension
     /// chain was too long to reach it (the packet got its verdict from its source).
     L4Truncated = 6,
+    /// IP packet whose source an ordered `deny` rule matched: dropped.
+    DropRule = 7,
+    /// A rate event the ring buffer had no room for (counted in addition; the next step
+    /// of the same source signals again).
+    EventLost = 8,
 }
 
 /// Number of slots in [`MAP_STATS`].
-pub const STAT_COUNT: u32 = 7;
+pub const STAT_COUNT: u32 = 9;
 
 impl Stat {
     /// All slots, in index order.
@@ -152,5 +251,7 @@ impl Stat {
         Stat::PassNonIp,
         Stat::PassMalformed,
         Stat::L4Truncated,
+        Stat::DropRule,
+        Stat::EventLost,
     ];
 }

@@ -5,11 +5,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use aya::maps::lpm_trie::Key;
 use ipnet::{Ipv4Net, Ipv6Net};
 
-use crate::{ListEntry, SourceCounters, SourceKey, StatCounter};
+use crate::{ListEntry, RateConfig, RateEvent, SourceCounters, SourceKey, StatCounter};
 
-// SAFETY: all four are `#[repr(C)]`, made of integers only, with no padding
+// SAFETY: all of these are `#[repr(C)]`, made of integers only, with explicit padding
 // (sizes asserted in lib.rs), so every bit pattern is a valid value.
 unsafe impl aya::Pod for ListEntry {}
+unsafe impl aya::Pod for RateConfig {}
+unsafe impl aya::Pod for RateEvent {}
 unsafe impl aya::Pod for SourceKey {}
 unsafe impl aya::Pod for SourceCounters {}
 unsafe impl aya::Pod for StatCounter {}

@@ -1,9 +1,12 @@
 //! ipguard's XDP program: parse → one LPM lookup → count → verdict.
 //!
-//! The daemon writes the *result* of list precedence into one LPM trie per address family
-//! (see `ipguard_common::ListEntry`), so a packet costs exactly one trie lookup. Only
-//! passed, unlisted traffic is counted per source: dropped packets must not feed a banned
-//! source's rate windows, and whitelisted sources are never rate-limited.
+//! The daemon writes the *result* of list and rule precedence into one LPM trie per
+//! address family (see `ipguard_common::ListEntry`), so a packet costs exactly one trie
+//! lookup. Only passed, unlisted traffic is counted per source and against the rate rules:
+//! dropped packets must not feed a banned source's rate windows, and whitelisted sources
+//! are never rate-limited. Rate windows are counted here, per CPU; when a source's count
+//! grows by a rule's `step`, an event on a ring buffer wakes the daemon, which sums the
+//! CPUs and decides (see `ipguard_common::RateRuleDef`).
 //!
 //! The program never returns `XDP_ABORTED`: anything it cannot parse is passed to the
 //! kernel stack (which discards what is really broken) and counted.
@@ -16,13 +19,14 @@ use aya_ebpf::{
     bindings::xdp_action,
     helpers::bpf_ktime_get_ns,
     macros::{map, xdp},
-    maps::{lpm_trie::Key, LpmTrie, LruPerCpuHashMap, PerCpuArray},
+    maps::{lpm_trie::Key, Array, LpmTrie, LruPerCpuHashMap, PerCpuArray, RingBuf},
     programs::XdpContext,
 };
 use ipguard_common::{
-    ListEntry, SourceCounters, SourceKey, Stat, StatCounter, DEFAULT_LPM_CAPACITY,
-    DEFAULT_SOURCES_CAPACITY, LIST_BLACKLIST, LIST_GRAYLIST, LIST_WHITELIST, STAT_COUNT, V4_BITS,
-    V6_BITS,
+    ListEntry, RateConfig, RateEvent, RateRuleDef, SourceCounters, SourceKey, Stat, StatCounter,
+    DEFAULT_LPM_CAPACITY, DEFAULT_SOURCES_CAPACITY, EVENTS_BYTES, LIST_BLACKLIST, LIST_GRAYLIST,
+    LIST_RULE_DENY, LIST_WHITELIST, MAX_RATE_RULES, MAX_RULE_PORTS, RATE_BYTES, RATE_PACKETS,
+    RATE_SYN, STAT_COUNT, V4_BITS, V6_BITS,
 };
 use parse::{Frame, L4};
 
@@ -41,6 +45,12 @@ static IPG_SOURCES: LruPerCpuHashMap<SourceKey, SourceCounters> =
 
 #[map]
 static IPG_STATS: PerCpuArray<StatCounter> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+
+#[map]
+static IPG_RATE_CFG: Array<RateConfig> = Array::with_max_entries(1, 0);
+
+#[map]
+static IPG_EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
 #[xdp]
 pub fn ipguard(ctx: XdpContext) -> u32 {
@@ -61,16 +71,24 @@ pub fn ipguard(ctx: XdpContext) -> u32 {
 
 #[inline(always)]
 fn verdict(entry: Option<&ListEntry>, source: SourceKey, l4: L4, len: u64) -> u32 {
-    if let L4::Truncated = l4 {
+    if l4.truncated {
         count(Stat::L4Truncated, len);
     }
     match entry.map(|e| e.list) {
         Some(LIST_WHITELIST) => pass(Stat::PassWhitelist, len),
-        Some(LIST_BLACKLIST) => drop(Stat::DropBlacklist, len),
-        Some(LIST_GRAYLIST) => drop(Stat::DropGraylist, len),
-        // No entry, or a list code this program does not know: the source is unlisted.
+        Some(LIST_BLACKLIST) => {
+            note_drop(&source);
+            drop(Stat::DropBlacklist, len)
+        }
+        Some(LIST_GRAYLIST) => {
+            note_drop(&source);
+            drop(Stat::DropGraylist, len)
+        }
+        Some(LIST_RULE_DENY) => drop(Stat::DropRule, len),
+        // No entry, LIST_NONE, an allow rule, or a code this program does not know:
+        // pass, and count against the rate rules.
         _ => {
-            count_source(&source, len, matches!(l4, L4::Syn));
+            count_source(&source, len, l4);
             pass(Stat::PassUnlisted, len)
         }
     }
@@ -99,32 +117,128 @@ fn count(stat: Stat, len: u64) {
     }
 }
 
+/// Records a dropped packet of a banned source that already has an entry (no insert: a
+/// flood of dropped spoofed sources must not churn the map).
 #[inline(always)]
-fn count_source(source: &SourceKey, len: u64, syn: bool) {
+fn note_drop(source: &SourceKey) {
+    if let Some(c) = IPG_SOURCES.get_ptr_mut(source) {
+        // SAFETY: reads the monotonic clock.
+        let now = unsafe { bpf_ktime_get_ns() };
+        // SAFETY: this CPU's copy of the value (see count_source).
+        unsafe {
+            (*c).dropped += 1;
+            (*c).last_drop_ns = now;
+        }
+    }
+}
+
+#[inline(always)]
+fn count_source(source: &SourceKey, len: u64, l4: L4) {
     // SAFETY: reads the monotonic clock; no memory is touched.
     let now = unsafe { bpf_ktime_get_ns() };
-    let syn = syn as u64;
+    let rates = IPG_RATE_CFG.get(0);
     match IPG_SOURCES.get_ptr_mut(source) {
         // SAFETY: this CPU's copy of the value; LRU eviction of a live element only
         // recycles it after an RCU grace period, which cannot end inside this program.
-        Some(c) => unsafe {
-            (*c).packets += 1;
-            (*c).bytes += len;
-            (*c).syns += syn;
-            (*c).last_seen_ns = now;
-        },
+        Some(c) => update(unsafe { &mut *c }, source, rates, len, l4, now),
         None => {
-            let first = SourceCounters {
-                packets: 1,
-                bytes: len,
-                syns: syn,
-                last_seen_ns: now,
-            };
+            let mut first = SourceCounters::default();
+            update(&mut first, source, rates, len, l4, now);
             // BPF_ANY: if another CPU created the element meanwhile, the kernel updates
             // this CPU's copy in place, so no update is lost. A failed insert (no memory)
             // loses one packet's count, never the verdict.
             let _ = IPG_SOURCES.insert(source, first, 0);
         }
+    }
+}
+
+#[inline(always)]
+fn update(
+    c: &mut SourceCounters,
+    source: &SourceKey,
+    rates: Option<&RateConfig>,
+    len: u64,
+    l4: L4,
+    now: u64,
+) {
+    c.packets += 1;
+    c.bytes += len;
+    c.syns += l4.syn as u64;
+    c.last_seen_ns = now;
+    let Some(rates) = rates else {
+        return;
+    };
+    for i in 0..MAX_RATE_RULES {
+        if i as u32 >= rates.n_rules {
+            break;
+        }
+        let rule = &rates.rules[i];
+        let amount = match rule.kind {
+            RATE_SYN => l4.syn as u32,
+            RATE_PACKETS => 1,
+            RATE_BYTES => len as u32,
+            _ => 0,
+        };
+        if amount == 0 || rule.window_ns == 0 || !port_matches(rule, l4.dport) {
+            continue;
+        }
+        let idx = (now / rule.window_ns) as u32;
+        let w = &mut c.windows[i];
+        if w.window_idx != idx || w.next_signal == 0 {
+            // Windows are aligned to multiples of window_ns so that every CPU agrees on
+            // where they start; `prev` feeds the daemon's sliding estimate.
+            w.prev = if idx == w.window_idx.wrapping_add(1) {
+                w.count
+            } else {
+                0
+            };
+            w.count = 0;
+            w.window_idx = idx;
+            w.next_signal = next_signal(0, rule);
+        }
+        w.count = w.count.saturating_add(amount);
+        if w.count >= w.next_signal {
+            w.next_signal = next_signal(w.count, rule);
+            signal(source, i as u32, now);
+        }
+    }
+}
+
+/// The count at which to signal next: one step on, but never past `limit + 1`, the
+/// count at which this CPU alone proves a violation.
+#[inline(always)]
+fn next_signal(count: u32, rule: &RateRuleDef) -> u32 {
+    let next = count.saturating_add(rule.step);
+    if count <= rule.limit && next > rule.limit.saturating_add(1) {
+        rule.limit.saturating_add(1)
+    } else {
+        next
+    }
+}
+
+#[inline(always)]
+fn port_matches(rule: &RateRuleDef, dport: u16) -> bool {
+    if rule.n_ports == 0 {
+        return true;
+    }
+    for j in 0..MAX_RULE_PORTS {
+        if (j as u32) < rule.n_ports && rule.ports[j] == dport {
+            return true;
+        }
+    }
+    false
+}
+
+#[inline(always)]
+fn signal(source: &SourceKey, rule: u32, now: u64) {
+    let event = RateEvent {
+        addr: source.addr,
+        rule,
+        _pad: 0,
+        ktime_ns: now,
+    };
+    if IPG_EVENTS.output::<RateEvent>(&event, 0).is_err() {
+        count(Stat::EventLost, 0);
     }
 }
 

@@ -11,6 +11,8 @@ const ETH_P_8021AD: u16 = 0x88A8;
 const VLAN_HLEN: usize = 4;
 
 const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+const UDP_HLEN: usize = 8;
 const IPV4_MIN_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
 const TCP_MIN_HLEN: usize = 20;
@@ -28,13 +30,27 @@ const MAX_IPV6_EXT: usize = 6;
 
 /// What the packet's transport layer told us.
 #[derive(Clone, Copy)]
-pub enum L4 {
+pub struct L4 {
     /// TCP with SYN set and ACK clear: a connection attempt.
-    Syn,
-    /// Anything else we could fully see: TCP without a bare SYN, UDP, ICMP, a later fragment.
-    Other,
-    /// TCP header cut short, or the IPv6 extension chain too long to reach it.
-    Truncated,
+    pub syn: bool,
+    /// TCP/UDP header cut short, or the IPv6 extension chain too long to reach it.
+    pub truncated: bool,
+    /// TCP/UDP destination port (host order); 0 when there is none or it was not reached.
+    pub dport: u16,
+}
+
+impl L4 {
+    /// No transport header we look at: ICMP, a later fragment, other protocols.
+    const OTHER: L4 = L4 {
+        syn: false,
+        truncated: false,
+        dport: 0,
+    };
+    const TRUNCATED: L4 = L4 {
+        syn: false,
+        truncated: true,
+        dport: 0,
+    };
 }
 
 pub enum Frame {
@@ -108,11 +124,11 @@ fn ipv4(ctx: &XdpContext, off: usize) -> Frame {
     }
     let src = [ip[12], ip[13], ip[14], ip[15]];
     let fragment_offset = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
-    let l4 = if ip[9] != IPPROTO_TCP || fragment_offset != 0 {
-        // A later fragment carries no TCP header; the first one does.
-        L4::Other
+    let l4 = if fragment_offset != 0 {
+        // A later fragment carries no transport header; the first one does.
+        L4::OTHER
     } else {
-        tcp(ctx, off + ihl)
+        transport(ctx, ip[9], off + ihl)
     };
     Frame::V4 { src, l4 }
 }
@@ -131,17 +147,17 @@ fn ipv6(ctx: &XdpContext, off: usize) -> Frame {
     let mut off = off + IPV6_HLEN;
     for _ in 0..MAX_IPV6_EXT {
         match next {
-            IPPROTO_TCP => {
+            IPPROTO_TCP | IPPROTO_UDP => {
                 return Frame::V6 {
                     src,
-                    l4: tcp(ctx, off),
+                    l4: transport(ctx, next, off),
                 }
             }
             NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => {
                 let Some(h) = bytes::<2>(ctx, off) else {
                     return Frame::V6 {
                         src,
-                        l4: L4::Truncated,
+                        l4: L4::TRUNCATED,
                     };
                 };
                 next = h[0];
@@ -151,7 +167,7 @@ fn ipv6(ctx: &XdpContext, off: usize) -> Frame {
                 let Some(h) = bytes::<2>(ctx, off) else {
                     return Frame::V6 {
                         src,
-                        l4: L4::Truncated,
+                        l4: L4::TRUNCATED,
                     };
                 };
                 next = h[0];
@@ -161,33 +177,47 @@ fn ipv6(ctx: &XdpContext, off: usize) -> Frame {
                 let Some(h) = bytes::<4>(ctx, off) else {
                     return Frame::V6 {
                         src,
-                        l4: L4::Truncated,
+                        l4: L4::TRUNCATED,
                     };
                 };
                 if u16::from_be_bytes([h[2], h[3]]) & 0xfff8 != 0 {
-                    return Frame::V6 { src, l4: L4::Other };
+                    return Frame::V6 { src, l4: L4::OTHER };
                 }
                 next = h[0];
                 off += 8;
             }
-            _ => return Frame::V6 { src, l4: L4::Other },
+            _ => return Frame::V6 { src, l4: L4::OTHER },
         }
     }
     let l4 = match next {
-        IPPROTO_TCP => tcp(ctx, off),
+        IPPROTO_TCP | IPPROTO_UDP => transport(ctx, next, off),
         NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST | NEXTHDR_AUTH | NEXTHDR_FRAGMENT => {
-            L4::Truncated
+            L4::TRUNCATED
         }
-        _ => L4::Other,
+        _ => L4::OTHER,
     };
     Frame::V6 { src, l4 }
 }
 
 #[inline(always)]
-fn tcp(ctx: &XdpContext, off: usize) -> L4 {
-    match bytes::<TCP_MIN_HLEN>(ctx, off) {
-        Some(t) if t[13] & (TCP_SYN | TCP_ACK) == TCP_SYN => L4::Syn,
-        Some(_) => L4::Other,
-        None => L4::Truncated,
+fn transport(ctx: &XdpContext, proto: u8, off: usize) -> L4 {
+    match proto {
+        IPPROTO_TCP => match bytes::<TCP_MIN_HLEN>(ctx, off) {
+            Some(t) => L4 {
+                syn: t[13] & (TCP_SYN | TCP_ACK) == TCP_SYN,
+                truncated: false,
+                dport: u16::from_be_bytes([t[2], t[3]]),
+            },
+            None => L4::TRUNCATED,
+        },
+        IPPROTO_UDP => match bytes::<UDP_HLEN>(ctx, off) {
+            Some(u) => L4 {
+                syn: false,
+                truncated: false,
+                dport: u16::from_be_bytes([u[2], u[3]]),
+            },
+            None => L4::TRUNCATED,
+        },
+        _ => L4::OTHER,
     }
 }

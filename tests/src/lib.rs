@@ -4,6 +4,7 @@
 //! These tests are never skipped: without root (or without the daemon binary) they panic
 //! with the reason.
 
+pub mod daemon;
 pub mod frames;
 pub mod netns;
 

@@ -95,7 +95,7 @@ fn check(dp: &mut Dataplane, frame: &[u8], verdict: u32, stat: Stat, extra: &[St
     assert_counted(before, stats(dp), &moved, frame.len());
 }
 
-fn source(dp: &Dataplane, ip: &str) -> Option<ipguard_common::SourceCounters> {
+fn source(dp: &Dataplane, ip: &str) -> Option<dataplane::SourceTotals> {
     dp.source(ip.parse::<IpAddr>().unwrap())
         .expect("read source map")
 }

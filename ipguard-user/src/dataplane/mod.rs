@@ -5,13 +5,16 @@ mod table;
 use std::net::IpAddr;
 
 use aya::{
-    maps::{lpm_trie::LpmTrie, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    maps::{
+        lpm_trie::LpmTrie, Array, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues,
+        RingBuf,
+    },
     programs::{xdp::XdpLinkId, ProgramError, Xdp, XdpMode as AyaXdpMode},
     Ebpf, EbpfError, EbpfLoader,
 };
 use ipguard_common::{
-    SourceCounters, SourceKey, Stat, StatCounter, MAP_LPM_V4, MAP_LPM_V6, MAP_SOURCES, MAP_STATS,
-    PROGRAM_NAME,
+    RateConfig, SourceCounters, SourceKey, Stat, StatCounter, MAP_EVENTS, MAP_LPM_V4, MAP_LPM_V6,
+    MAP_RATE_CONFIG, MAP_SOURCES, MAP_STATS, PROGRAM_NAME,
 };
 pub use table::{sync, KernelTable, ListTable, MemoryTable, SyncReport, TableError};
 
@@ -106,9 +109,12 @@ impl GlobalStats {
         .sum()
     }
 
-    /// Packets dropped, whatever the list.
+    /// Packets dropped, whatever the list or rule.
     pub fn dropped(&self) -> u64 {
-        self.get(Stat::DropGraylist).packets + self.get(Stat::DropBlacklist).packets
+        [Stat::DropGraylist, Stat::DropBlacklist, Stat::DropRule]
+            .iter()
+            .map(|s| self.get(*s).packets)
+            .sum()
     }
 }
 
@@ -118,6 +124,8 @@ pub struct Dataplane {
     table: KernelTable,
     stats: PerCpuArray<MapData, StatCounter>,
     sources: PerCpuHashMap<MapData, SourceKey, SourceCounters>,
+    rates: Array<MapData, RateConfig>,
+    events: Option<RingBuf<MapData>>,
     attached: Option<(String, AttachedMode, XdpLinkId)>,
 }
 
@@ -152,11 +160,15 @@ impl Dataplane {
         };
         let stats = take_map(&mut ebpf, MAP_STATS, PerCpuArray::try_from)?;
         let sources = take_map(&mut ebpf, MAP_SOURCES, PerCpuHashMap::try_from)?;
+        let rates = take_map(&mut ebpf, MAP_RATE_CONFIG, Array::try_from)?;
+        let events = Some(take_map(&mut ebpf, MAP_EVENTS, RingBuf::try_from)?);
         Ok(Self {
             ebpf,
             table,
             stats,
             sources,
+            rates,
+            events,
             attached: None,
         })
     }
@@ -244,11 +256,16 @@ impl Dataplane {
         Ok(out)
     }
 
-    /// Counters of one source, summed over CPUs (`last_seen_ns` is the latest);
-    /// `None` if the source has not been seen (or was evicted).
-    pub fn source(&self, addr: IpAddr) -> Result<Option<SourceCounters>> {
+    /// Counters of one source, summed over CPUs; `None` if the source has not passed
+    /// any packet since it entered the map (or was evicted).
+    pub fn source(&self, addr: IpAddr) -> Result<Option<SourceTotals>> {
+        Ok(self.source_per_cpu(addr)?.map(|v| SourceTotals::sum(&v)))
+    }
+
+    /// One copy of a source's counters per possible CPU.
+    pub fn source_per_cpu(&self, addr: IpAddr) -> Result<Option<Vec<SourceCounters>>> {
         match self.sources.get(&SourceKey::from(addr), 0) {
-            Ok(per_cpu) => Ok(Some(sum_sources(&per_cpu))),
+            Ok(per_cpu) => Ok(Some(per_cpu_vec(&per_cpu))),
             Err(MapError::KeyNotFound) => Ok(None),
             Err(source) => Err(DataplaneError::Read {
                 name: MAP_SOURCES,
@@ -256,17 +273,49 @@ impl Dataplane {
             }),
         }
     }
+
+    /// Replaces the rate rules the program counts against.
+    pub fn set_rates(&mut self, rates: &RateConfig) -> Result<()> {
+        self.rates
+            .set(0, rates, 0)
+            .map_err(|source| DataplaneError::Read {
+                name: MAP_RATE_CONFIG,
+                source,
+            })
+    }
+
+    /// The ring buffer of rate events; `None` once taken.
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
+    }
 }
 
-fn sum_sources(per_cpu: &PerCpuValues<SourceCounters>) -> SourceCounters {
-    per_cpu
-        .iter()
-        .fold(SourceCounters::default(), |a, c| SourceCounters {
+/// A source's counters summed over CPUs (latest timestamps).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceTotals {
+    pub packets: u64,
+    pub bytes: u64,
+    pub syns: u64,
+    pub last_seen_ns: u64,
+    pub dropped: u64,
+    pub last_drop_ns: u64,
+}
+
+impl SourceTotals {
+    pub fn sum(per_cpu: &[SourceCounters]) -> Self {
+        per_cpu.iter().fold(Self::default(), |a, c| Self {
             packets: a.packets + c.packets,
             bytes: a.bytes + c.bytes,
             syns: a.syns + c.syns,
             last_seen_ns: a.last_seen_ns.max(c.last_seen_ns),
+            dropped: a.dropped + c.dropped,
+            last_drop_ns: a.last_drop_ns.max(c.last_drop_ns),
         })
+    }
+}
+
+fn per_cpu_vec(per_cpu: &PerCpuValues<SourceCounters>) -> Vec<SourceCounters> {
+    per_cpu.iter().copied().collect()
 }
 
 fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {

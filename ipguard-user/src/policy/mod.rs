@@ -2,3 +2,5 @@
 //! as commands that the daemon applies to the kernel maps.
 
 pub mod compile;
+pub mod engine;
+pub mod window;

@@ -1,0 +1,1172 @@
+//! The policy engine: strikes, escalation, reports, expiry. Pure: events and `now` in,
+//! [`Command`]s out; no clock, no kernel, no I/O. The daemon applies the commands to the
+//! maps (through `policy::compile` and `dataplane::ListTable`).
+
+use std::{
+    collections::{BTreeSet, HashMap, VecDeque},
+    fmt,
+    net::IpAddr,
+    time::Duration,
+};
+
+use ipnet::IpNet;
+
+use crate::{
+    config::{Escalation, ReportRule},
+    duration::{format_duration, Lifetime},
+    lists::ListKind,
+};
+
+/// Wall-clock time in milliseconds since the UNIX epoch. Bans are persisted and shown to
+/// operators, so they live on the wall clock, not the monotonic one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ts(pub u64);
+
+impl Ts {
+    pub fn plus(self, d: Duration) -> Ts {
+        Ts(self
+            .0
+            .saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+    }
+
+    pub fn minus(self, d: Duration) -> Ts {
+        Ts(self
+            .0
+            .saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+    }
+
+    pub fn since(self, earlier: Ts) -> Duration {
+        Duration::from_millis(self.0.saturating_sub(earlier.0))
+    }
+}
+
+/// Who put an entry on a list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// The config file's `[lists]`.
+    Config,
+    /// An operator, through the API or the CLI.
+    Api,
+    /// A rate rule violation.
+    RateLimit,
+    /// Reports from the protected application.
+    Report,
+}
+
+impl Origin {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Origin::Config => "config",
+            Origin::Api => "api",
+            Origin::RateLimit => "rate_limit",
+            Origin::Report => "report",
+        }
+    }
+
+    /// Bans the policy made itself (and may therefore extend under `relative_block`).
+    const fn is_policy(self) -> bool {
+        matches!(self, Origin::RateLimit | Origin::Report)
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One list entry as the engine knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub list: ListKind,
+    pub since: Ts,
+    /// `None`: never expires.
+    pub until: Option<Ts>,
+    pub reason: String,
+    pub origin: Origin,
+}
+
+/// What the daemon must make the kernel do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Block {
+        net: IpNet,
+        list: ListKind,
+        until: Option<Ts>,
+        reason: String,
+        origin: Origin,
+    },
+    Unblock {
+        net: IpNet,
+        list: ListKind,
+    },
+}
+
+/// What the engine made of a violation or a report (for logs and API answers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Whitelisted: never listed, never counted.
+    Whitelisted,
+    /// Already graylisted or blacklisted.
+    AlreadyBanned { list: ListKind, until: Option<Ts> },
+    /// A first-time offender within `grace_violations`.
+    Forgiven { violations: u32 },
+    /// A report was recorded; not enough of them yet (or no `[report]` rule).
+    Recorded { reports: u32 },
+    /// Banned now.
+    Banned {
+        list: ListKind,
+        until: Option<Ts>,
+        strikes: u32,
+    },
+}
+
+/// Per-source history; only sources that violated a rule or were reported have one.
+#[derive(Clone, Debug, Default)]
+struct Offender {
+    /// Times of strikes within `strike_window`.
+    strikes: VecDeque<Ts>,
+    /// Violations ever seen (within retention), for the grace allowance.
+    violations: u32,
+    /// Earlier graylistings and blacklistings, for ban growth.
+    gray_bans: u32,
+    black_bans: u32,
+    /// Times of reports within the report window.
+    reports: VecDeque<Ts>,
+    /// Latest violation, report or ban end: retention counts from here.
+    last_activity: Ts,
+}
+
+/// The engine's whole state.
+pub struct Engine {
+    esc: Escalation,
+    report: Option<ReportRule>,
+    entries: HashMap<(ListKind, IpNet), Entry>,
+    /// (until, list, net) of every entry that expires.
+    expiries: BTreeSet<(Ts, ListKind, IpNet)>,
+    offenders: HashMap<IpAddr, Offender>,
+    /// (forget at, source): when each offender's retention runs out.
+    retention: BTreeSet<(Ts, IpAddr)>,
+}
+
+impl Engine {
+    pub fn new(esc: Escalation, report: Option<ReportRule>) -> Self {
+        Self {
+            esc,
+            report,
+            entries: HashMap::new(),
+            expiries: BTreeSet::new(),
+            offenders: HashMap::new(),
+            retention: BTreeSet::new(),
+        }
+    }
+
+    /// Replaces the escalation and report settings (config reload); state is kept.
+    pub fn reconfigure(&mut self, esc: Escalation, report: Option<ReportRule>) {
+        self.esc = esc;
+        self.report = report;
+    }
+
+    /// Puts `net` on `list` (replacing an entry of the same list and prefix). `ttl: None`
+    /// never expires.
+    pub fn add(
+        &mut self,
+        list: ListKind,
+        net: IpNet,
+        ttl: Option<Duration>,
+        reason: String,
+        origin: Origin,
+        now: Ts,
+    ) -> Vec<Command> {
+        let net = net.trunc();
+        let until = ttl.map(|d| now.plus(d));
+        self.put(
+            net,
+            Entry {
+                list,
+                since: now,
+                until,
+                reason,
+                origin,
+            },
+        )
+    }
+
+    /// Removes `net` from `list`; returns the removed entry and the commands.
+    pub fn remove(&mut self, list: ListKind, net: IpNet) -> Option<(Entry, Vec<Command>)> {
+        let net = net.trunc();
+        let entry = self.entries.remove(&(list, net))?;
+        if let Some(until) = entry.until {
+            self.expiries.remove(&(until, list, net));
+        }
+        Some((entry, vec![Command::Unblock { net, list }]))
+    }
+
+    /// An entry, if `net` is on `list`.
+    pub fn entry(&self, list: ListKind, net: IpNet) -> Option<&Entry> {
+        self.entries.get(&(list, net.trunc()))
+    }
+
+    /// Every entry (unordered).
+    pub fn entries(&self) -> impl Iterator<Item = (IpNet, &Entry)> {
+        self.entries.iter().map(|((_, net), e)| (*net, e))
+    }
+
+    /// The number of entries on `list`.
+    pub fn count(&self, list: ListKind) -> usize {
+        self.entries.keys().filter(|(l, _)| *l == list).count()
+    }
+
+    /// The whitelist entry covering `ip`, if any.
+    pub fn whitelisted(&self, ip: IpAddr) -> Option<IpNet> {
+        self.covering(ListKind::Whitelist, ip)
+    }
+
+    /// The longest prefix on `list` containing `ip`.
+    pub fn covering(&self, list: ListKind, ip: IpAddr) -> Option<IpNet> {
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        (0..=max).rev().find_map(|len| {
+            let net = IpNet::new(ip, len).ok()?.trunc();
+            self.entries.contains_key(&(list, net)).then_some(net)
+        })
+    }
+
+    /// Strikes `ip` currently has within the strike window.
+    pub fn strikes(&self, ip: IpAddr, now: Ts) -> u32 {
+        self.offenders.get(&ip).map_or(0, |o| {
+            let from = now.minus(self.esc.strike_window);
+            o.strikes.iter().filter(|t| **t > from).count() as u32
+        })
+    }
+
+    /// The active ban of `ip` (graylist or blacklist entry covering it), most severe first.
+    pub fn ban_of(&self, ip: IpAddr) -> Option<(IpNet, &Entry)> {
+        [ListKind::Blacklist, ListKind::Graylist]
+            .into_iter()
+            .find_map(|list| {
+                let net = self.covering(list, ip)?;
+                Some((net, &self.entries[&(list, net)]))
+            })
+    }
+
+    /// A rate rule was exceeded by `ip` (the daemon has confirmed the count).
+    pub fn violation(&mut self, ip: IpAddr, reason: String, now: Ts) -> (Outcome, Vec<Command>) {
+        if self.whitelisted(ip).is_some() {
+            return (Outcome::Whitelisted, Vec::new());
+        }
+        if let Some((_, e)) = self.ban_of(ip) {
+            return (
+                Outcome::AlreadyBanned {
+                    list: e.list,
+                    until: e.until,
+                },
+                Vec::new(),
+            );
+        }
+        let grace = self.esc.grace_violations;
+        let off = self.offender(ip, now);
+        off.violations = off.violations.saturating_add(1);
+        if off.strikes.is_empty()
+            && off.gray_bans == 0
+            && off.black_bans == 0
+            && off.violations <= grace
+        {
+            let violations = off.violations;
+            return (Outcome::Forgiven { violations }, Vec::new());
+        }
+        let base = self.esc.graylist_duration;
+        self.strike(ip, base, Origin::RateLimit, reason, now)
+    }
+
+    /// The protected application reported `ip` (e.g. a failed login).
+    pub fn report(&mut self, ip: IpAddr, reason: String, now: Ts) -> (Outcome, Vec<Command>) {
+        if self.whitelisted(ip).is_some() {
+            return (Outcome::Whitelisted, Vec::new());
+        }
+        let Some(rule) = self.report else {
+            let off = self.offender(ip, now);
+            off.reports.push_back(now);
+            let reports = off.reports.len() as u32;
+            return (Outcome::Recorded { reports }, Vec::new());
+        };
+        let banned = self.ban_of(ip).map(|(_, e)| (e.list, e.until));
+        let off = self.offender(ip, now);
+        let from = now.minus(rule.window);
+        while off.reports.front().is_some_and(|t| *t <= from) {
+            off.reports.pop_front();
+        }
+        off.reports.push_back(now);
+        let reports = off.reports.len() as u32;
+        if let Some((list, until)) = banned {
+            return (Outcome::AlreadyBanned { list, until }, Vec::new());
+        }
+        if reports < rule.count {
+            return (Outcome::Recorded { reports }, Vec::new());
+        }
+        off.reports.clear();
+        let reason = format!(
+            "{reports} reports within {}: {reason}",
+            format_duration(rule.window)
+        );
+        self.strike(ip, rule.duration, Origin::Report, reason, now)
+    }
+
+    /// Adds a strike and bans: graylist for `gray_base` (grown), or blacklist when the
+    /// strikes within the window reach `strikes_to_blacklist`.
+    fn strike(
+        &mut self,
+        ip: IpAddr,
+        gray_base: Duration,
+        origin: Origin,
+        reason: String,
+        now: Ts,
+    ) -> (Outcome, Vec<Command>) {
+        let esc = self.esc.clone();
+        let off = self.offender(ip, now);
+        let from = now.minus(esc.strike_window);
+        while off.strikes.front().is_some_and(|t| *t <= from) {
+            off.strikes.pop_front();
+        }
+        off.strikes.push_back(now);
+        let strikes = off.strikes.len() as u32;
+        let (list, ttl) = if strikes >= esc.strikes_to_blacklist {
+            let ttl = grow(
+                esc.blacklist_duration,
+                esc.ban_growth,
+                off.black_bans,
+                esc.max_ban,
+            );
+            off.black_bans = off.black_bans.saturating_add(1);
+            if esc.reset_strikes_after_blacklist {
+                off.strikes.clear();
+            }
+            (ListKind::Blacklist, ttl)
+        } else {
+            let ttl = grow(
+                Lifetime::For(gray_base),
+                esc.ban_growth,
+                off.gray_bans,
+                esc.max_ban,
+            );
+            off.gray_bans = off.gray_bans.saturating_add(1);
+            (ListKind::Graylist, ttl)
+        };
+        let until = match ttl {
+            Lifetime::For(d) => Some(now.plus(d)),
+            Lifetime::Forever => None,
+        };
+        let net = IpNet::from(ip);
+        let cmds = self.put(
+            net,
+            Entry {
+                list,
+                since: now,
+                until,
+                reason,
+                origin,
+            },
+        );
+        (
+            Outcome::Banned {
+                list,
+                until,
+                strikes,
+            },
+            cmds,
+        )
+    }
+
+    fn put(&mut self, net: IpNet, entry: Entry) -> Vec<Command> {
+        let key = (entry.list, net);
+        if let Some(old) = self.entries.get(&key) {
+            if let Some(until) = old.until {
+                self.expiries.remove(&(until, entry.list, net));
+            }
+        }
+        if let Some(until) = entry.until {
+            self.expiries.insert((until, entry.list, net));
+        }
+        let cmd = Command::Block {
+            net,
+            list: entry.list,
+            until: entry.until,
+            reason: entry.reason.clone(),
+            origin: entry.origin,
+        };
+        self.entries.insert(key, entry);
+        vec![cmd]
+    }
+
+    fn offender(&mut self, ip: IpAddr, now: Ts) -> &mut Offender {
+        let retention = self.esc.state_retention;
+        let off = self.offenders.entry(ip).or_default();
+        if off.last_activity != Ts::default() {
+            self.retention
+                .remove(&(off.last_activity.plus(retention), ip));
+        }
+        off.last_activity = off.last_activity.max(now);
+        self.retention
+            .insert((off.last_activity.plus(retention), ip));
+        off
+    }
+
+    /// The earliest time at which [`Engine::tick`] has work to do.
+    pub fn next_deadline(&self) -> Option<Ts> {
+        let expiry = self.expiries.first().map(|(t, _, _)| *t);
+        let forget = self.retention.first().map(|(t, _)| *t);
+        match (expiry, forget) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Expires due entries and forgets quiet sources. `last_drop` tells when the kernel
+    /// last dropped a packet from inside a prefix (for `relative_block`).
+    pub fn tick(
+        &mut self,
+        now: Ts,
+        mut last_drop: impl FnMut(IpNet) -> Option<Ts>,
+    ) -> Vec<Command> {
+        let mut cmds = Vec::new();
+        while let Some(&(until, list, net)) = self.expiries.first() {
+            if until > now {
+                break;
+            }
+            self.expiries.pop_first();
+            let Some(entry) = self.entries.get_mut(&(list, net)) else {
+                continue;
+            };
+            if self.esc.relative_block && entry.origin.is_policy() {
+                // The ban runs its full length from the source's latest attempt.
+                let length = until.since(entry.since);
+                if let Some(last) = last_drop(net).filter(|t| *t > entry.since) {
+                    let moved = last.plus(length);
+                    if moved > now {
+                        entry.since = last;
+                        entry.until = Some(moved);
+                        self.expiries.insert((moved, list, net));
+                        continue;
+                    }
+                }
+            }
+            self.entries.remove(&(list, net));
+            cmds.push(Command::Unblock { net, list });
+            if let Some(ip) = host(net).filter(|ip| self.offenders.contains_key(ip)) {
+                // A ban that ends is activity: retention counts from the end of the ban.
+                self.offender(ip, now);
+            }
+        }
+        while let Some(&(at, ip)) = self.retention.first() {
+            if at > now {
+                break;
+            }
+            self.retention.pop_first();
+            let banned = self.ban_of(ip).is_some();
+            if banned {
+                // Keep the history while the source is banned; look again later.
+                let again = now.plus(self.esc.state_retention);
+                if let Some(off) = self.offenders.get_mut(&ip) {
+                    off.last_activity = now;
+                }
+                self.retention.insert((again, ip));
+            } else {
+                self.offenders.remove(&ip);
+            }
+        }
+        cmds
+    }
+
+    /// Sources with policy history (violations, strikes, reports).
+    pub fn tracked(&self) -> usize {
+        self.offenders.len()
+    }
+}
+
+/// The address of a host prefix (/32, /128).
+fn host(net: IpNet) -> Option<IpAddr> {
+    (net.prefix_len() == net.max_prefix_len()).then_some(net.addr())
+}
+
+/// `base × growth^n`, capped at `max`; forever stays forever.
+fn grow(base: Lifetime, growth: f64, n: u32, max: Lifetime) -> Lifetime {
+    let Lifetime::For(base) = base else {
+        return Lifetime::Forever;
+    };
+    let factor = growth.powi(i32::try_from(n).unwrap_or(i32::MAX));
+    let grown = base.as_secs_f64() * factor;
+    let grown = if grown.is_finite() && grown < 1e15 {
+        Duration::from_secs_f64(grown)
+    } else {
+        Duration::MAX
+    };
+    match max {
+        Lifetime::For(max) => Lifetime::For(grown.min(max)),
+        Lifetime::Forever if grown == Duration::MAX => Lifetime::Forever,
+        Lifetime::Forever => Lifetime::For(grown),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+    const H: Duration = Duration::from_secs(3600);
+    const T0: Ts = Ts(1_700_000_000_000);
+
+    fn esc() -> Escalation {
+        Escalation {
+            graylist_duration: H,
+            strikes_to_blacklist: 3,
+            strike_window: 24 * H,
+            blacklist_duration: Lifetime::For(48 * H),
+            ban_growth: 1.0,
+            max_ban: Lifetime::Forever,
+            relative_block: false,
+            reset_strikes_after_blacklist: true,
+            state_retention: 240 * H,
+            grace_violations: 0,
+        }
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    fn no_drops(_: IpNet) -> Option<Ts> {
+        None
+    }
+
+    /// Violation, then run time forward to the end of the resulting ban.
+    fn violate_and_serve(e: &mut Engine, who: IpAddr, now: Ts) -> (Outcome, Ts) {
+        let (out, _) = e.violation(who, "test".into(), now);
+        let end = match out {
+            Outcome::Banned { until: Some(u), .. } => u,
+            ref o => panic!("expected a timed ban, got {o:?}"),
+        };
+        let cmds = e.tick(end, no_drops);
+        assert!(cmds.contains(&Command::Unblock {
+            net: IpNet::from(who),
+            list: match out {
+                Outcome::Banned { list, .. } => list,
+                _ => unreachable!(),
+            }
+        }));
+        (out, end)
+    }
+
+    #[test]
+    fn first_violation_graylists_for_the_configured_duration() {
+        let mut e = Engine::new(esc(), None);
+        let (out, cmds) = e.violation(ip("192.0.2.1"), "25 syn in 1s > 20".into(), T0);
+        assert_eq!(
+            out,
+            Outcome::Banned {
+                list: ListKind::Graylist,
+                until: Some(T0.plus(H)),
+                strikes: 1
+            }
+        );
+        assert_eq!(
+            cmds,
+            vec![Command::Block {
+                net: net("192.0.2.1/32"),
+                list: ListKind::Graylist,
+                until: Some(T0.plus(H)),
+                reason: "25 syn in 1s > 20".into(),
+                origin: Origin::RateLimit,
+            }]
+        );
+        assert_eq!(e.strikes(ip("192.0.2.1"), T0), 1);
+    }
+
+    #[test]
+    fn third_strike_within_the_window_blacklists_and_resets_strikes() {
+        let mut e = Engine::new(esc(), None);
+        let who = ip("2001:db8::7");
+        let (o1, end1) = violate_and_serve(&mut e, who, T0);
+        assert!(matches!(
+            o1,
+            Outcome::Banned {
+                list: ListKind::Graylist,
+                strikes: 1,
+                ..
+            }
+        ));
+        let (o2, end2) = violate_and_serve(&mut e, who, end1.plus(S));
+        assert!(matches!(
+            o2,
+            Outcome::Banned {
+                list: ListKind::Graylist,
+                strikes: 2,
+                ..
+            }
+        ));
+        let (o3, _) = e.violation(who, "x".into(), end2.plus(S));
+        assert_eq!(
+            o3,
+            Outcome::Banned {
+                list: ListKind::Blacklist,
+                until: Some(end2.plus(S).plus(48 * H)),
+                strikes: 3
+            }
+        );
+        assert_eq!(
+            e.strikes(who, end2.plus(S)),
+            0,
+            "reset_strikes_after_blacklist"
+        );
+        // After the blacklist ends, the ladder starts again from a graylisting.
+        let after = end2.plus(S).plus(48 * H);
+        e.tick(after, no_drops);
+        let (o4, _) = e.violation(who, "x".into(), after.plus(S));
+        assert!(
+            matches!(
+                o4,
+                Outcome::Banned {
+                    list: ListKind::Graylist,
+                    strikes: 1,
+                    ..
+                }
+            ),
+            "{o4:?}"
+        );
+    }
+
+    #[test]
+    fn without_reset_the_next_violation_after_a_blacklist_blacklists_again() {
+        let mut e = Engine::new(
+            Escalation {
+                reset_strikes_after_blacklist: false,
+                strikes_to_blacklist: 2,
+                strike_window: 1000 * H,
+                ..esc()
+            },
+            None,
+        );
+        let who = ip("192.0.2.2");
+        let (_, end) = violate_and_serve(&mut e, who, T0);
+        let (o2, end2) = violate_and_serve(&mut e, who, end.plus(S));
+        assert!(matches!(
+            o2,
+            Outcome::Banned {
+                list: ListKind::Blacklist,
+                ..
+            }
+        ));
+        let (o3, _) = e.violation(who, "x".into(), end2.plus(S));
+        assert!(
+            matches!(
+                o3,
+                Outcome::Banned {
+                    list: ListKind::Blacklist,
+                    strikes: 3,
+                    ..
+                }
+            ),
+            "{o3:?}"
+        );
+    }
+
+    #[test]
+    fn strikes_older_than_the_window_do_not_count() {
+        let mut e = Engine::new(
+            Escalation {
+                strike_window: 2 * H,
+                strikes_to_blacklist: 2,
+                ..esc()
+            },
+            None,
+        );
+        let who = ip("192.0.2.3");
+        let (_, end) = violate_and_serve(&mut e, who, T0);
+        // The first strike (at T0) is exactly strike_window old: out of the window.
+        let later = T0.plus(2 * H);
+        assert!(later > end);
+        let (o, _) = e.violation(who, "x".into(), later);
+        assert!(
+            matches!(
+                o,
+                Outcome::Banned {
+                    list: ListKind::Graylist,
+                    strikes: 1,
+                    ..
+                }
+            ),
+            "{o:?}"
+        );
+        // One millisecond earlier it would have been the second strike.
+        let mut e = Engine::new(
+            Escalation {
+                strike_window: 2 * H,
+                strikes_to_blacklist: 2,
+                ..esc()
+            },
+            None,
+        );
+        violate_and_serve(&mut e, who, T0);
+        let (o, _) = e.violation(
+            who,
+            "x".into(),
+            T0.plus(2 * H).minus(Duration::from_millis(1)),
+        );
+        assert!(
+            matches!(
+                o,
+                Outcome::Banned {
+                    list: ListKind::Blacklist,
+                    strikes: 2,
+                    ..
+                }
+            ),
+            "{o:?}"
+        );
+    }
+
+    #[test]
+    fn bans_grow_by_the_factor_and_stop_at_the_cap() {
+        let mut e = Engine::new(
+            Escalation {
+                ban_growth: 2.0,
+                max_ban: Lifetime::For(3 * H),
+                strikes_to_blacklist: 100,
+                ..esc()
+            },
+            None,
+        );
+        let who = ip("192.0.2.4");
+        let mut now = T0;
+        let mut lengths = Vec::new();
+        for _ in 0..4 {
+            let (out, end) = violate_and_serve(&mut e, who, now);
+            let Outcome::Banned { until: Some(u), .. } = out else {
+                unreachable!()
+            };
+            lengths.push(u.since(now));
+            now = end.plus(S);
+        }
+        assert_eq!(lengths, vec![H, 2 * H, 3 * H, 3 * H]);
+    }
+
+    #[test]
+    fn blacklist_growth_and_forever() {
+        let grown = grow(Lifetime::For(48 * H), 1.5, 2, Lifetime::For(365 * 24 * H));
+        assert_eq!(
+            grown,
+            Lifetime::For(Duration::from_secs_f64(48.0 * 3600.0 * 2.25))
+        );
+        assert_eq!(
+            grow(Lifetime::Forever, 2.0, 0, Lifetime::For(H)),
+            Lifetime::Forever
+        );
+        assert_eq!(
+            grow(Lifetime::For(H), 2.0, 5000, Lifetime::Forever),
+            Lifetime::Forever
+        );
+        assert_eq!(
+            grow(Lifetime::For(H), 2.0, 5000, Lifetime::For(2 * H)),
+            Lifetime::For(2 * H)
+        );
+
+        let mut e = Engine::new(
+            Escalation {
+                strikes_to_blacklist: 1,
+                blacklist_duration: Lifetime::Forever,
+                ..esc()
+            },
+            None,
+        );
+        let who = ip("198.51.100.9");
+        let (o, _) = e.violation(who, "x".into(), T0);
+        assert_eq!(
+            o,
+            Outcome::Banned {
+                list: ListKind::Blacklist,
+                until: None,
+                strikes: 1
+            }
+        );
+        assert_eq!(
+            e.next_deadline(),
+            Some(T0.plus(240 * H)),
+            "only retention is scheduled"
+        );
+        assert!(
+            e.tick(T0.plus(1000 * H), no_drops).is_empty(),
+            "forever never expires"
+        );
+        assert!(e.ban_of(who).is_some());
+    }
+
+    #[test]
+    fn grace_forgives_first_time_offenders_only() {
+        let mut e = Engine::new(
+            Escalation {
+                grace_violations: 2,
+                ..esc()
+            },
+            None,
+        );
+        let who = ip("192.0.2.5");
+        assert_eq!(
+            e.violation(who, "x".into(), T0).0,
+            Outcome::Forgiven { violations: 1 }
+        );
+        assert_eq!(
+            e.violation(who, "x".into(), T0.plus(S)).0,
+            Outcome::Forgiven { violations: 2 }
+        );
+        let (o, end) = violate_and_serve(&mut e, who, T0.plus(2 * S));
+        assert!(matches!(
+            o,
+            Outcome::Banned {
+                list: ListKind::Graylist,
+                ..
+            }
+        ));
+        // Not a first-time offender any more: no grace.
+        let (o, _) = e.violation(who, "x".into(), end.plus(S));
+        assert!(matches!(o, Outcome::Banned { .. }), "{o:?}");
+    }
+
+    #[test]
+    fn quiet_sources_are_forgotten_after_retention() {
+        let mut e = Engine::new(
+            Escalation {
+                ban_growth: 2.0,
+                state_retention: 10 * H,
+                ..esc()
+            },
+            None,
+        );
+        let who = ip("192.0.2.6");
+        let (_, end) = violate_and_serve(&mut e, who, T0);
+        assert_eq!(e.tracked(), 1);
+        // Retention counts from the end of the ban.
+        e.tick(end.plus(10 * H).minus(S), no_drops);
+        assert_eq!(e.tracked(), 1);
+        e.tick(end.plus(10 * H), no_drops);
+        assert_eq!(e.tracked(), 0);
+        // Forgotten: the next ban is a first graylisting of base length again.
+        let now = end.plus(11 * H);
+        let (o, _) = e.violation(who, "x".into(), now);
+        assert_eq!(
+            o,
+            Outcome::Banned {
+                list: ListKind::Graylist,
+                until: Some(now.plus(H)),
+                strikes: 1
+            }
+        );
+    }
+
+    #[test]
+    fn reports_ban_after_count_within_window_and_count_as_a_strike() {
+        let rule = ReportRule {
+            count: 3,
+            window: 60 * S,
+            duration: 600 * S,
+        };
+        let mut e = Engine::new(
+            Escalation {
+                strikes_to_blacklist: 2,
+                ..esc()
+            },
+            Some(rule),
+        );
+        let who = ip("203.0.113.50");
+        assert_eq!(
+            e.report(who, "bad login".into(), T0).0,
+            Outcome::Recorded { reports: 1 }
+        );
+        assert_eq!(
+            e.report(who, "bad login".into(), T0.plus(20 * S)).0,
+            Outcome::Recorded { reports: 2 }
+        );
+        // The first report is now 60 s old: out of the window.
+        assert_eq!(
+            e.report(who, "bad login".into(), T0.plus(60 * S)).0,
+            Outcome::Recorded { reports: 2 }
+        );
+        let now = T0.plus(61 * S);
+        let (o, cmds) = e.report(who, "bad login".into(), now);
+        assert_eq!(
+            o,
+            Outcome::Banned {
+                list: ListKind::Graylist,
+                until: Some(now.plus(600 * S)),
+                strikes: 1
+            }
+        );
+        let Command::Block { origin, reason, .. } = &cmds[0] else {
+            panic!()
+        };
+        assert_eq!(*origin, Origin::Report);
+        assert!(
+            reason.contains("3 reports within 1m") && reason.contains("bad login"),
+            "{reason}"
+        );
+        // While banned, reports are recorded but do not ban again.
+        assert!(matches!(
+            e.report(who, "x".into(), now.plus(S)).0,
+            Outcome::AlreadyBanned { .. }
+        ));
+        // The report ban was a strike: a rate violation after it blacklists.
+        e.tick(now.plus(600 * S), no_drops);
+        let (o, _) = e.violation(who, "x".into(), now.plus(601 * S));
+        assert!(
+            matches!(
+                o,
+                Outcome::Banned {
+                    list: ListKind::Blacklist,
+                    strikes: 2,
+                    ..
+                }
+            ),
+            "{o:?}"
+        );
+    }
+
+    #[test]
+    fn reports_without_a_rule_are_only_recorded() {
+        let mut e = Engine::new(esc(), None);
+        for i in 1..=10 {
+            assert_eq!(
+                e.report(ip("192.0.2.8"), "x".into(), T0.plus(i * S)).0,
+                Outcome::Recorded { reports: i }
+            );
+        }
+        assert!(e.ban_of(ip("192.0.2.8")).is_none());
+    }
+
+    #[test]
+    fn whitelisted_sources_are_never_banned() {
+        let rule = ReportRule {
+            count: 1,
+            window: 60 * S,
+            duration: 600 * S,
+        };
+        let mut e = Engine::new(esc(), Some(rule));
+        e.add(
+            ListKind::Whitelist,
+            net("10.0.0.0/8"),
+            None,
+            "ops".into(),
+            Origin::Config,
+            T0,
+        );
+        assert_eq!(
+            e.violation(ip("10.1.2.3"), "x".into(), T0),
+            (Outcome::Whitelisted, vec![])
+        );
+        assert_eq!(
+            e.report(ip("10.1.2.3"), "x".into(), T0),
+            (Outcome::Whitelisted, vec![])
+        );
+        assert_eq!(e.tracked(), 0);
+    }
+
+    #[test]
+    fn a_banned_source_is_not_banned_twice() {
+        let mut e = Engine::new(esc(), None);
+        e.add(
+            ListKind::Blacklist,
+            net("203.0.113.0/24"),
+            None,
+            "known bad".into(),
+            Origin::Config,
+            T0,
+        );
+        let (o, cmds) = e.violation(ip("203.0.113.9"), "x".into(), T0);
+        assert_eq!(
+            o,
+            Outcome::AlreadyBanned {
+                list: ListKind::Blacklist,
+                until: None
+            }
+        );
+        assert!(cmds.is_empty());
+    }
+
+    #[test]
+    fn entries_expire_exactly_at_their_time() {
+        let mut e = Engine::new(esc(), None);
+        let n = net("198.51.100.0/24");
+        let cmds = e.add(
+            ListKind::Graylist,
+            n,
+            Some(90 * S),
+            "manual".into(),
+            Origin::Api,
+            T0,
+        );
+        assert!(matches!(cmds[0], Command::Block { until: Some(u), .. } if u == T0.plus(90 * S)));
+        assert_eq!(e.next_deadline(), Some(T0.plus(90 * S)));
+        assert!(e
+            .tick(T0.plus(90 * S).minus(Duration::from_millis(1)), no_drops)
+            .is_empty());
+        assert_eq!(
+            e.tick(T0.plus(90 * S), no_drops),
+            vec![Command::Unblock {
+                net: n,
+                list: ListKind::Graylist
+            }]
+        );
+        assert_eq!(e.next_deadline(), None);
+        assert!(e.entry(ListKind::Graylist, n).is_none());
+    }
+
+    #[test]
+    fn entries_without_duration_never_expire_and_can_be_removed() {
+        let mut e = Engine::new(esc(), None);
+        let n = net("2001:db8:bad::/48");
+        e.add(
+            ListKind::Blacklist,
+            n,
+            None,
+            "manual".into(),
+            Origin::Api,
+            T0,
+        );
+        assert!(e.tick(Ts(u64::MAX), no_drops).is_empty());
+        let (entry, cmds) = e.remove(ListKind::Blacklist, n).unwrap();
+        assert_eq!(entry.reason, "manual");
+        assert_eq!(
+            cmds,
+            vec![Command::Unblock {
+                net: n,
+                list: ListKind::Blacklist
+            }]
+        );
+        assert!(e.remove(ListKind::Blacklist, n).is_none());
+    }
+
+    #[test]
+    fn replacing_an_entry_reschedules_its_expiry() {
+        let mut e = Engine::new(esc(), None);
+        let n = net("192.0.2.0/24");
+        e.add(
+            ListKind::Graylist,
+            n,
+            Some(10 * S),
+            "a".into(),
+            Origin::Api,
+            T0,
+        );
+        e.add(
+            ListKind::Graylist,
+            n,
+            Some(100 * S),
+            "b".into(),
+            Origin::Api,
+            T0,
+        );
+        assert!(e.tick(T0.plus(50 * S), no_drops).is_empty());
+        assert_eq!(e.tick(T0.plus(100 * S), no_drops).len(), 1);
+    }
+
+    #[test]
+    fn relative_block_moves_the_end_with_the_latest_attempt() {
+        let mut e = Engine::new(
+            Escalation {
+                relative_block: true,
+                graylist_duration: 10 * S,
+                ..esc()
+            },
+            None,
+        );
+        let who = ip("192.0.2.9");
+        e.violation(who, "x".into(), T0);
+        let attempts = [T0.plus(8 * S)];
+        let last = |_: IpNet| attempts.last().copied();
+        // Due at T0+10 s, but the source tried again at T0+8 s: the ban runs to T0+18 s.
+        assert!(e.tick(T0.plus(10 * S), last).is_empty());
+        assert_eq!(e.next_deadline(), Some(T0.plus(18 * S)));
+        assert!(e
+            .tick(T0.plus(18 * S).minus(Duration::from_millis(1)), last)
+            .is_empty());
+        assert_eq!(e.tick(T0.plus(18 * S), last).len(), 1);
+
+        // Without relative_block the ban ends at T0+10 s whatever the source did.
+        let mut e = Engine::new(
+            Escalation {
+                relative_block: false,
+                graylist_duration: 10 * S,
+                ..esc()
+            },
+            None,
+        );
+        e.violation(who, "x".into(), T0);
+        assert_eq!(e.tick(T0.plus(10 * S), last).len(), 1);
+    }
+
+    #[test]
+    fn relative_block_leaves_manual_entries_alone() {
+        let mut e = Engine::new(
+            Escalation {
+                relative_block: true,
+                ..esc()
+            },
+            None,
+        );
+        let n = net("192.0.2.0/24");
+        e.add(
+            ListKind::Graylist,
+            n,
+            Some(10 * S),
+            "manual".into(),
+            Origin::Api,
+            T0,
+        );
+        assert_eq!(e.tick(T0.plus(10 * S), |_| Some(T0.plus(9 * S))).len(), 1);
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            /// Whatever the order of additions, replacements, removals and ticks, no entry
+            /// is unblocked before its time, and every due entry is unblocked by the tick
+            /// that passes its time.
+            #[test]
+            fn expiry_never_unbans_early(
+                ops in prop::collection::vec((0u8..4, 0u8..16, 1u64..5000, 0u64..3000), 1..60),
+            ) {
+                let mut e = Engine::new(esc(), None);
+                let mut now = T0;
+                let mut live: HashMap<IpNet, Option<Ts>> = HashMap::new();
+                for (op, host, ttl_ms, step_ms) in ops {
+                    let n = IpNet::from(IpAddr::from([192, 0, 2, host]));
+                    match op {
+                        0 | 1 => {
+                            let ttl = (op == 0).then(|| Duration::from_millis(ttl_ms));
+                            e.add(ListKind::Graylist, n, ttl, "p".into(), Origin::Api, now);
+                            live.insert(n, ttl.map(|d| now.plus(d)));
+                        }
+                        2 => {
+                            let removed = e.remove(ListKind::Graylist, n).is_some();
+                            prop_assert_eq!(removed, live.remove(&n).is_some());
+                        }
+                        _ => {
+                            now = now.plus(Duration::from_millis(step_ms));
+                            for c in e.tick(now, |_| None) {
+                                let Command::Unblock { net, .. } = c else { panic!("tick blocked") };
+                                let until = live.remove(&net).expect("unblocked an absent entry");
+                                prop_assert!(until.is_some_and(|u| u <= now), "early unban of {}", net);
+                            }
+                            for (n, until) in &live {
+                                prop_assert!(until.is_none_or(|u| u > now), "{} overdue", n);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
