@@ -12,7 +12,8 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::path::Path;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -282,6 +283,112 @@ impl Default for ReportRule {
     }
 }
 
+/// Default `api.listen`: loopback only, so the API is not reachable from the network
+/// unless the operator says so.
+pub const DEFAULT_API_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9180);
+/// Default `api.max_body_bytes`: 8 MiB, room for a list of some 100 000 entries.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
+/// Smallest accepted `api.max_body_bytes`.
+pub const MIN_MAX_BODY_BYTES: usize = 1 << 10;
+/// Largest accepted `api.max_body_bytes`: a body is held in memory whole.
+pub const MAX_MAX_BODY_BYTES: usize = 256 << 20;
+
+/// The `[api]` section: the REST API's socket and limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Address and port to listen on (default [`DEFAULT_API_LISTEN`]).
+    pub listen: SocketAddr,
+    /// File whose first line (trimmed) is the bearer token the API requires; `None`:
+    /// no token. Absolute. Not read here: the daemon reads it when it starts, so the
+    /// secret never passes through the config (nor `check-config` output).
+    pub token_file: Option<PathBuf>,
+    /// Largest request body accepted; [`MIN_MAX_BODY_BYTES`] ..=
+    /// [`MAX_MAX_BODY_BYTES`] (default [`DEFAULT_MAX_BODY_BYTES`]).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: DEFAULT_API_LISTEN,
+            token_file: None,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// Default `log.max_bytes`: 5 MiB.
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 5 << 20;
+/// Smallest accepted `log.max_bytes`: a record must fit in the file with room to spare.
+pub const MIN_LOG_MAX_BYTES: u64 = 4096;
+/// Default `log.backups`.
+pub const DEFAULT_LOG_BACKUPS: u32 = 7;
+/// Largest accepted `log.backups`: rotation renames every backup, so this bounds the
+/// work of one rotation.
+pub const MAX_LOG_BACKUPS: u32 = 1000;
+/// Default `log.max_lines_per_sec`.
+pub const DEFAULT_LOG_MAX_LINES_PER_SEC: u32 = 100;
+/// Default `log.drop_interval`.
+pub const DEFAULT_DROP_INTERVAL: Duration = Duration::from_secs(10);
+/// Shortest accepted `log.drop_interval`: drop records count whole seconds, and more
+/// than one a second per source would defeat their aggregation.
+pub const MIN_DROP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The `[log]` section: the decision log (see [`crate::decision_log`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// The log file, absolute; `None` (default): no decision log.
+    pub path: Option<PathBuf>,
+    /// The file is rotated before a record would make it larger than this; at least
+    /// [`MIN_LOG_MAX_BYTES`] (default [`DEFAULT_LOG_MAX_BYTES`]).
+    pub max_bytes: u64,
+    /// Rotated files kept (`path.1` newest .. `path.N` oldest); 0 ..=
+    /// [`MAX_LOG_BACKUPS`] (default [`DEFAULT_LOG_BACKUPS`]); 0: the file is truncated.
+    pub backups: u32,
+    /// Most records written per second (and the burst allowed); at least 1 (default
+    /// [`DEFAULT_LOG_MAX_LINES_PER_SEC`]). A flood beyond it is counted, not written.
+    pub max_lines_per_sec: u32,
+    /// Aggregated drop records are written per source at most this often; at least
+    /// [`MIN_DROP_INTERVAL`] (default [`DEFAULT_DROP_INTERVAL`]).
+    pub drop_interval: Duration,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            path: None,
+            max_bytes: DEFAULT_LOG_MAX_BYTES,
+            backups: DEFAULT_LOG_BACKUPS,
+            max_lines_per_sec: DEFAULT_LOG_MAX_LINES_PER_SEC,
+            drop_interval: DEFAULT_DROP_INTERVAL,
+        }
+    }
+}
+
+/// Default `state.dir`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/ipguard";
+/// Default `state.pin_dir`.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/ipguard";
+
+/// The `[state]` section: where the daemon keeps what must survive a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateConfig {
+    /// Persisted policy state (bans, strikes), absolute (default [`DEFAULT_STATE_DIR`]).
+    pub dir: PathBuf,
+    /// Where the maps and the XDP link are pinned, absolute; on a bpffs mount
+    /// (default [`DEFAULT_PIN_DIR`]).
+    pub pin_dir: PathBuf,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            dir: PathBuf::from(DEFAULT_STATE_DIR),
+            pin_dir: PathBuf::from(DEFAULT_PIN_DIR),
+        }
+    }
+}
+
 /// What a matching `[[rules]]` entry does with a source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RuleAction {
@@ -441,6 +548,12 @@ pub struct Config {
     pub report: Option<ReportRule>,
     /// The `[[rules]]` entries, in file order (first match wins).
     pub rules: Vec<Rule>,
+    /// The `[api]` section.
+    pub api: ApiConfig,
+    /// The `[log]` section.
+    pub log: LogConfig,
+    /// The `[state]` section.
+    pub state: StateConfig,
 }
 
 impl Default for Config {
@@ -457,6 +570,9 @@ impl Default for Config {
             escalation: Escalation::default(),
             report: None,
             rules: Vec::new(),
+            api: ApiConfig::default(),
+            log: LogConfig::default(),
+            state: StateConfig::default(),
         }
     }
 }
@@ -623,6 +739,29 @@ pub enum ConfigError {
         key: String,
         field: &'static str,
     },
+    /// `api.listen` is not an address and port.
+    #[error(
+        "{origin}:{at}: {key}: {given:?} is not an IP address and port (e.g. \"127.0.0.1:9180\")"
+    )]
+    SocketAddr {
+        origin: String,
+        at: Position,
+        key: &'static str,
+        /// The text as given.
+        given: String,
+    },
+    /// A path the daemon cannot use: relative, empty, with a NUL byte, or (for a file)
+    /// ending in `/`.
+    #[error("{origin}:{at}: {key}: {given:?} {problem}")]
+    Path {
+        origin: String,
+        at: Position,
+        key: &'static str,
+        /// The text as given.
+        given: String,
+        /// What is wrong, as a predicate: "is not an absolute path".
+        problem: &'static str,
+    },
     /// A `[[rules]]` source is neither an address, a network nor a hostname.
     #[error("{origin}:{at}: {key}: {error}")]
     RuleSource {
@@ -671,6 +810,12 @@ struct RawConfig {
     report: Option<RawReport>,
     #[serde(default)]
     rules: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    api: RawApi,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    state: RawState,
 }
 
 #[derive(Deserialize, Default)]
@@ -731,6 +876,39 @@ struct RawReport {
 struct RawRule {
     action: Option<Spanned<String>>,
     source: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "the [api] table")]
+struct RawApi {
+    // A string rather than `SocketAddr`, for an error that names the key.
+    listen: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
+    max_body_bytes: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "the [log] table")]
+struct RawLog {
+    path: Option<Spanned<String>>,
+    max_bytes: Option<Spanned<i64>>,
+    backups: Option<Spanned<i64>>,
+    max_lines_per_sec: Option<Spanned<i64>>,
+    drop_interval: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "the [state] table")]
+struct RawState {
+    dir: Option<Spanned<String>>,
+    pin_dir: Option<Spanned<String>>,
+}
+
+/// What a path from the config file names.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PathKind {
+    File,
+    Dir,
 }
 
 /// The text being validated and the name to report it under.
@@ -1101,6 +1279,141 @@ impl Source<'_> {
             })
             .collect()
     }
+
+    /// An optional integer in `min ..= max`, or `default`.
+    fn ranged(
+        &self,
+        key: &str,
+        raw: &Option<Spanned<i64>>,
+        min: i64,
+        max: i64,
+        default: i64,
+    ) -> Result<i64, ConfigError> {
+        let Some(raw) = raw else { return Ok(default) };
+        let value = *raw.get_ref();
+        if (min..=max).contains(&value) {
+            return Ok(value);
+        }
+        Err(ConfigError::OutOfRange {
+            origin: self.origin.to_owned(),
+            at: self.at(raw),
+            key: key.to_owned(),
+            value,
+            min,
+            max,
+        })
+    }
+
+    /// An optional absolute path. A file's path must also have a last component
+    /// that is not `/`, `.` or `..`, so that it can be created.
+    fn path(
+        &self,
+        key: &'static str,
+        raw: &Option<Spanned<String>>,
+        kind: PathKind,
+    ) -> Result<Option<PathBuf>, ConfigError> {
+        let Some(raw) = raw else { return Ok(None) };
+        let given = raw.get_ref();
+        let path = Path::new(given);
+        let problem = if given.contains('\0') {
+            Some("contains a NUL byte")
+        } else if !path.is_absolute() {
+            Some("is not an absolute path")
+        } else if kind == PathKind::File
+            && (given.ends_with('/') || given.ends_with("/.") || given.ends_with("/.."))
+        {
+            Some("names a directory: give the path of a file")
+        } else {
+            None
+        };
+        match problem {
+            None => Ok(Some(path.to_owned())),
+            Some(problem) => Err(ConfigError::Path {
+                origin: self.origin.to_owned(),
+                at: self.at(raw),
+                key,
+                given: given.clone(),
+                problem,
+            }),
+        }
+    }
+
+    fn api(&self, raw: &RawApi) -> Result<ApiConfig, ConfigError> {
+        let defaults = ApiConfig::default();
+        let listen = match &raw.listen {
+            None => defaults.listen,
+            Some(listen) => listen
+                .get_ref()
+                .parse()
+                .map_err(|_| ConfigError::SocketAddr {
+                    origin: self.origin.to_owned(),
+                    at: self.at(listen),
+                    key: "api.listen",
+                    given: listen.get_ref().clone(),
+                })?,
+        };
+        let max_body_bytes = self.ranged(
+            "api.max_body_bytes",
+            &raw.max_body_bytes,
+            MIN_MAX_BODY_BYTES as i64,
+            MAX_MAX_BODY_BYTES as i64,
+            defaults.max_body_bytes as i64,
+        )?;
+        Ok(ApiConfig {
+            listen,
+            token_file: self.path("api.token_file", &raw.token_file, PathKind::File)?,
+            max_body_bytes: usize::try_from(max_body_bytes).expect("checked against a usize"),
+        })
+    }
+
+    fn log(&self, raw: &RawLog) -> Result<LogConfig, ConfigError> {
+        let defaults = LogConfig::default();
+        let max_bytes = self.ranged(
+            "log.max_bytes",
+            &raw.max_bytes,
+            MIN_LOG_MAX_BYTES as i64,
+            i64::MAX,
+            defaults.max_bytes as i64,
+        )?;
+        let backups = self.ranged(
+            "log.backups",
+            &raw.backups,
+            0,
+            MAX_LOG_BACKUPS.into(),
+            defaults.backups.into(),
+        )?;
+        let max_lines_per_sec = self.ranged(
+            "log.max_lines_per_sec",
+            &raw.max_lines_per_sec,
+            1,
+            u32::MAX.into(),
+            defaults.max_lines_per_sec.into(),
+        )?;
+        let drop_interval = match &raw.drop_interval {
+            Some(raw) => self.duration("log.drop_interval", raw, MIN_DROP_INTERVAL, None)?,
+            None => defaults.drop_interval,
+        };
+        let checked = "checked against the type's range";
+        Ok(LogConfig {
+            path: self.path("log.path", &raw.path, PathKind::File)?,
+            max_bytes: u64::try_from(max_bytes).expect(checked),
+            backups: u32::try_from(backups).expect(checked),
+            max_lines_per_sec: u32::try_from(max_lines_per_sec).expect(checked),
+            drop_interval,
+        })
+    }
+
+    fn state(&self, raw: &RawState) -> Result<StateConfig, ConfigError> {
+        let defaults = StateConfig::default();
+        Ok(StateConfig {
+            dir: self
+                .path("state.dir", &raw.dir, PathKind::Dir)?
+                .unwrap_or(defaults.dir),
+            pin_dir: self
+                .path("state.pin_dir", &raw.pin_dir, PathKind::Dir)?
+                .unwrap_or(defaults.pin_dir),
+        })
+    }
 }
 
 /// The unsigned integer types config values are read into.
@@ -1216,6 +1529,9 @@ impl Config {
             escalation: source.escalation(&raw.escalation)?,
             report: source.report(&raw.report)?,
             rules: source.rules(&raw.rules)?,
+            api: source.api(&raw.api)?,
+            log: source.log(&raw.log)?,
+            state: source.state(&raw.state)?,
         })
     }
 }
@@ -1652,7 +1968,7 @@ source = "2001:db8::/32"
         let text = "interface = \"eth0\"\nxdp_mode = \"auto\"\nwhitelsit = []\n";
         assert_eq!(
             error(text),
-            "ipguard.toml:3:1: unknown field `whitelsit`, expected one of `interface`, `xdp_mode`, `accumulate`, `rules_refresh`, `lists`, `maps`, `rate_limit`, `escalation`, `report`, `rules`"
+            "ipguard.toml:3:1: unknown field `whitelsit`, expected one of `interface`, `xdp_mode`, `accumulate`, `rules_refresh`, `lists`, `maps`, `rate_limit`, `escalation`, `report`, `rules`, `api`, `log`, `state`"
         );
         assert_eq!(
             error("[lists]\nblacklist = []\nwhitelsit = []\n"),
@@ -2240,6 +2556,296 @@ source = "2001:db8::/32"
         assert_eq!(
             error("[report]\nduration = \"forever\"\n"),
             "ipguard.toml:2:12: report.duration: \"forever\" is not allowed here: use a whole number with ms, s, m, h or d (e.g. \"90s\", \"24h\")"
+        );
+    }
+
+    #[test]
+    fn api_log_state_defaults() {
+        let config = parse("").unwrap();
+        assert_eq!(
+            config.api,
+            ApiConfig {
+                listen: "127.0.0.1:9180".parse().unwrap(),
+                token_file: None,
+                max_body_bytes: 8 * 1024 * 1024,
+            }
+        );
+        assert_eq!(
+            config.log,
+            LogConfig {
+                path: None,
+                max_bytes: 5 * 1024 * 1024,
+                backups: 7,
+                max_lines_per_sec: 100,
+                drop_interval: Duration::from_secs(10),
+            }
+        );
+        assert_eq!(
+            config.state,
+            StateConfig {
+                dir: "/var/lib/ipguard".into(),
+                pin_dir: "/sys/fs/bpf/ipguard".into(),
+            }
+        );
+        assert_eq!(config.api, ApiConfig::default());
+        assert_eq!(config.log, LogConfig::default());
+        assert_eq!(config.state, StateConfig::default());
+        // Empty sections are the defaults too.
+        assert_eq!(parse("[api]\n[log]\n[state]\n").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn example_api_log_state_are_the_defaults_and_uncomment_cleanly() {
+        let config = Config::parse(EXAMPLE, "ipguard.example.toml").unwrap();
+        assert_eq!(config.api, ApiConfig::default());
+        assert_eq!(config.log, LogConfig::default());
+        assert_eq!(config.state, StateConfig::default());
+        // The commented-out keys are valid where they stand.
+        let uncommented = EXAMPLE
+            .replace(
+                "# token_file = \"/etc/ipguard/api-token\"",
+                "token_file = \"/etc/ipguard/api-token\"",
+            )
+            .replace(
+                "# path = \"/var/log/ipguard/decisions.log\"",
+                "path = \"/var/log/ipguard/decisions.log\"",
+            );
+        assert_ne!(uncommented, EXAMPLE);
+        let config = Config::parse(&uncommented, "ipguard.example.toml").unwrap();
+        assert_eq!(
+            config.api.token_file.as_deref(),
+            Some(Path::new("/etc/ipguard/api-token"))
+        );
+        assert_eq!(
+            config.log.path.as_deref(),
+            Some(Path::new("/var/log/ipguard/decisions.log"))
+        );
+    }
+
+    #[test]
+    fn every_api_log_state_key_is_read() {
+        let text = r#"[api]
+listen = "[::1]:8080"
+token_file = "/run/secrets/ipguard token"
+max_body_bytes = 1024
+
+[log]
+path = "/tmp/ipguard/decisions.log"
+max_bytes = 4096
+backups = 0
+max_lines_per_sec = 1
+drop_interval = "1m"
+
+[state]
+dir = "/srv/ipguard/"
+pin_dir = "/sys/fs/bpf/other"
+"#;
+        let config = parse(text).unwrap();
+        assert_eq!(
+            config.api,
+            ApiConfig {
+                listen: "[::1]:8080".parse().unwrap(),
+                token_file: Some("/run/secrets/ipguard token".into()),
+                max_body_bytes: 1024,
+            }
+        );
+        assert_eq!(
+            config.log,
+            LogConfig {
+                path: Some("/tmp/ipguard/decisions.log".into()),
+                max_bytes: 4096,
+                backups: 0,
+                max_lines_per_sec: 1,
+                drop_interval: Duration::from_secs(60),
+            }
+        );
+        assert_eq!(
+            config.state,
+            StateConfig {
+                dir: "/srv/ipguard/".into(),
+                pin_dir: "/sys/fs/bpf/other".into(),
+            }
+        );
+        // The upper bounds are accepted.
+        let config = parse(
+            "[api]\nlisten = \"0.0.0.0:0\"\nmax_body_bytes = 268435456\n\
+             [log]\nmax_bytes = 9223372036854775807\nbackups = 1000\n\
+             max_lines_per_sec = 4294967295\ndrop_interval = \"1s\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.api.listen, "0.0.0.0:0".parse().unwrap());
+        assert_eq!(config.api.max_body_bytes, 256 << 20);
+        assert_eq!(config.log.max_bytes, i64::MAX as u64);
+        assert_eq!(config.log.backups, 1000);
+        assert_eq!(config.log.max_lines_per_sec, u32::MAX);
+        assert_eq!(config.log.drop_interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn api_errors_name_the_key() {
+        assert_eq!(
+            error("[api]\n\nlisten = \"localhost:80\"\n"),
+            "ipguard.toml:3:10: api.listen: \"localhost:80\" is not an IP address and port (e.g. \"127.0.0.1:9180\")"
+        );
+        for given in [
+            "127.0.0.1",
+            "::1:9180",
+            "127.0.0.1:65536",
+            " 127.0.0.1:80",
+            "",
+        ] {
+            assert_eq!(
+                error(&format!("[api]\nlisten = \"{given}\"\n")),
+                format!("ipguard.toml:2:10: api.listen: {given:?} is not an IP address and port (e.g. \"127.0.0.1:9180\")")
+            );
+        }
+        assert_eq!(
+            error("[api]\nlisten = 9180\n"),
+            "ipguard.toml:2:10: invalid type: integer `9180`, expected a string"
+        );
+        assert_eq!(
+            error("[api]\ntoken_file = \"api-token\"\n"),
+            "ipguard.toml:2:14: api.token_file: \"api-token\" is not an absolute path"
+        );
+        assert_eq!(
+            error("[api]\ntoken_file = \"/etc/ipguard/\"\n"),
+            "ipguard.toml:2:14: api.token_file: \"/etc/ipguard/\" names a directory: give the path of a file"
+        );
+        assert_eq!(
+            error("[api]\nmax_body_bytes = 1023\n"),
+            "ipguard.toml:2:18: api.max_body_bytes: must be between 1024 and 268435456, got 1023"
+        );
+        assert_eq!(
+            error("[api]\nmax_body_bytes = 268435457\n"),
+            "ipguard.toml:2:18: api.max_body_bytes: must be between 1024 and 268435456, got 268435457"
+        );
+        assert_eq!(
+            error("[api]\ntoken = \"secret\"\n"),
+            "ipguard.toml:2:1: unknown field `token`, expected one of `listen`, `token_file`, `max_body_bytes`"
+        );
+        assert_eq!(
+            error("api = 3\n"),
+            "ipguard.toml:1:7: invalid type: integer `3`, expected the [api] table"
+        );
+    }
+
+    #[test]
+    fn log_errors_name_the_key() {
+        let log = |body: &str| format!("[log]\n{body}\n");
+        assert_eq!(
+            error(&log("path = \"decisions.log\"")),
+            "ipguard.toml:2:8: log.path: \"decisions.log\" is not an absolute path"
+        );
+        assert_eq!(
+            error(&log("path = \"\"")),
+            "ipguard.toml:2:8: log.path: \"\" is not an absolute path"
+        );
+        for dir in ["/var/log/ipguard/", "/", "/var/log/.", "/var/log/.."] {
+            assert_eq!(
+                error(&log(&format!("path = \"{dir}\""))),
+                format!("ipguard.toml:2:8: log.path: {dir:?} names a directory: give the path of a file")
+            );
+        }
+        assert_eq!(
+            error(&log("path = \"/var/log/a\\u0000b\"")),
+            "ipguard.toml:2:8: log.path: \"/var/log/a\\0b\" contains a NUL byte"
+        );
+        assert_eq!(
+            error(&log("max_bytes = 4095")),
+            "ipguard.toml:2:13: log.max_bytes: must be between 4096 and 9223372036854775807, got 4095"
+        );
+        assert_eq!(
+            error(&log("max_bytes = -1")),
+            "ipguard.toml:2:13: log.max_bytes: must be between 4096 and 9223372036854775807, got -1"
+        );
+        assert_eq!(
+            error(&log("backups = 1001")),
+            "ipguard.toml:2:11: log.backups: must be between 0 and 1000, got 1001"
+        );
+        assert_eq!(
+            error(&log("backups = -1")),
+            "ipguard.toml:2:11: log.backups: must be between 0 and 1000, got -1"
+        );
+        assert_eq!(
+            error(&log("max_lines_per_sec = 0")),
+            "ipguard.toml:2:21: log.max_lines_per_sec: must be between 1 and 4294967295, got 0"
+        );
+        assert_eq!(
+            error(&log("max_lines_per_sec = 4294967296")),
+            "ipguard.toml:2:21: log.max_lines_per_sec: must be between 1 and 4294967295, got 4294967296"
+        );
+        assert_eq!(
+            error(&log("drop_interval = \"500ms\"")),
+            "ipguard.toml:2:17: log.drop_interval: must be at least 1s, got 500ms"
+        );
+        assert_eq!(
+            error(&log("drop_interval = \"0s\"")),
+            "ipguard.toml:2:17: log.drop_interval: must be longer than 0, got \"0s\""
+        );
+        assert_eq!(
+            error(&log("drop_interval = \"forever\"")),
+            "ipguard.toml:2:17: log.drop_interval: \"forever\" is not allowed here: use a whole number with ms, s, m, h or d (e.g. \"90s\", \"24h\")"
+        );
+        assert_eq!(
+            error(&log("drop_interval = 10")),
+            "ipguard.toml:2:17: invalid type: integer `10`, expected a string"
+        );
+        assert_eq!(
+            error(&log("file = \"/var/log/x\"")),
+            "ipguard.toml:2:1: unknown field `file`, expected one of `path`, `max_bytes`, `backups`, `max_lines_per_sec`, `drop_interval`"
+        );
+    }
+
+    #[test]
+    fn state_errors_name_the_key() {
+        assert_eq!(
+            error("[state]\ndir = \"var/lib/ipguard\"\n"),
+            "ipguard.toml:2:7: state.dir: \"var/lib/ipguard\" is not an absolute path"
+        );
+        assert_eq!(
+            error("[state]\npin_dir = \"./pins\"\n"),
+            "ipguard.toml:2:11: state.pin_dir: \"./pins\" is not an absolute path"
+        );
+        assert_eq!(
+            error("[state]\npin_dir = \"\"\n"),
+            "ipguard.toml:2:11: state.pin_dir: \"\" is not an absolute path"
+        );
+        assert_eq!(
+            error("[state]\ndirectory = \"/x\"\n"),
+            "ipguard.toml:2:1: unknown field `directory`, expected `dir` or `pin_dir`"
+        );
+        assert_eq!(
+            parse("[state]\npin_dir = \"/sys/fs/bpf/\"\n")
+                .unwrap()
+                .state
+                .pin_dir,
+            Path::new("/sys/fs/bpf/")
+        );
+    }
+
+    #[test]
+    fn api_log_state_errors_are_structured() {
+        assert_eq!(
+            parse("[api]\nlisten = \"localhost:80\"\n"),
+            Err(ConfigError::SocketAddr {
+                origin: "ipguard.toml".into(),
+                at: Position {
+                    line: 2,
+                    column: 10
+                },
+                key: "api.listen",
+                given: "localhost:80".into(),
+            })
+        );
+        assert_eq!(
+            parse("[log]\npath = \"x.log\"\n"),
+            Err(ConfigError::Path {
+                origin: "ipguard.toml".into(),
+                at: Position { line: 2, column: 8 },
+                key: "log.path",
+                given: "x.log".into(),
+                problem: "is not an absolute path",
+            })
         );
     }
 

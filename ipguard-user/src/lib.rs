@@ -3,7 +3,9 @@
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
+pub mod decision_log;
 pub mod duration;
 pub mod lists;
 pub mod net;
 pub mod policy;
+pub mod store;
