@@ -236,10 +236,13 @@ pub enum Stat {
     /// A rate event the ring buffer had no room for (counted in addition; the next step
     /// of the same source signals again).
     EventLost = 8,
+    /// A source entered the source map (counted in addition). The map only loses entries
+    /// by LRU eviction when full, so `min(this, capacity)` is its fill.
+    SourceInserted = 9,
 }
 
 /// Number of slots in [`MAP_STATS`].
-pub const STAT_COUNT: u32 = 9;
+pub const STAT_COUNT: u32 = 10;
 
 impl Stat {
     /// All slots, in index order.
@@ -253,5 +256,6 @@ impl Stat {
         Stat::L4Truncated,
         Stat::DropRule,
         Stat::EventLost,
+        Stat::SourceInserted,
     ];
 }

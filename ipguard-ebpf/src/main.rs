@@ -147,7 +147,9 @@ fn count_source(source: &SourceKey, len: u64, l4: L4) {
             // BPF_ANY: if another CPU created the element meanwhile, the kernel updates
             // this CPU's copy in place, so no update is lost. A failed insert (no memory)
             // loses one packet's count, never the verdict.
-            let _ = IPG_SOURCES.insert(source, first, 0);
+            if IPG_SOURCES.insert(source, first, 0).is_ok() {
+                count(Stat::SourceInserted, 0);
+            }
         }
     }
 }

@@ -3,33 +3,31 @@
 //! map write.
 
 use std::{
-    collections::HashMap,
-    net::IpAddr,
-    path::Path,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
 };
 
 use anyhow::{bail, Context as _};
 use aya::maps::{MapData, RingBuf};
 use caps::{CapSet, Capability};
-use ipguard_common::{RateConfig, RateEvent, SourceKey};
-use ipnet::IpNet;
+use ipguard_common::{RateConfig, RateEvent};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
     time::Instant,
 };
 
+pub use crate::controller::{mono_now_ns, wall_now};
 use crate::{
-    config::{Config, RateLimit, RuleAction, RuleSource},
-    dataplane::{self, Dataplane, ListTable as _},
-    duration::format_duration,
+    api::{self, AppState},
+    config::{Config, RuleSource},
+    controller::{resolve_rules, Controller, Placement},
+    dataplane::{self, Dataplane},
+    decision_log::{DecisionLog, Record},
     lists::ListKind,
-    policy::{
-        compile::{Change, Layer, ListState, TrieOp},
-        engine::{Command, Engine, Origin, Outcome, Ts},
-        window,
-    },
+    policy::window,
+    store::Store,
 };
 
 /// Checks the preconditions that need no kernel object, so a bad start fails with one
@@ -66,244 +64,6 @@ fn missing_capabilities() -> Vec<&'static str> {
     .collect()
 }
 
-/// Wall-clock now.
-pub fn wall_now() -> Ts {
-    Ts(SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64))
-}
-
-/// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns()`.
-pub fn mono_now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: a valid out-pointer; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// A kernel timestamp on the wall clock.
-fn ktime_to_wall(ktime_ns: u64) -> Ts {
-    let ago_ms = mono_now_ns().saturating_sub(ktime_ns) / 1_000_000;
-    Ts(wall_now().0.saturating_sub(ago_ms))
-}
-
-const fn layer(list: ListKind) -> Layer {
-    match list {
-        ListKind::Whitelist => Layer::White,
-        ListKind::Graylist => Layer::Gray,
-        ListKind::Blacklist => Layer::Black,
-    }
-}
-
-/// The policy engine, the compiled trie contents and the kernel, kept in step.
-pub struct Controller {
-    pub dp: Dataplane,
-    pub engine: Engine,
-    pub lists: ListState,
-    rates: Vec<RateLimit>,
-    accumulate: bool,
-    /// Last successful resolution of each hostname in the rules.
-    resolved: HashMap<String, Vec<IpNet>>,
-}
-
-impl Controller {
-    /// Loads the config's lists and rate rules into a loaded (not yet attached) program.
-    pub fn new(mut dp: Dataplane, config: &Config) -> anyhow::Result<Self> {
-        let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
-        dp.set_rates(&window::kernel_rules(&config.rate_limit, cpus as u32))
-            .context("writing the rate rules")?;
-        let mut c = Self {
-            dp,
-            engine: Engine::new(config.escalation.clone(), config.report),
-            lists: ListState::new(),
-            rates: config.rate_limit.clone(),
-            accumulate: config.accumulate,
-            resolved: HashMap::new(),
-        };
-        let now = wall_now();
-        let mut cmds = Vec::new();
-        for (list, nets) in [
-            (ListKind::Whitelist, &config.lists.whitelist),
-            (ListKind::Graylist, &config.lists.graylist),
-            (ListKind::Blacklist, &config.lists.blacklist),
-        ] {
-            for net in nets {
-                cmds.extend(
-                    c.engine
-                        .add(list, *net, None, "config".into(), Origin::Config, now),
-                );
-            }
-        }
-        c.apply(cmds)?;
-        Ok(c)
-    }
-
-    /// Applies engine commands to the compiled lists and writes the difference.
-    pub fn apply(&mut self, cmds: Vec<Command>) -> anyhow::Result<()> {
-        if cmds.is_empty() {
-            return Ok(());
-        }
-        let changes: Vec<Change> = cmds
-            .into_iter()
-            .map(|c| match c {
-                Command::Block {
-                    net,
-                    list,
-                    until,
-                    reason,
-                    origin,
-                } => {
-                    tracing::info!(
-                        net = %net,
-                        list = list.name(),
-                        until = until.map(|t| t.0),
-                        origin = origin.name(),
-                        reason,
-                        "listed"
-                    );
-                    Change::Insert(net, layer(list))
-                }
-                Command::Unblock { net, list } => {
-                    tracing::info!(net = %net, list = list.name(), "unlisted");
-                    Change::Remove(net, layer(list))
-                }
-            })
-            .collect();
-        let ops = self.lists.apply(changes);
-        self.write(&ops)
-    }
-
-    fn write(&mut self, ops: &[TrieOp]) -> anyhow::Result<()> {
-        let table = self.dp.table();
-        for op in ops {
-            match *op {
-                TrieOp::Write(net, entry) => table.insert(net, entry),
-                TrieOp::Delete(net) => table.remove(net),
-            }
-            .context("updating the kernel tries")?;
-        }
-        Ok(())
-    }
-
-    /// Resolves the rules' hostnames (keeping the last good answer on failure) and writes
-    /// the rule layer.
-    pub async fn refresh_rules(&mut self, rules: &[crate::config::Rule]) -> anyhow::Result<()> {
-        let mut compiled = Vec::with_capacity(rules.len());
-        for (i, rule) in rules.iter().enumerate() {
-            let nets = match &rule.source {
-                RuleSource::Net(net) => vec![*net],
-                RuleSource::Host(host) => {
-                    match tokio::time::timeout(
-                        Duration::from_secs(5),
-                        tokio::net::lookup_host((host.as_str(), 0)),
-                    )
-                    .await
-                    {
-                        Ok(Ok(addrs)) => {
-                            let mut nets: Vec<IpNet> = addrs.map(|a| IpNet::from(a.ip())).collect();
-                            nets.sort();
-                            nets.dedup();
-                            tracing::debug!(host, addresses = ?nets, "resolved rule hostname");
-                            self.resolved.insert(host.clone(), nets.clone());
-                            nets
-                        }
-                        failed => {
-                            let why = match failed {
-                                Ok(Err(e)) => e.to_string(),
-                                _ => "timed out after 5s".into(),
-                            };
-                            let last = self.resolved.get(host).cloned().unwrap_or_default();
-                            tracing::warn!(host, error = why, kept = ?last, "cannot resolve rule hostname; keeping the last known addresses");
-                            last
-                        }
-                    }
-                }
-            };
-            compiled.push((i as u32, rule.action == RuleAction::Deny, nets));
-        }
-        let ops = self.lists.set_rules(&compiled);
-        self.write(&ops)
-    }
-
-    /// Handles a batch of rate events: sums the CPUs' windows of each signalled source and
-    /// rule, and hands confirmed violations to the engine.
-    pub fn on_events(&mut self, events: &[RateEvent]) -> anyhow::Result<()> {
-        let mut seen = std::collections::HashSet::new();
-        for ev in events {
-            if !seen.insert((ev.addr, ev.rule)) {
-                continue;
-            }
-            let ip = IpAddr::from(SourceKey { addr: ev.addr });
-            let Some(rule) = self.rates.get(ev.rule as usize) else {
-                continue;
-            };
-            let Some(per_cpu) = self.dp.source_per_cpu(ip)? else {
-                continue;
-            };
-            let window_ns = u64::try_from(rule.window.as_nanos()).unwrap_or(u64::MAX);
-            let windows = per_cpu.iter().map(|c| c.windows[ev.rule as usize]);
-            let count = window::observed(windows, window_ns, ev.ktime_ns, self.accumulate);
-            if count <= u64::from(rule.count) {
-                continue;
-            }
-            let ports = if rule.ports.is_empty() {
-                String::new()
-            } else {
-                format!(" to ports {:?}", rule.ports)
-            };
-            let reason = format!(
-                "rate limit: {count} {}{ports} in {} > {} (rule {})",
-                rule.kind,
-                format_duration(rule.window),
-                rule.count,
-                ev.rule + 1
-            );
-            let (outcome, cmds) = self.engine.violation(ip, reason.clone(), wall_now());
-            match outcome {
-                Outcome::Banned { list, strikes, .. } => {
-                    self.apply(cmds)?;
-                    // From the packet that signalled to the ban being in the trie.
-                    let reaction_ms = mono_now_ns().saturating_sub(ev.ktime_ns) as f64 / 1e6;
-                    tracing::info!(source = %ip, list = list.name(), strikes, reaction_ms, "rate violation");
-                }
-                Outcome::Forgiven { violations } => {
-                    tracing::info!(source = %ip, violations, reason, "violation forgiven (grace)")
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// A report from the protected application.
-    pub fn report(&mut self, ip: IpAddr, reason: String) -> anyhow::Result<Outcome> {
-        let (outcome, cmds) = self.engine.report(ip, reason, wall_now());
-        self.apply(cmds)?;
-        Ok(outcome)
-    }
-
-    /// Expiries and retention due by now.
-    pub fn tick(&mut self) -> anyhow::Result<()> {
-        let dp = &self.dp;
-        let cmds = self.engine.tick(wall_now(), |net| {
-            let ip = (net.prefix_len() == net.max_prefix_len()).then_some(net.addr())?;
-            let totals = dp.source(ip).ok()??;
-            (totals.last_drop_ns > 0).then(|| ktime_to_wall(totals.last_drop_ns))
-        });
-        self.apply(cmds)
-    }
-
-    /// When `tick` next has work, as a tokio instant.
-    fn next_deadline(&self) -> Option<Instant> {
-        let at = self.engine.next_deadline()?;
-        let now = wall_now();
-        Some(Instant::now() + at.since(now))
-    }
-}
-
 /// Drains the ring buffer into `out`.
 fn drain(ring: &mut RingBuf<MapData>, out: &mut Vec<RateEvent>) {
     while let Some(item) = ring.next() {
@@ -314,9 +74,46 @@ fn drain(ring: &mut RingBuf<MapData>, out: &mut Vec<RateEvent>) {
     }
 }
 
+/// Reads the API token: the first line of the file, trimmed; it must not be empty.
+fn read_token(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("api.token_file {}", path.display()))?;
+    let token = text.lines().next().unwrap_or("").trim().to_owned();
+    if token.is_empty() {
+        bail!("api.token_file {}: the first line is empty", path.display());
+    }
+    Ok(token)
+}
+
+/// Where the daemon records which interface and mode its pinned link is on: an adopted
+/// link does not tell.
+fn attachment_file(config: &Config) -> PathBuf {
+    config.state.dir.join("attachment")
+}
+
+type Shared = Arc<Mutex<Controller<Dataplane>>>;
+
+fn locked(ctl: &Shared) -> anyhow::Result<std::sync::MutexGuard<'_, Controller<Dataplane>>> {
+    ctl.lock()
+        .map_err(|_| anyhow::anyhow!("the controller lock is poisoned"))
+}
+
+/// Resolves the rules' hostnames without holding the lock, then writes the rule layer.
+async fn refresh_rules(ctl: &Shared) -> anyhow::Result<()> {
+    let (rules, last) = {
+        let c = locked(ctl)?;
+        (c.rules().to_vec(), c.resolved.clone())
+    };
+    let (compiled, cache) = resolve_rules(&rules, &last).await;
+    let mut c = locked(ctl)?;
+    c.resolved = cache;
+    c.set_rules(&compiled)?;
+    Ok(())
+}
+
 /// Runs the daemon until SIGINT or SIGTERM; returns after detaching.
 pub async fn run(config_path: &Path, interface: Option<String>) -> anyhow::Result<()> {
-    let config = Config::from_file(config_path)?;
+    let mut config = Config::from_file(config_path)?;
     let Some(interface) = interface.or_else(|| config.interface.clone()) else {
         bail!(
             "no interface: set `interface` in {} or pass --interface",
@@ -324,8 +121,25 @@ pub async fn run(config_path: &Path, interface: Option<String>) -> anyhow::Resul
         );
     };
     preflight(&interface)?;
+    let token = config
+        .api
+        .token_file
+        .as_deref()
+        .map(read_token)
+        .transpose()?;
+    if token.is_none() && !config.api.listen.ip().is_loopback() {
+        bail!(
+            "refusing to serve the API on {} without a token: set api.token_file, or listen on a loopback address",
+            config.api.listen
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .with_context(|| format!("api.listen {}", config.api.listen))?;
+    std::fs::create_dir_all(&config.state.dir)
+        .with_context(|| format!("state.dir {}", config.state.dir.display()))?;
 
-    let mut dp = Dataplane::load(&config.maps)?;
+    let (mut dp, adopted) = Dataplane::load_pinned(&config.maps, &config.state.pin_dir)?;
     let events = dp
         .take_events()
         .context("the event ring buffer was already taken")?;
@@ -334,52 +148,157 @@ pub async fn run(config_path: &Path, interface: Option<String>) -> anyhow::Resul
     let mut events = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("polling the event ring buffer: {e}"))?;
     // Fill the tries before attaching: no packet may see an empty list.
-    let mut ctl = Controller::new(dp, &config)?;
-    ctl.refresh_rules(&config.rules).await?;
-    let mode = ctl.dp.attach(&interface, config.xdp_mode)?;
+    let placement = Placement {
+        interface: interface.clone(),
+        xdp_mode: String::new(),
+    };
+    let store = Store::open(&config.state.dir)?;
+    let (mut ctl, drift) = Controller::with_store(dp, &config, placement, Some(store))?;
+    let log = DecisionLog::open(&config.log).with_context(|| match &config.log.path {
+        Some(p) => format!("log.path {}", p.display()),
+        None => "log".into(),
+    })?;
+    let logging = log.is_enabled();
+    ctl.set_log(log);
+    if adopted {
+        ctl.log_record(&Record::Drift {
+            added: drift.inserted as u64,
+            removed: drift.removed as u64,
+            updated: drift.updated as u64,
+        });
+        tracing::info!(
+            pin_dir = %config.state.pin_dir.display(),
+            added = drift.inserted,
+            updated = drift.updated,
+            removed = drift.removed,
+            "adopted the pinned maps of a previous run and fixed their drift"
+        );
+    }
+    let ctl: Shared = Arc::new(Mutex::new(ctl));
+    refresh_rules(&ctl).await?;
+    let mode = {
+        let mut c = locked(&ctl)?;
+        let mode = match c.backend.attach_pinned(&interface, config.xdp_mode)? {
+            Some(mode) => {
+                let _ = std::fs::write(
+                    attachment_file(&config),
+                    format!("{interface} {}\n", mode.name()),
+                );
+                mode.name().to_owned()
+            }
+            None => {
+                let previous =
+                    std::fs::read_to_string(attachment_file(&config)).unwrap_or_default();
+                let mut words = previous.split_whitespace();
+                match (words.next(), words.next()) {
+                    (Some(i), Some(m)) if i == interface => m.to_owned(),
+                    (Some(i), _) => bail!(
+                        "the XDP link pinned in {} is on interface {i}, not {interface}: stop that daemon cleanly or use another state.pin_dir",
+                        config.state.pin_dir.display()
+                    ),
+                    _ => "adopted".to_owned(),
+                }
+            }
+        };
+        c.placement.xdp_mode = mode.clone();
+        mode
+    };
+    let (whitelist, graylist, blacklist, trie) = {
+        let c = locked(&ctl)?;
+        (
+            c.engine.count(ListKind::Whitelist),
+            c.engine.count(ListKind::Graylist),
+            c.engine.count(ListKind::Blacklist),
+            c.lists.written().len(),
+        )
+    };
     tracing::info!(
         interface = %interface,
-        mode = mode.name(),
-        whitelist = ctl.engine.count(ListKind::Whitelist),
-        graylist = ctl.engine.count(ListKind::Graylist),
-        blacklist = ctl.engine.count(ListKind::Blacklist),
+        mode,
+        whitelist,
+        graylist,
+        blacklist,
         rules = config.rules.len(),
         rate_rules = config.rate_limit.len(),
-        trie_entries = ctl.lists.written().len(),
+        trie_entries = trie,
+        api = %config.api.listen,
         "ipguard is filtering"
     );
 
+    let app = api::router(
+        AppState {
+            ctl: ctl.clone(),
+            token,
+        },
+        config.api.max_body_bytes,
+    );
+    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = api_stopped.await;
+        })
+        .await
+    });
+
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let has_hosts = config
-        .rules
-        .iter()
-        .any(|r| matches!(r.source, RuleSource::Host(_)));
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let mut refresh =
         tokio::time::interval_at(Instant::now() + config.rules_refresh, config.rules_refresh);
+    let mut drops = tokio::time::interval(config.log.drop_interval);
     let mut batch = Vec::new();
     let which = loop {
-        let deadline = ctl.next_deadline();
+        let deadline = locked(&ctl)?.next_deadline().map(|d| Instant::now() + d);
+        let has_hosts = config
+            .rules
+            .iter()
+            .any(|r| matches!(r.source, RuleSource::Host(_)));
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => {
+                match Config::from_file(config_path) {
+                    Err(e) => tracing::error!(error = %e, "SIGHUP: the new config is invalid; keeping the running one"),
+                    Ok(new) => {
+                        let restart = locked(&ctl)?.reload(&new, &config)?;
+                        config = new;
+                        refresh_rules(&ctl).await?;
+                        if !restart.is_empty() {
+                            tracing::warn!(keys = ?restart, "SIGHUP: these settings need a restart to take effect");
+                        }
+                        tracing::info!("SIGHUP: config reloaded");
+                    }
+                }
+            }
             ready = events.readable_mut() => {
                 let mut guard = ready.context("waiting for rate events")?;
                 batch.clear();
                 drain(guard.get_inner_mut(), &mut batch);
                 guard.clear_ready();
-                ctl.on_events(&batch)?;
+                locked(&ctl)?.on_events(&batch)?;
             }
             _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
-                ctl.tick()?;
+                locked(&ctl)?.tick()?;
             }
             _ = refresh.tick(), if has_hosts => {
-                ctl.refresh_rules(&config.rules).await?;
+                refresh_rules(&ctl).await?;
+            }
+            _ = drops.tick(), if logging => {
+                locked(&ctl)?.log_drops(config.log.drop_interval);
             }
         }
     };
-    let stats = ctl.dp.stats().unwrap_or_default();
-    ctl.dp.detach().context("detaching the XDP program")?;
+    let _ = stop_api.send(());
+    let _ = server.await;
+    let mut c = locked(&ctl)?;
+    c.checkpoint();
+    let stats = c.backend.stats().unwrap_or_default();
+    c.backend.detach().context("detaching the XDP program")?;
+    let _ = std::fs::remove_file(attachment_file(&config));
     tracing::info!(
         signal = which,
         interface = %interface,

@@ -3,7 +3,7 @@
 use std::{io::IsTerminal as _, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use ipguard::{config::Config, daemon, lists};
+use ipguard::{cli, config::Config, daemon, lists};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -33,6 +33,9 @@ enum Command {
         /// Config file (TOML).
         file: PathBuf,
     },
+    /// status, list, add, remove, report: clients of a running daemon's REST API.
+    #[command(flatten)]
+    Client(cli::ClientCommand),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(daemon::run(&config, interface))),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Client(command) => cli::run(&command).map_err(anyhow::Error::from),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -75,4 +79,16 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
         compiled.len()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::Cli;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

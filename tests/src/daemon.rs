@@ -54,9 +54,16 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// Starts the daemon with `config_text`, to which a `[state]` section private to this
+    /// testbed is added (state in `dir`, pins under /sys/fs/bpf/<testbed>) unless it has one.
     pub fn start(bed: &Testbed, dir: &std::path::Path, config_text: &str) -> Daemon {
         let config = dir.join("ipguard.toml");
-        std::fs::write(&config, config_text).unwrap();
+        std::fs::write(&config, with_state(bed, dir, config_text)).unwrap();
+        Self::spawn(bed, dir, &config)
+    }
+
+    /// Starts the daemon on an existing config file (e.g. for a restart).
+    pub fn spawn(bed: &Testbed, dir: &std::path::Path, config: &std::path::Path) -> Daemon {
         let stderr_path = dir.join("daemon.log");
         let log = std::fs::File::create(&stderr_path).unwrap();
         // nsenter switches only the network namespace (ip netns exec would also remount /sys).
@@ -64,7 +71,7 @@ impl Daemon {
             .arg(format!("--net=/run/netns/{}", bed.srv))
             .arg(ipguard_bin())
             .args(["run", "--config"])
-            .arg(&config)
+            .arg(config)
             .args(["--interface", &bed.srv_if])
             .stdout(Stdio::null())
             .stderr(log)
@@ -109,6 +116,21 @@ impl Daemon {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().expect("running").id() as i32;
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, sig) };
+    }
+
+    /// SIGKILL, as a crash would: no cleanup runs.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Sends SIGTERM and returns the exit status.
     pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
         let mut child = self.child.take().unwrap();
@@ -126,6 +148,23 @@ impl Daemon {
             sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// The pin directory of a testbed's daemon.
+pub fn pin_dir(bed: &Testbed) -> String {
+    format!("/sys/fs/bpf/{}", bed.srv)
+}
+
+/// `config_text` with a `[state]` section private to the testbed.
+pub fn with_state(bed: &Testbed, dir: &std::path::Path, config_text: &str) -> String {
+    if config_text.contains("[state]") {
+        return config_text.to_owned();
+    }
+    format!(
+        "{config_text}\n[state]\ndir = \"{}\"\npin_dir = \"{}\"\n",
+        dir.join("state").display(),
+        pin_dir(bed)
+    )
 }
 
 impl Drop for Daemon {
@@ -172,4 +211,46 @@ pub fn listener(bed: &Testbed, addr: &str) -> SocketAddr {
         }
     });
     local
+}
+
+/// Runs the `ipguard` CLI inside the server namespace (where the API listens on loopback).
+pub fn cli(bed: &Testbed, args: &[&str]) -> std::process::Output {
+    Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", bed.srv))
+        .arg(ipguard_bin())
+        .args(args)
+        .output()
+        .expect("run the ipguard CLI")
+}
+
+/// Runs the CLI and returns its stdout; panics with its stderr if it fails.
+pub fn cli_ok(bed: &Testbed, args: &[&str]) -> String {
+    let out = cli(bed, args);
+    assert!(
+        out.status.success(),
+        "ipguard {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `GET path` on the daemon's API (127.0.0.1:9180 in the server namespace): status and body.
+pub fn http_get(bed: &Testbed, path: &str) -> (u16, String) {
+    use std::io::Write as _;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    let response = in_netns(&bed.srv, move || {
+        let mut s = TcpStream::connect("127.0.0.1:9180").expect("connect to the API");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    });
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status code");
+    (status, body.to_owned())
 }

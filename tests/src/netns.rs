@@ -112,6 +112,8 @@ impl Testbed {
         for ns in [&self.srv, &self.cli] {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
+        // Pins a killed daemon left (see daemon::pin_dir).
+        let _ = std::fs::remove_dir_all(format!("/sys/fs/bpf/{}", self.srv));
     }
 }
 

@@ -2,14 +2,23 @@
 
 mod table;
 
-use std::net::IpAddr;
+use std::{
+    ffi::CString,
+    net::IpAddr,
+    os::unix::ffi::OsStrExt as _,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     maps::{
         lpm_trie::LpmTrie, Array, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues,
         RingBuf,
     },
-    programs::{xdp::XdpLinkId, ProgramError, Xdp, XdpMode as AyaXdpMode},
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+        ProgramError, Xdp, XdpMode as AyaXdpMode,
+    },
     Ebpf, EbpfError, EbpfLoader,
 };
 use ipguard_common::{
@@ -58,6 +67,15 @@ pub enum DataplaneError {
         #[source]
         source: ProgramError,
     },
+    /// A pin could not be made, opened or removed.
+    #[error("pin {0}: {1}")]
+    Pin(PathBuf, String),
+    /// A pinned attach was asked of a dataplane loaded without a pin directory.
+    #[error("the dataplane was loaded without a pin directory")]
+    NotPinned,
+    /// The pin directory is not on a BPF filesystem and one could not be mounted.
+    #[error("cannot mount a BPF filesystem for {0}: {1}")]
+    Bpffs(PathBuf, String),
     /// Reading a counter map failed.
     #[error("cannot read map {name}: {source}")]
     Read {
@@ -68,6 +86,67 @@ pub enum DataplaneError {
 }
 
 type Result<T, E = DataplaneError> = std::result::Result<T, E>;
+
+/// What the controller needs of a dataplane: the tries to write, the counters to read,
+/// the rate rules to set. The kernel implements it ([`Dataplane`]), and so does
+/// [`MemoryBackend`] for tests that need no kernel.
+pub trait Backend: Send + 'static {
+    fn table(&mut self) -> &mut dyn ListTable;
+    fn stats(&self) -> Result<GlobalStats>;
+    fn source_per_cpu(&self, ip: IpAddr) -> Result<Option<Vec<SourceCounters>>>;
+    fn set_rates(&mut self, rates: &RateConfig) -> Result<()>;
+
+    /// Counters of one source, summed over CPUs.
+    fn source(&self, ip: IpAddr) -> Result<Option<SourceTotals>> {
+        Ok(self.source_per_cpu(ip)?.map(|v| SourceTotals::sum(&v)))
+    }
+}
+
+impl Backend for Dataplane {
+    fn table(&mut self) -> &mut dyn ListTable {
+        &mut self.table
+    }
+
+    fn stats(&self) -> Result<GlobalStats> {
+        Dataplane::stats(self)
+    }
+
+    fn source_per_cpu(&self, ip: IpAddr) -> Result<Option<Vec<SourceCounters>>> {
+        Dataplane::source_per_cpu(self, ip)
+    }
+
+    fn set_rates(&mut self, rates: &RateConfig) -> Result<()> {
+        Dataplane::set_rates(self, rates)
+    }
+}
+
+/// A dataplane in memory: the tries as a map, counters as the test sets them.
+#[derive(Debug, Default)]
+pub struct MemoryBackend {
+    pub table: MemoryTable,
+    pub stats: GlobalStats,
+    pub sources: std::collections::HashMap<IpAddr, Vec<SourceCounters>>,
+    pub rates: RateConfig,
+}
+
+impl Backend for MemoryBackend {
+    fn table(&mut self) -> &mut dyn ListTable {
+        &mut self.table
+    }
+
+    fn stats(&self) -> Result<GlobalStats> {
+        Ok(self.stats)
+    }
+
+    fn source_per_cpu(&self, ip: IpAddr) -> Result<Option<Vec<SourceCounters>>> {
+        Ok(self.sources.get(&ip).cloned())
+    }
+
+    fn set_rates(&mut self, rates: &RateConfig) -> Result<()> {
+        self.rates = *rates;
+        Ok(())
+    }
+}
 
 /// The mode an attached program actually runs in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,24 +206,61 @@ pub struct Dataplane {
     rates: Array<MapData, RateConfig>,
     events: Option<RingBuf<MapData>>,
     attached: Option<(String, AttachedMode, XdpLinkId)>,
+    pin_dir: Option<PathBuf>,
+    /// The XDP link, pinned so that the program keeps filtering if the daemon dies.
+    pinned_link: Option<(String, PinnedLink)>,
 }
+
+/// Maps pinned by [`Dataplane::load_pinned`] (all of them: lists, counters, rates, events).
+const PINNED_MAPS: [&str; 6] = [
+    MAP_LPM_V4,
+    MAP_LPM_V6,
+    MAP_SOURCES,
+    MAP_STATS,
+    MAP_RATE_CONFIG,
+    MAP_EVENTS,
+];
+/// The XDP link's pin, beside the maps.
+const LINK_PIN: &str = "xdp_link";
+/// `statfs` magic of a BPF filesystem.
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
 impl Dataplane {
     /// Loads the maps (sized from `maps`) and the program into the kernel, without attaching.
     pub fn load(maps: &MapsConfig) -> Result<Self> {
-        let mut ebpf = EbpfLoader::new()
+        Self::load_with(maps, None)
+    }
+
+    /// Like [`Dataplane::load`], with every map pinned under `pin_dir` (on a bpffs, mounted
+    /// here if need be). Maps already pinned there, left by a daemon that did not stop
+    /// cleanly, are re-used with their contents: the second value is `true` then.
+    pub fn load_pinned(maps: &MapsConfig, pin_dir: &Path) -> Result<(Self, bool)> {
+        ensure_bpffs(pin_dir)?;
+        let adopted = PINNED_MAPS.iter().any(|m| pin_dir.join(m).exists());
+        let mut dp = Self::load_with(maps, Some(pin_dir))?;
+        dp.pin_dir = Some(pin_dir.to_owned());
+        Ok((dp, adopted))
+    }
+
+    fn load_with(maps: &MapsConfig, pin_dir: Option<&Path>) -> Result<Self> {
+        let mut loader = EbpfLoader::new();
+        loader
             .map_max_entries(MAP_SOURCES, maps.sources_capacity)
             .map_max_entries(MAP_LPM_V4, maps.lpm_v4_capacity)
-            .map_max_entries(MAP_LPM_V6, maps.lpm_v6_capacity)
-            .load(EBPF_OBJECT)
-            .map_err(|e| match e {
-                EbpfError::MapError(MapError::CreateError { ref io_error, .. })
-                    if io_error.kind() == std::io::ErrorKind::PermissionDenied =>
-                {
-                    DataplaneError::PermissionDenied
-                }
-                e => DataplaneError::Load(e),
-            })?;
+            .map_max_entries(MAP_LPM_V6, maps.lpm_v6_capacity);
+        if let Some(dir) = pin_dir {
+            for name in PINNED_MAPS {
+                loader.map_pin_path(name, dir.join(name));
+            }
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT).map_err(|e| match e {
+            EbpfError::MapError(MapError::CreateError { ref io_error, .. })
+                if io_error.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                DataplaneError::PermissionDenied
+            }
+            e => DataplaneError::Load(e),
+        })?;
         let program = xdp_program(&mut ebpf)?;
         program.load().map_err(|e| match e {
             ProgramError::LoadError { ref io_error, .. }
@@ -170,6 +286,8 @@ impl Dataplane {
             rates,
             events,
             attached: None,
+            pin_dir: None,
+            pinned_link: None,
         })
     }
 
@@ -215,19 +333,77 @@ impl Dataplane {
         })
     }
 
-    /// Detaches from the interface, if attached.
+    /// Attaches like [`Dataplane::attach`] and pins the link under the pin directory, so the
+    /// program keeps filtering (with the pinned maps) if the daemon is killed. If a link is
+    /// already pinned there, the new program atomically replaces the old one in it (no
+    /// moment without a filter): the result is `None` then, as the mode is the old link's.
+    pub fn attach_pinned(
+        &mut self,
+        interface: &str,
+        mode: XdpMode,
+    ) -> Result<Option<AttachedMode>> {
+        let dir = self.pin_dir.clone().ok_or(DataplaneError::NotPinned)?;
+        let pin = dir.join(LINK_PIN);
+        let pin_err = |e: &dyn std::fmt::Display| DataplaneError::Pin(pin.clone(), e.to_string());
+        if pin.exists() {
+            let pinned = PinnedLink::from_pin(&pin).map_err(|e| pin_err(&e))?;
+            let link = XdpLink::try_from(FdLink::from(pinned)).map_err(|e| pin_err(&e))?;
+            let program = xdp_program(&mut self.ebpf)?;
+            let id = program
+                .attach_to_link(link)
+                .map_err(DataplaneError::Program)?;
+            // Hand the link back from the program (whose drop would detach it) to a
+            // pinned handle: the pin file keeps naming the same link.
+            let link = program.take_link(id).map_err(DataplaneError::Program)?;
+            drop(FdLink::try_from(link).map_err(|e| pin_err(&e))?);
+            let pinned = PinnedLink::from_pin(&pin).map_err(|e| pin_err(&e))?;
+            self.pinned_link = Some((interface.to_owned(), pinned));
+            return Ok(None);
+        }
+        let mode = self.attach(interface, mode)?;
+        let (_, _, id) = self.attached.take().expect("just attached");
+        let program = xdp_program(&mut self.ebpf)?;
+        let link = program.take_link(id).map_err(DataplaneError::Program)?;
+        let fd = FdLink::try_from(link).map_err(|e| pin_err(&e))?;
+        let pinned = fd.pin(&pin).map_err(|e| pin_err(&e))?;
+        self.pinned_link = Some((interface.to_owned(), pinned));
+        Ok(Some(mode))
+    }
+
+    /// Detaches from the interface, if attached, and removes every pin (a clean stop leaves
+    /// nothing behind).
     pub fn detach(&mut self) -> Result<()> {
         if let Some((_, _, link)) = self.attached.take() {
             xdp_program(&mut self.ebpf)?
                 .detach(link)
                 .map_err(DataplaneError::Program)?;
         }
+        if let Some((_, pinned)) = self.pinned_link.take() {
+            let path = self.pin_dir.clone().unwrap_or_default().join(LINK_PIN);
+            // Unpinning and dropping the last fd destroys the link: the program detaches.
+            drop(
+                pinned
+                    .unpin()
+                    .map_err(|e| DataplaneError::Pin(path, e.to_string()))?,
+            );
+        }
+        if let Some(dir) = self.pin_dir.take() {
+            for name in PINNED_MAPS {
+                let _ = std::fs::remove_file(dir.join(name));
+            }
+            let _ = std::fs::remove_dir(&dir);
+        }
         Ok(())
     }
 
-    /// Where the program is attached, if it is.
+    /// Where the program is attached, if it is (through an unpinned link).
     pub fn attached(&self) -> Option<(&str, AttachedMode)> {
         self.attached.as_ref().map(|(i, m, _)| (i.as_str(), *m))
+    }
+
+    /// Whether a pinned link holds the program on an interface.
+    pub fn is_pinned(&self) -> bool {
+        self.pinned_link.is_some()
     }
 
     pub fn table(&mut self) -> &mut KernelTable {
@@ -337,6 +513,45 @@ fn take_map<M>(
         .take_map(name)
         .ok_or(DataplaneError::Missing { kind: "map", name })?;
     convert(map).map_err(|source| DataplaneError::MapType { name, source })
+}
+
+/// Makes sure `dir` exists on a BPF filesystem. `/sys/fs/bpf` is not mounted on every
+/// system: mount it when the pin directory lies under it.
+fn ensure_bpffs(dir: &Path) -> Result<()> {
+    let err = |e: String| DataplaneError::Bpffs(dir.to_owned(), e);
+    let parent = dir
+        .parent()
+        .ok_or_else(|| err("no parent directory".into()))?;
+    std::fs::create_dir_all(parent).map_err(|e| err(e.to_string()))?;
+    if fs_magic(parent) != Some(BPF_FS_MAGIC) {
+        let target = CString::new(parent.as_os_str().as_bytes()).map_err(|e| err(e.to_string()))?;
+        // SAFETY: valid NUL-terminated strings; no data argument.
+        let rc = unsafe {
+            libc::mount(
+                c"bpf".as_ptr(),
+                target.as_ptr(),
+                c"bpf".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            return Err(err(format!(
+                "mount -t bpf: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        tracing::info!(path = %parent.display(), "mounted a BPF filesystem");
+    }
+    std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))
+}
+
+fn fs_magic(path: &Path) -> Option<i64> {
+    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: zeroed statfs is a valid out-buffer; `c` outlives the call.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    (rc == 0).then_some(st.f_type as i64)
 }
 
 /// The interface's index, or `None` if there is no such interface.

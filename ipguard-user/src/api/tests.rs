@@ -1,0 +1,625 @@
+//! T0: every endpoint through the real router, against an in-memory dataplane.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use axum::{
+    body::Body,
+    extract::connect_info::MockConnectInfo,
+    http::{Method, Request, StatusCode},
+    Router,
+};
+use http_body_util::BodyExt as _;
+use ipguard_common::{SourceCounters, Stat, StatCounter};
+use serde_json::{json, Value};
+use tower::ServiceExt as _;
+
+use super::*;
+use crate::{config::Config, controller::Placement, dataplane::MemoryBackend};
+
+const CONFIG: &str = r#"
+[lists]
+whitelist = ["127.0.0.0/8", "::1", "10.0.0.0/8"]
+blacklist = ["203.0.113.0/24"]
+[report]
+count = 2
+window = "60s"
+duration = "10m"
+"#;
+
+struct Api {
+    app: Router,
+    ctl: Arc<Mutex<Controller<MemoryBackend>>>,
+}
+
+fn api_as(client: &str, token: Option<&str>, max_body: usize) -> Api {
+    let config = Config::parse(CONFIG, "test.toml").unwrap();
+    let mut backend = MemoryBackend::default();
+    backend.stats.0[Stat::DropBlacklist as usize] = StatCounter {
+        packets: 7,
+        bytes: 700,
+    };
+    backend.stats.0[Stat::PassUnlisted as usize] = StatCounter {
+        packets: 5,
+        bytes: 500,
+    };
+    backend.sources.insert(
+        "198.51.100.1".parse().unwrap(),
+        vec![
+            SourceCounters {
+                packets: 3,
+                bytes: 300,
+                syns: 2,
+                dropped: 1,
+                ..Default::default()
+            },
+            SourceCounters {
+                packets: 1,
+                bytes: 100,
+                syns: 0,
+                dropped: 0,
+                ..Default::default()
+            },
+        ],
+    );
+    let placement = Placement {
+        interface: "eth9".into(),
+        xdp_mode: "native".into(),
+    };
+    let (ctl, _) = Controller::new(backend, &config, placement).unwrap();
+    let ctl = Arc::new(Mutex::new(ctl));
+    let state = AppState {
+        ctl: ctl.clone(),
+        token: token.map(str::to_owned),
+    };
+    let peer: SocketAddr = if client.contains(':') {
+        format!("[{client}]:40000")
+    } else {
+        format!("{client}:40000")
+    }
+    .parse()
+    .unwrap();
+    let app = router(state, max_body).layer(MockConnectInfo(peer));
+    Api { app, ctl }
+}
+
+fn api() -> Api {
+    api_as("192.0.2.50", None, 1 << 20)
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = match body {
+            Some(b) => req
+                .header("content-type", "application/json")
+                .body(Body::from(b.to_string())),
+            None => req.body(Body::empty()),
+        }
+        .unwrap();
+        let res = self.app.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, value)
+    }
+
+    async fn get(&self, uri: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, uri, None, None).await
+    }
+
+    async fn post(&self, uri: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::POST, uri, Some(body), None).await
+    }
+
+    async fn raw(
+        &self,
+        method: Method,
+        uri: &str,
+        content_type: &str,
+        body: &str,
+    ) -> (StatusCode, Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", content_type)
+            .body(Body::from(body.to_owned()))
+            .unwrap();
+        let res = self.app.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// The engine's entries and the trie contents, to show that a refused request changed
+    /// nothing.
+    fn state(&self) -> (Vec<String>, Vec<String>) {
+        let c = self.ctl.lock().unwrap();
+        let mut entries: Vec<String> = c
+            .engine
+            .entries()
+            .map(|(n, e)| format!("{} {n} {:?} {}", e.list, e.until, e.reason))
+            .collect();
+        entries.sort();
+        let trie = c
+            .backend
+            .table
+            .0
+            .iter()
+            .map(|(n, e)| format!("{n} {e:?}"))
+            .collect();
+        (entries, trie)
+    }
+}
+
+#[tokio::test]
+async fn healthz() {
+    let (s, v) = api().get("/healthz").await;
+    assert_eq!((s, v), (StatusCode::OK, json!({"status": "ok"})));
+}
+
+#[tokio::test]
+async fn status_reports_lists_traffic_and_maps() {
+    let (s, v) = api().get("/v1/status").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["interface"], "eth9");
+    assert_eq!(v["xdp_mode"], "native");
+    assert_eq!(
+        v["entries"],
+        json!({"whitelist": 3, "graylist": 0, "blacklist": 1, "rules": 0})
+    );
+    assert_eq!(v["verdicts"]["drop"], json!({"packets": 7, "bytes": 700}));
+    assert_eq!(v["verdicts"]["pass"], json!({"packets": 5, "bytes": 500}));
+    assert_eq!(v["lists"]["blacklist"]["packets"], 7);
+    assert_eq!(v["maps"]["lpm_v4"], json!({"capacity": 2097152, "used": 3}));
+    assert_eq!(v["maps"]["lpm_v6"]["used"], 1);
+    assert_eq!(v["maps"]["sources"]["capacity"], 1048576);
+}
+
+#[tokio::test]
+async fn explain_blacklisted_whitelisted_and_unlisted() {
+    let a = api();
+    let (s, v) = a.get("/v1/ips/203.0.113.9").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        v,
+        json!({"ip": "203.0.113.9", "verdict": "drop", "list": "blacklist", "prefix": "203.0.113.0/24",
+               "reason": "config", "source": "config", "strikes": 0, "expires": null, "retry_after": null,
+               "counters": {"packets": 0, "bytes": 0, "syns": 0, "dropped": 0}})
+    );
+    let (_, v) = a.get("/v1/ips/10.1.2.3").await;
+    assert_eq!(
+        (v["verdict"].clone(), v["list"].clone(), v["prefix"].clone()),
+        (json!("pass"), json!("whitelist"), json!("10.0.0.0/8"))
+    );
+    let (_, v) = a.get("/v1/ips/198.51.100.1").await;
+    assert_eq!(v["verdict"], "pass");
+    assert_eq!(v["list"], Value::Null);
+    assert_eq!(
+        v["counters"],
+        json!({"packets": 4, "bytes": 400, "syns": 2, "dropped": 1})
+    );
+    let (s, v) = a.get("/v1/ips/not-an-ip").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["detail"].as_str().unwrap().contains("not-an-ip"));
+}
+
+#[tokio::test]
+async fn add_then_explain_list_and_remove() {
+    let a = api();
+    let (s, v) = a
+        .post(
+            "/v1/lists/graylist",
+            json!({"entries": [
+                {"net": "198.51.100.0/24", "duration": "2h", "reason": "scanner"},
+                {"net": "2001:db8:bad::/48"}
+            ]}),
+        )
+        .await;
+    assert_eq!((s, v), (StatusCode::OK, json!({"added": 2, "replaced": 0})));
+    let (_, v) = a.get("/v1/ips/198.51.100.77").await;
+    assert_eq!(v["verdict"], "drop");
+    assert_eq!(v["list"], "graylist");
+    assert_eq!(v["source"], "api");
+    assert_eq!(v["reason"], "scanner");
+    let retry = v["retry_after"].as_u64().unwrap();
+    assert!((7199..=7200).contains(&retry), "{retry}");
+    assert!(v["expires"].as_str().unwrap().ends_with('Z'));
+    // Replacing is counted as such.
+    let (_, v) = a
+        .post(
+            "/v1/lists/graylist",
+            json!({"entries": [{"net": "198.51.100.0/24", "duration": "forever"}]}),
+        )
+        .await;
+    assert_eq!(v, json!({"added": 0, "replaced": 1}));
+    let (_, v) = a.get("/v1/lists/graylist").await;
+    assert_eq!(
+        v,
+        json!({"entries": [
+            {"net": "198.51.100.0/24", "expires": null, "reason": "api", "source": "api"},
+            {"net": "2001:db8:bad::/48", "expires": null, "reason": "api", "source": "api"}
+        ], "next_cursor": null})
+    );
+    // The trie holds the compiled decision.
+    assert!(a
+        .ctl
+        .lock()
+        .unwrap()
+        .backend
+        .table
+        .0
+        .contains_key(&"198.51.100.0/24".parse().unwrap()));
+    let (s, v) = a
+        .call(
+            Method::DELETE,
+            "/v1/lists/graylist/198.51.100.0%2F24",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, v),
+        (StatusCode::OK, json!({"removed": "198.51.100.0/24"}))
+    );
+    assert!(!a
+        .ctl
+        .lock()
+        .unwrap()
+        .backend
+        .table
+        .0
+        .contains_key(&"198.51.100.0/24".parse().unwrap()));
+    let (s, v) = a
+        .call(
+            Method::DELETE,
+            "/v1/lists/graylist/198.51.100.0%2F24",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(v["error"], "not listed");
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_changes_nothing() {
+    let a = api();
+    let before = a.state();
+    let cases = [
+        (
+            json!({"entries": [{"net": "198.51.100.0/24"}, {"net": "198.51.100.300"}]}),
+            StatusCode::BAD_REQUEST,
+            Some(1),
+            "198.51.100.300",
+        ),
+        (
+            json!({"entries": [{"net": "198.51.100.7/24"}]}),
+            StatusCode::BAD_REQUEST,
+            Some(0),
+            "host bits",
+        ),
+        (
+            json!({"entries": [{"net": "198.51.100.0/24", "duration": "10x"}]}),
+            StatusCode::BAD_REQUEST,
+            Some(0),
+            "10x",
+        ),
+        (
+            json!({"entries": [{"net": "198.51.100.0/24", "duration": "0s"}]}),
+            StatusCode::BAD_REQUEST,
+            Some(0),
+            "duration",
+        ),
+        (
+            json!({"entries": [{"net": "198.51.100.0/24"}, {"net": "198.51.100.0/24"}]}),
+            StatusCode::BAD_REQUEST,
+            Some(1),
+            "twice",
+        ),
+        (
+            json!({"entries": []}),
+            StatusCode::BAD_REQUEST,
+            None,
+            "empty",
+        ),
+        (
+            json!({"entries": [{"net": "198.51.100.0/24", "color": "red"}]}),
+            StatusCode::BAD_REQUEST,
+            None,
+            "color",
+        ),
+        (
+            json!({"entries": "198.51.100.0/24"}),
+            StatusCode::BAD_REQUEST,
+            None,
+            "",
+        ),
+    ];
+    for (body, status, index, needle) in cases {
+        let (s, v) = a.post("/v1/lists/blacklist", body.clone()).await;
+        assert_eq!(s, status, "{body} -> {v}");
+        assert_eq!(
+            v["index"].as_u64().map(|i| i as usize),
+            index,
+            "{body} -> {v}"
+        );
+        assert!(
+            v["detail"].as_str().unwrap().contains(needle),
+            "{body} -> {v}"
+        );
+        assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()));
+        assert_eq!(a.state(), before, "{body} changed the state");
+    }
+    let (s, v) = a
+        .post(
+            "/v1/lists/redlist",
+            json!({"entries": [{"net": "198.51.100.0/24"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(v["detail"].as_str().unwrap().contains("redlist"));
+    let (s, v) = a
+        .raw(
+            Method::POST,
+            "/v1/lists/blacklist",
+            "application/json",
+            "{\"entries\": [",
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(v["error"], "malformed JSON");
+    let (s, _) = a
+        .raw(Method::POST, "/v1/lists/blacklist", "text/plain", "{}")
+        .await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (s, _) = a
+        .call(Method::DELETE, "/v1/lists/blacklist/nonsense", None, None)
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(a.state(), before);
+}
+
+#[tokio::test]
+async fn oversize_body_is_413_and_changes_nothing() {
+    let a = api_as("192.0.2.50", None, 2048);
+    let before = a.state();
+    let entries: Vec<Value> = (0..200)
+        .map(|i| json!({"net": format!("192.0.2.{i}")}))
+        .collect();
+    let (s, v) = a
+        .post("/v1/lists/blacklist", json!({"entries": entries}))
+        .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert_eq!(v["error"], "body too large");
+    assert_eq!(a.state(), before);
+}
+
+#[tokio::test]
+async fn token_is_required_on_v1_only() {
+    let a = api_as("192.0.2.50", Some("s3cret"), 1 << 20);
+    for token in [None, Some("wrong"), Some("s3cre"), Some("s3cret2")] {
+        let (s, v) = a.call(Method::GET, "/v1/status", None, token).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{token:?}");
+        assert_eq!(v["error"], "unauthorized");
+    }
+    let (s, _) = a
+        .call(
+            Method::POST,
+            "/v1/lists/blacklist",
+            Some(json!({"entries": [{"net": "192.0.2.0/24"}]})),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        a.ctl.lock().unwrap().engine.count(ListKind::Blacklist),
+        1,
+        "unauthorized add applied"
+    );
+    assert_eq!(
+        a.call(Method::GET, "/v1/status", None, Some("s3cret"))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(a.get("/healthz").await.0, StatusCode::OK);
+    assert_eq!(a.get("/metrics").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn listing_the_callers_own_address_or_loopback_needs_force() {
+    let a = api_as("192.0.2.50", None, 1 << 20);
+    let before = a.state();
+    for net in [
+        "192.0.2.0/24",
+        "192.0.2.50",
+        "0.0.0.0/0",
+        "127.0.0.1",
+        "127.0.0.0/8",
+        "::1",
+        "::/0",
+    ] {
+        let (s, v) = a
+            .post(
+                "/v1/lists/blacklist",
+                json!({"entries": [{"net": "198.51.100.0/24"}, {"net": net}]}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CONFLICT, "{net}: {v}");
+        assert_eq!(v["index"], 1);
+        assert!(v["detail"].as_str().unwrap().contains("force"), "{v}");
+        assert_eq!(a.state(), before);
+    }
+    // The whitelist never locks anyone out.
+    assert_eq!(
+        a.post(
+            "/v1/lists/whitelist",
+            json!({"entries": [{"net": "192.0.2.0/24"}]})
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    // Forced, it goes through.
+    let (s, _) = a
+        .post(
+            "/v1/lists/graylist",
+            json!({"entries": [{"net": "192.0.2.50", "duration": "1m"}], "force": true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    // An IPv4-mapped IPv6 caller is the IPv4 address.
+    let b = api_as("::ffff:192.0.2.50", None, 1 << 20);
+    assert_eq!(
+        b.post(
+            "/v1/lists/blacklist",
+            json!({"entries": [{"net": "192.0.2.50"}]})
+        )
+        .await
+        .0,
+        StatusCode::CONFLICT
+    );
+}
+
+#[tokio::test]
+async fn pagination_walks_every_entry_once_in_order() {
+    let a = api();
+    let entries: Vec<Value> = (0..250u32)
+        .map(|i| json!({"net": format!("198.51.{}.{}", i / 200, i % 200)}))
+        .collect();
+    assert_eq!(
+        a.post("/v1/lists/blacklist", json!({"entries": entries}))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let mut seen = Vec::new();
+    let mut uri = "/v1/lists/blacklist?limit=100".to_owned();
+    let mut pages = 0;
+    loop {
+        let (s, v) = a.get(&uri).await;
+        assert_eq!(s, StatusCode::OK);
+        pages += 1;
+        for e in v["entries"].as_array().unwrap() {
+            seen.push(e["net"].as_str().unwrap().parse::<IpNet>().unwrap());
+        }
+        match v["next_cursor"].as_str() {
+            Some(c) => {
+                uri = format!(
+                    "/v1/lists/blacklist?limit=100&cursor={}",
+                    c.replace('/', "%2F")
+                )
+            }
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen.len(), 251); // + 203.0.113.0/24 from the config
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(seen, sorted);
+    assert_eq!(
+        a.get("/v1/lists/blacklist?limit=0").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        a.get("/v1/lists/blacklist?limit=10001").await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        a.get("/v1/lists/blacklist?cursor=bogus").await.0,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn reports_ban_after_the_configured_count() {
+    let a = api();
+    let (s, v) = a
+        .post(
+            "/v1/report",
+            json!({"ip": "198.51.100.1", "reason": "bad login"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (
+            v["outcome"].clone(),
+            v["reports"].clone(),
+            v["verdict"].clone()
+        ),
+        (json!("recorded"), json!(1), json!("pass"))
+    );
+    let (_, v) = a
+        .post(
+            "/v1/report",
+            json!({"ip": "198.51.100.1", "reason": "bad login"}),
+        )
+        .await;
+    assert_eq!(v["outcome"], "banned");
+    assert_eq!(v["verdict"], "drop");
+    assert_eq!(v["list"], "graylist");
+    assert_eq!(v["source"], "report");
+    assert_eq!(v["strikes"], 1);
+    assert!(v["reason"].as_str().unwrap().contains("bad login"));
+    let (_, v) = a.post("/v1/report", json!({"ip": "10.9.9.9"})).await;
+    assert_eq!(v["outcome"], "whitelisted");
+    let (s, v) = a.post("/v1/report", json!({"ip": "nope"})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["detail"].as_str().unwrap().starts_with("ip:"));
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text() {
+    let a = api();
+    let req = Request::builder()
+        .uri("/metrics")
+        .body(Body::empty())
+        .unwrap();
+    let res = a.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text =
+        String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    for line in [
+        r#"ipguard_packets_total{verdict="drop",list="blacklist"} 7"#,
+        r#"ipguard_bytes_total{verdict="pass",list="unlisted"} 500"#,
+        r#"ipguard_list_entries{list="whitelist"} 3"#,
+        r#"ipguard_map_capacity{map="sources"} 1048576"#,
+        "ipguard_reaction_seconds_count 0",
+        "# TYPE ipguard_tracked_sources gauge",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    assert!(text.ends_with("# EOF\n"));
+}
+
+#[tokio::test]
+async fn unknown_endpoint_is_a_json_404() {
+    let (s, v) = api().get("/v2/nothing").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(v["error"], "not found");
+}

@@ -1,0 +1,162 @@
+//! JSON bodies of the REST API, shared by the server (`api`) and the CLI client (`cli`).
+//! The shapes are the API contract (see openapi.yaml); change both sides together.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `GET /healthz`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+}
+
+/// Packets and bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Traffic {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Capacity and use of one kernel map.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MapFill {
+    pub capacity: u64,
+    pub used: u64,
+}
+
+/// `GET /v1/status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub interface: String,
+    /// `native` or `skb`.
+    pub xdp_mode: String,
+    pub uptime_seconds: u64,
+    /// Entries per list (`whitelist`, `graylist`, `blacklist`) and `rules`.
+    pub entries: BTreeMap<String, u64>,
+    /// Sources with policy history (violations, strikes, reports).
+    pub tracked_sources: u64,
+    /// Packet and byte totals per verdict: `pass`, `drop`.
+    pub verdicts: BTreeMap<String, Traffic>,
+    /// Totals per deciding list: `unlisted`, `whitelist`, `graylist`, `blacklist`, `rule`,
+    /// `non_ip`, `malformed`.
+    pub lists: BTreeMap<String, Traffic>,
+    /// `lpm_v4`, `lpm_v6`, `sources`.
+    pub maps: BTreeMap<String, MapFill>,
+}
+
+/// Per-source counters in `GET /v1/ips/{ip}`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpCounters {
+    pub packets: u64,
+    pub bytes: u64,
+    pub syns: u64,
+    pub dropped: u64,
+}
+
+/// `GET /v1/ips/{ip}`: what ipguard does with one address and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpStatus {
+    pub ip: String,
+    /// `pass` or `drop`.
+    pub verdict: String,
+    /// `whitelist`, `graylist`, `blacklist`, or null (unlisted; a rule may still decide).
+    pub list: Option<String>,
+    /// The prefix that decided, e.g. `203.0.113.0/24`.
+    pub prefix: Option<String>,
+    pub reason: Option<String>,
+    /// `config`, `api`, `rate_limit`, `report` or `rule`.
+    pub source: Option<String>,
+    pub strikes: u32,
+    /// RFC 3339, or null when the entry never expires (or there is none).
+    pub expires: Option<String>,
+    /// Seconds until `expires`.
+    pub retry_after: Option<u64>,
+    pub counters: IpCounters,
+}
+
+/// One entry of `GET /v1/lists/{list}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListEntryView {
+    pub net: String,
+    pub expires: Option<String>,
+    pub reason: String,
+    pub source: String,
+}
+
+/// `GET /v1/lists/{list}?limit=&cursor=`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListPage {
+    pub entries: Vec<ListEntryView>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// One entry of `POST /v1/lists/{list}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddEntry {
+    pub net: String,
+    /// `90s`, `2h`, `30d`, `forever`, or null (= forever).
+    #[serde(default)]
+    pub duration: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/lists/{list}`: all entries are applied, or none.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddRequest {
+    pub entries: Vec<AddEntry>,
+    /// Needed to list a prefix that covers the caller's own address or loopback.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Answer to `POST /v1/lists/{list}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddResponse {
+    /// Entries that were not on the list before.
+    pub added: u64,
+    /// Entries that replaced one with the same prefix.
+    pub replaced: u64,
+}
+
+/// Answer to `DELETE /v1/lists/{list}/{net}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveResponse {
+    pub removed: String,
+}
+
+/// `POST /v1/report`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportRequest {
+    pub ip: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Answer to `POST /v1/report`: what the report did, and the address's new state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportResponse {
+    /// `recorded`, `banned`, `already_banned`, `whitelisted`.
+    pub outcome: String,
+    /// Reports of this address within the report window.
+    pub reports: Option<u32>,
+    #[serde(flatten)]
+    pub status: IpStatus,
+}
+
+/// Every 4xx/5xx body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// A short, stable description, e.g. `invalid entry`.
+    pub error: String,
+    /// What exactly is wrong, naming the field or value.
+    pub detail: String,
+    /// Index of the offending entry in a batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+}

@@ -1,0 +1,271 @@
+//! T2: administration of a running daemon: the CLI against the REST API, metrics, SIGHUP,
+//! kill -9 and restart with pinned maps and persisted state. Needs root and IPGUARD_BIN.
+
+use std::{thread::sleep, time::Duration};
+
+use ipguard_tests::{
+    daemon::{cli, cli_ok, http_get, pin_dir, ping, testbed, with_state, Daemon},
+    netns::sh,
+};
+use serde_json::Value;
+
+const CONFIG: &str = r#"
+xdp_mode = "auto"
+[lists]
+whitelist = ["127.0.0.0/8", "::1"]
+blacklist = []
+[report]
+count = 3
+window = "60s"
+duration = "10m"
+"#;
+
+fn status_json(bed: &ipguard_tests::netns::Testbed, ip: &str) -> Value {
+    serde_json::from_str(&cli_ok(bed, &["status", ip, "--json"])).expect("JSON from status --json")
+}
+
+#[test]
+fn cli_adds_and_removes_entries_that_take_effect_at_once() {
+    let bed = testbed("c");
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&bed, dir.path(), CONFIG);
+    assert!(ping(&bed, "203.0.113.5", "192.0.2.1"), "testbed broken");
+
+    let out = cli_ok(
+        &bed,
+        &["add", "blacklist", "203.0.113.0/24", "--reason", "scanner"],
+    );
+    assert!(out.contains("added 1"), "{out}");
+    assert!(
+        !ping(&bed, "203.0.113.5", "192.0.2.1"),
+        "blacklisted through the CLI but still answered"
+    );
+    let s = status_json(&bed, "203.0.113.5");
+    assert_eq!(s["verdict"], "drop");
+    assert_eq!(s["list"], "blacklist");
+    assert_eq!(s["prefix"], "203.0.113.0/24");
+    assert_eq!(s["source"], "api");
+    assert_eq!(s["reason"], "scanner");
+    assert!(s["counters"]["dropped"].as_u64().is_some());
+    let table = cli_ok(&bed, &["list", "blacklist"]);
+    assert!(
+        table.contains("203.0.113.0/24") && table.contains("scanner"),
+        "{table}"
+    );
+
+    cli_ok(&bed, &["remove", "blacklist", "203.0.113.0/24"]);
+    assert!(
+        ping(&bed, "203.0.113.5", "192.0.2.1"),
+        "removed but still dropped"
+    );
+
+    // Never lock the operator out: the CLI's own address (loopback here) needs --force.
+    let out = cli(&bed, &["add", "blacklist", "127.0.0.0/8"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("would lock out") && err.contains("force"),
+        "{err}"
+    );
+    // A bad argument is refused by the CLI itself.
+    let out = cli(&bed, &["add", "blacklist", "203.0.113.7/24"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("host bits"));
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn reports_through_the_cli_ban_after_the_configured_count() {
+    let bed = testbed("r");
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&bed, dir.path(), CONFIG);
+    for n in 1..=2 {
+        let out = cli_ok(
+            &bed,
+            &["report", "192.0.2.2", "--reason", "failed login", "--json"],
+        );
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(
+            (v["outcome"].as_str(), v["reports"].as_u64()),
+            (Some("recorded"), Some(n)),
+            "{out}"
+        );
+        assert!(ping(&bed, "192.0.2.2", "192.0.2.1"));
+    }
+    let v: Value = serde_json::from_str(&cli_ok(&bed, &["report", "192.0.2.2", "--json"])).unwrap();
+    assert_eq!(v["outcome"], "banned");
+    assert_eq!(v["list"], "graylist");
+    assert!(
+        !ping(&bed, "192.0.2.2", "192.0.2.1"),
+        "reported source still answered"
+    );
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn metrics_parse_and_count_the_traffic_sent() {
+    let bed = testbed("m");
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        &bed,
+        dir.path(),
+        &CONFIG.replace("blacklist = []", r#"blacklist = ["203.0.113.0/24"]"#),
+    );
+    for _ in 0..5 {
+        assert!(!ping(&bed, "203.0.113.5", "192.0.2.1"));
+    }
+    for _ in 0..3 {
+        assert!(ping(&bed, "192.0.2.2", "192.0.2.1"));
+    }
+    let (code, text) = http_get(&bed, "/metrics");
+    assert_eq!(code, 200, "{text}");
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+            .unwrap_or_else(|| panic!("no {name} {labels:?} in\n{text}"))
+    };
+    // Exactly the five echo requests from the blacklisted source were dropped, 98 bytes each.
+    assert_eq!(
+        value(
+            "ipguard_packets_total",
+            &[("verdict", "drop"), ("list", "blacklist")]
+        ),
+        5.0
+    );
+    assert_eq!(
+        value(
+            "ipguard_bytes_total",
+            &[("verdict", "drop"), ("list", "blacklist")]
+        ),
+        5.0 * 98.0
+    );
+    // At least the three passing echo requests (neighbour discovery adds a few).
+    assert!(
+        value(
+            "ipguard_packets_total",
+            &[("verdict", "pass"), ("list", "unlisted")]
+        ) >= 3.0
+    );
+    assert_eq!(value("ipguard_list_entries", &[("list", "blacklist")]), 1.0);
+    assert_eq!(value("ipguard_list_entries", &[("list", "whitelist")]), 2.0);
+    assert!(value("ipguard_map_capacity", &[("map", "lpm_v4")]) > 0.0);
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn sighup_applies_an_edited_config() {
+    let bed = testbed("h");
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&bed, dir.path(), CONFIG);
+    let config = dir.path().join("ipguard.toml");
+    assert!(ping(&bed, "203.0.113.5", "192.0.2.1"));
+
+    let edited = with_state(
+        &bed,
+        dir.path(),
+        &CONFIG.replace("blacklist = []", r#"blacklist = ["203.0.113.0/24"]"#),
+    );
+    std::fs::write(&config, edited).unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon
+        .wait_log(&["config reloaded"], Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("{}", daemon.log()));
+    assert!(
+        !ping(&bed, "203.0.113.5", "192.0.2.1"),
+        "SIGHUP did not apply the new blacklist entry"
+    );
+
+    // An invalid config is refused and the running one kept.
+    std::fs::write(&config, "[lists]\nblacklist = [\"nonsense\"]\n").unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon
+        .wait_log(&["new config is invalid"], Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("{}", daemon.log()));
+    assert!(
+        !ping(&bed, "203.0.113.5", "192.0.2.1"),
+        "an invalid config changed the lists"
+    );
+
+    std::fs::write(&config, with_state(&bed, dir.path(), CONFIG)).unwrap();
+    daemon.signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while daemon.log().matches("config reloaded").count() < 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", daemon.log());
+        sleep(Duration::from_millis(20));
+    }
+    assert!(
+        ping(&bed, "203.0.113.5", "192.0.2.1"),
+        "entry removed from the config still drops"
+    );
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn kill_9_keeps_filtering_and_a_restart_restores_state_and_expiries() {
+    let bed = testbed("k");
+    let dir = tempfile::tempdir().unwrap();
+    let mut daemon = Daemon::start(&bed, dir.path(), CONFIG);
+    cli_ok(
+        &bed,
+        &[
+            "add",
+            "graylist",
+            "203.0.113.0/24",
+            "--duration",
+            "1h",
+            "--reason",
+            "probe",
+        ],
+    );
+    cli_ok(&bed, &["add", "blacklist", "198.51.100.7"]);
+    let before = status_json(&bed, "203.0.113.5");
+    let expires = before["expires"].as_str().expect("an expiry").to_owned();
+    assert!(!ping(&bed, "203.0.113.5", "192.0.2.1"));
+
+    daemon.kill();
+    // The pinned link keeps the program, and the pinned maps keep the lists.
+    assert!(bed.srv_has_xdp(), "no XDP program after kill -9");
+    assert!(
+        !ping(&bed, "203.0.113.5", "192.0.2.1"),
+        "kill -9 stopped the filtering"
+    );
+    assert!(!ping(&bed, "198.51.100.7", "192.0.2.1"));
+    assert!(ping(&bed, "192.0.2.2", "192.0.2.1"));
+
+    let daemon = Daemon::spawn(&bed, dir.path(), &dir.path().join("ipguard.toml"));
+    daemon
+        .wait_log(&["adopted the pinned maps"], Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("{}", daemon.log()));
+    let after = status_json(&bed, "203.0.113.5");
+    assert_eq!(
+        after["expires"].as_str(),
+        Some(expires.as_str()),
+        "expiry changed across the restart"
+    );
+    assert_eq!(after["reason"], "probe");
+    assert_eq!(status_json(&bed, "198.51.100.7")["list"], "blacklist");
+    assert!(!ping(&bed, "203.0.113.5", "192.0.2.1"));
+
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "{log}");
+    assert!(!bed.srv_has_xdp(), "XDP still attached after a clean stop");
+    assert!(
+        !std::path::Path::new(&pin_dir(&bed)).exists(),
+        "pins left after a clean stop"
+    );
+    let _ = sh(&["true"]);
+}
