@@ -138,6 +138,10 @@ fn print_tries(config: &Path) {
     for (cmd, (_, _, outcome)) in cmds.iter().zip(TRIES) {
         println!("  {cmd:<width$}  # {outcome}");
     }
+    println!("demo: the API listens on 127.0.0.1:9180 inside {NS_SRV}; the CLI runs there too:");
+    println!("  nsenter --net=/run/netns/{NS_SRV} target/debug/ipguard status");
+    println!("  nsenter --net=/run/netns/{NS_SRV} target/debug/ipguard status 203.0.113.5");
+    println!("  nsenter --net=/run/netns/{NS_SRV} target/debug/ipguard add blacklist 198.51.100.8 --duration 1m");
     println!("demo: Ctrl-C stops the daemon and removes the namespaces");
     println!();
 }
