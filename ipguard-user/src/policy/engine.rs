@@ -9,7 +9,7 @@
 //! snapshotted nor journaled: the config file brings them back at each start.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap},
     fmt,
     net::IpAddr,
     time::Duration,
@@ -17,6 +17,7 @@ use std::{
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::{
     config::{Escalation, ReportRule},
@@ -132,18 +133,26 @@ pub enum Outcome {
     },
 }
 
+/// Quiet sources forgotten per tick at most.
+const MAX_FORGET_PER_TICK: usize = 10_000;
+
+/// Reports kept per source when no `[report]` rule bounds them by a window.
+const MAX_UNRULED_REPORTS: usize = 64;
+
 /// Per-source history; only sources that violated a rule or were reported have one.
 #[derive(Clone, Debug, Default)]
 struct Offender {
-    /// Times of strikes within `strike_window`.
-    strikes: VecDeque<Ts>,
+    /// Times of strikes within `strike_window`. Inline: a million offenders must fit in
+    /// the daemon's memory budget, and most have one or two.
+    strikes: SmallVec<[Ts; 2]>,
     /// Violations ever seen (within retention), for the grace allowance.
     violations: u32,
     /// Earlier graylistings and blacklistings, for ban growth.
     gray_bans: u32,
     black_bans: u32,
-    /// Times of reports within the report window.
-    reports: VecDeque<Ts>,
+    /// Times of reports within the report window (the latest `MAX_UNRULED_REPORTS`
+    /// when there is no report rule).
+    reports: SmallVec<[Ts; 2]>,
     /// Latest violation, report or ban end: retention counts from here.
     last_activity: Ts,
 }
@@ -319,17 +328,18 @@ impl Engine {
         }
         let Some(rule) = self.report else {
             let off = self.offender(ip, now);
-            off.reports.push_back(now);
+            if off.reports.len() >= MAX_UNRULED_REPORTS {
+                off.reports.remove(0);
+            }
+            off.reports.push(now);
             let reports = off.reports.len() as u32;
             return (Outcome::Recorded { reports }, Vec::new());
         };
         let banned = self.ban_of(ip).map(|(_, e)| (e.list, e.until));
         let off = self.offender(ip, now);
         let from = now.minus(rule.window);
-        while off.reports.front().is_some_and(|t| *t <= from) {
-            off.reports.pop_front();
-        }
-        off.reports.push_back(now);
+        off.reports.retain(|t| *t > from);
+        off.reports.push(now);
         let reports = off.reports.len() as u32;
         if let Some((list, until)) = banned {
             return (Outcome::AlreadyBanned { list, until }, Vec::new());
@@ -358,10 +368,8 @@ impl Engine {
         let esc = self.esc.clone();
         let off = self.offender(ip, now);
         let from = now.minus(esc.strike_window);
-        while off.strikes.front().is_some_and(|t| *t <= from) {
-            off.strikes.pop_front();
-        }
-        off.strikes.push_back(now);
+        off.strikes.retain(|t| *t > from);
+        off.strikes.push(now);
         let strikes = off.strikes.len() as u32;
         let (list, ttl) = if strikes >= esc.strikes_to_blacklist {
             let ttl = grow(
@@ -511,10 +519,14 @@ impl Engine {
                 self.flush_touched();
             }
         }
+        // Bounded: forgetting is never urgent, and a tick must not hold up the daemon's
+        // event loop (the next deadline stays due, so the loop comes back at once).
+        let mut budget = MAX_FORGET_PER_TICK;
         while let Some(&(at, ip)) = self.retention.first() {
-            if at > now {
+            if at > now || budget == 0 {
                 break;
             }
+            budget -= 1;
             self.retention.pop_first();
             let banned = self.ban_of(ip).is_some();
             if banned {
@@ -598,11 +610,11 @@ impl Engine {
             self.offenders.insert(
                 p.ip,
                 Offender {
-                    strikes: p.strikes.into(),
+                    strikes: SmallVec::from_vec(p.strikes),
                     violations: p.violations,
                     gray_bans: p.gray_bans,
                     black_bans: p.black_bans,
-                    reports: p.reports.into(),
+                    reports: SmallVec::from_vec(p.reports),
                     last_activity: p.last_activity,
                 },
             );
