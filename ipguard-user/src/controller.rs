@@ -234,6 +234,23 @@ impl<B: Backend> Controller<B> {
         }
         let ops = self.lists.apply(commands_to_changes(cmds));
         self.write(&ops)?;
+        // A batch (an API load, a reload) gets one summary line on stderr; the decision
+        // log still has a record per entry.
+        let verbose = cmds.len() <= 16;
+        if !verbose {
+            let listed = cmds
+                .iter()
+                .filter(|c| matches!(c, Command::Block { .. }))
+                .count();
+            tracing::info!(
+                listed,
+                unlisted = cmds.len() - listed,
+                by,
+                why,
+                "lists changed"
+            );
+        }
+        let logging = self.log.is_enabled();
         for c in cmds {
             let record = match c {
                 Command::Block {
@@ -243,16 +260,21 @@ impl<B: Backend> Controller<B> {
                     reason,
                     origin,
                 } => {
-                    tracing::info!(
-                        net = %net,
-                        list = list.name(),
-                        until = until.map(rfc3339),
-                        origin = origin.name(),
-                        reason,
-                        by,
-                        "listed"
-                    );
-                    if *list != ListKind::Whitelist && net.prefix_len() == net.max_prefix_len() {
+                    if verbose {
+                        tracing::info!(
+                            net = %net,
+                            list = list.name(),
+                            until = until.map(rfc3339),
+                            origin = origin.name(),
+                            reason,
+                            by,
+                            "listed"
+                        );
+                    }
+                    if logging
+                        && *list != ListKind::Whitelist
+                        && net.prefix_len() == net.max_prefix_len()
+                    {
                         // Drop records count from here.
                         let base = self
                             .backend
@@ -272,7 +294,9 @@ impl<B: Backend> Controller<B> {
                     }
                 }
                 Command::Unblock { net, list } => {
-                    tracing::info!(net = %net, list = list.name(), why, by, "unlisted");
+                    if verbose {
+                        tracing::info!(net = %net, list = list.name(), why, by, "unlisted");
+                    }
                     self.drops.remove(net);
                     Record::Unlisted {
                         net: net.to_string(),

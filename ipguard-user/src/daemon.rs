@@ -225,10 +225,12 @@ pub async fn run(config_path: &Path, interface: Option<String>) -> anyhow::Resul
         "ipguard is filtering"
     );
 
+    let changed = Arc::new(tokio::sync::Notify::new());
     let app = api::router(
         AppState {
             ctl: ctl.clone(),
             token,
+            changed: changed.clone(),
         },
         config.api.max_body_bytes,
     );
@@ -259,6 +261,8 @@ pub async fn run(config_path: &Path, interface: Option<String>) -> anyhow::Resul
             .any(|r| matches!(r.source, RuleSource::Host(_)));
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
+            // The API changed the state: recompute the next deadline.
+            _ = changed.notified() => {}
             _ = int.recv() => break "SIGINT",
             _ = hup.recv() => {
                 match Config::from_file(config_path) {

@@ -309,6 +309,9 @@ pub fn api_load_and_expiry(quick: bool) -> Vec<Figure> {
         let (_, body) = http_get(&bed, "/v1/status");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         if v["entries"]["graylist"].as_u64() == Some(0) || Instant::now() > deadline {
+            if Instant::now() > deadline {
+                eprintln!("expiry did not finish: {body}");
+            }
             break;
         }
         sleep(Duration::from_millis(20));

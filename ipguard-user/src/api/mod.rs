@@ -44,6 +44,8 @@ pub struct AppState<B: Backend> {
     pub ctl: Arc<Mutex<Controller<B>>>,
     /// Bearer token every `/v1` call must carry; `None`: no authentication.
     pub token: Option<String>,
+    /// Woken after every change, so the daemon's loop re-reads the next expiry time.
+    pub changed: Arc<tokio::sync::Notify>,
 }
 
 impl<B: Backend> Clone for AppState<B> {
@@ -51,6 +53,7 @@ impl<B: Backend> Clone for AppState<B> {
         Self {
             ctl: self.ctl.clone(),
             token: self.token.clone(),
+            changed: self.changed.clone(),
         }
     }
 }
@@ -362,6 +365,7 @@ async fn add<B: Backend>(
     }
     let by = format!("api:{client}");
     let (added, replaced) = st.lock()?.add_entries(list, &parsed, Origin::Api, &by)?;
+    st.changed.notify_one();
     tracing::info!(client = %client, list = list.name(), added, replaced, "entries added through the API");
     Ok(axum::Json(AddResponse { added, replaced }))
 }
@@ -402,6 +406,7 @@ async fn report<B: Backend>(
         .filter(|r| !r.is_empty())
         .unwrap_or_else(|| "reported".into());
     let (outcome, status) = st.lock()?.report(ip, reason)?;
+    st.changed.notify_one();
     let reports = match outcome {
         Outcome::Recorded { reports } => Some(reports),
         _ => None,

@@ -73,6 +73,7 @@ fn api_as(client: &str, token: Option<&str>, max_body: usize) -> Api {
     let state = AppState {
         ctl: ctl.clone(),
         token: token.map(str::to_owned),
+        changed: Default::default(),
     };
     let peer: SocketAddr = if client.contains(':') {
         format!("[{client}]:40000")
