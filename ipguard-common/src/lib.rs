@@ -112,13 +112,19 @@ pub struct RateRuleDef {
 }
 const _: () = assert!(core::mem::size_of::<RateRuleDef>() == 40);
 
+/// Record per-source drops (`SourceCounters::dropped`, `last_drop_ns`) of listed
+/// sources. Costs a hash lookup per dropped packet, so the daemon sets it only when
+/// something reads them (relative bans, drop records in the decision log).
+pub const RATE_FLAG_TRACK_DROPS: u32 = 1;
+
 /// The whole rate configuration, read with one map lookup per counted packet.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RateConfig {
     /// Rules in use: `rules[..n_rules]`.
     pub n_rules: u32,
-    pub _pad: u32,
+    /// `RATE_FLAG_*` bits.
+    pub flags: u32,
     pub rules: [RateRuleDef; MAX_RATE_RULES],
 }
 const _: () = assert!(core::mem::size_of::<RateConfig>() == 168);

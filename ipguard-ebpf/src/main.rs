@@ -25,8 +25,8 @@ use aya_ebpf::{
 use ipguard_common::{
     ListEntry, RateConfig, RateEvent, RateRuleDef, SourceCounters, SourceKey, Stat, StatCounter,
     DEFAULT_LPM_CAPACITY, DEFAULT_SOURCES_CAPACITY, EVENTS_BYTES, LIST_BLACKLIST, LIST_GRAYLIST,
-    LIST_RULE_DENY, LIST_WHITELIST, MAX_RATE_RULES, MAX_RULE_PORTS, RATE_BYTES, RATE_PACKETS,
-    RATE_SYN, STAT_COUNT, V4_BITS, V6_BITS,
+    LIST_RULE_DENY, LIST_WHITELIST, MAX_RATE_RULES, MAX_RULE_PORTS, RATE_BYTES,
+    RATE_FLAG_TRACK_DROPS, RATE_PACKETS, RATE_SYN, STAT_COUNT, V4_BITS, V6_BITS,
 };
 use parse::{Frame, L4};
 
@@ -121,6 +121,12 @@ fn count(stat: Stat, len: u64) {
 /// flood of dropped spoofed sources must not churn the map).
 #[inline(always)]
 fn note_drop(source: &SourceKey) {
+    let tracked = IPG_RATE_CFG
+        .get(0)
+        .is_some_and(|r| r.flags & RATE_FLAG_TRACK_DROPS != 0);
+    if !tracked {
+        return;
+    }
     if let Some(c) = IPG_SOURCES.get_ptr_mut(source) {
         // SAFETY: reads the monotonic clock.
         let now = unsafe { bpf_ktime_get_ns() };

@@ -9,8 +9,8 @@ use std::{
 };
 
 use ipguard_common::{
-    RateEvent, SourceKey, Stat, LIST_BLACKLIST, LIST_GRAYLIST, LIST_RULE_ALLOW, LIST_RULE_DENY,
-    LIST_WHITELIST,
+    RateConfig, RateEvent, SourceKey, Stat, LIST_BLACKLIST, LIST_GRAYLIST, LIST_RULE_ALLOW,
+    LIST_RULE_DENY, LIST_WHITELIST, RATE_FLAG_TRACK_DROPS,
 };
 use ipnet::IpNet;
 
@@ -174,8 +174,7 @@ impl<B: Backend> Controller<B> {
         placement: Placement,
         store: Option<(Store, EngineState)>,
     ) -> Result<(Self, SyncReport), Failure> {
-        let cpus = aya::util::nr_cpus().unwrap_or(1) as u32;
-        backend.set_rates(&window::kernel_rules(&config.rate_limit, cpus))?;
+        backend.set_rates(&rate_config(config))?;
         let mut c = Self {
             backend,
             engine: Engine::new(config.escalation.clone(), config.report),
@@ -824,9 +823,7 @@ impl<B: Backend> Controller<B> {
         self.config_lists = new_lists;
         self.engine
             .reconfigure(config.escalation.clone(), config.report);
-        let cpus = aya::util::nr_cpus().unwrap_or(1) as u32;
-        self.backend
-            .set_rates(&window::kernel_rules(&config.rate_limit, cpus))?;
+        self.backend.set_rates(&rate_config(config))?;
         self.rates = config.rate_limit.clone();
         self.accumulate = config.accumulate;
         self.rules = config.rules.clone();
@@ -851,6 +848,17 @@ impl<B: Backend> Controller<B> {
         }
         Ok(restart)
     }
+}
+
+/// The kernel's rate configuration for `config`: its rules, and per-source drop tracking
+/// when something reads it (relative bans, drop records in the decision log).
+pub fn rate_config(config: &Config) -> RateConfig {
+    let cpus = aya::util::nr_cpus().unwrap_or(1) as u32;
+    let mut rc = window::kernel_rules(&config.rate_limit, cpus);
+    if config.escalation.relative_block || config.log.path.is_some() {
+        rc.flags |= RATE_FLAG_TRACK_DROPS;
+    }
+    rc
 }
 
 /// The outcome's name in logs and API answers.

@@ -11,7 +11,7 @@ use std::{
 use anyhow::{bail, Context as _};
 use aya::maps::{MapData, RingBuf};
 use caps::{CapSet, Capability};
-use ipguard_common::{RateConfig, RateEvent};
+use ipguard_common::RateEvent;
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
@@ -26,7 +26,6 @@ use crate::{
     dataplane::{self, Dataplane},
     decision_log::{DecisionLog, Record},
     lists::ListKind,
-    policy::window,
     store::Store,
 };
 
@@ -311,10 +310,4 @@ pub async fn run(config_path: &Path, interface: Option<String>) -> anyhow::Resul
         "detached; exiting"
     );
     Ok(())
-}
-
-/// The configured rate rules in the kernel's form (for tests and benchmarks).
-pub fn rate_config(config: &Config) -> RateConfig {
-    let cpus = aya::util::nr_cpus().unwrap_or(1) as u32;
-    window::kernel_rules(&config.rate_limit, cpus)
 }

@@ -32,7 +32,9 @@ fn program(rules: &[RateLimit]) -> (Dataplane, RingBuf<MapData>) {
     };
     dataplane::sync(dp.table(), &lists::compile(&l)).unwrap();
     let cpus = aya::util::nr_cpus().unwrap() as u32;
-    dp.set_rates(&kernel_rules(rules, cpus)).unwrap();
+    let mut rates = kernel_rules(rules, cpus);
+    rates.flags = ipguard_common::RATE_FLAG_TRACK_DROPS;
+    dp.set_rates(&rates).unwrap();
     let events = dp.take_events().unwrap();
     (dp, events)
 }
