@@ -112,7 +112,9 @@ async fn refresh_rules(ctl: &Shared) -> anyhow::Result<()> {
 
 /// Runs the daemon until SIGINT or SIGTERM; returns after detaching.
 pub async fn run(config_path: &Path, interface: Option<String>) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let mut config = Config::from_file(config_path)?;
+    tracing::debug!(elapsed = ?started.elapsed(), "config read");
     let Some(interface) = interface.or_else(|| config.interface.clone()) else {
         bail!(
             "no interface: set `interface` in {} or pass --interface",
@@ -151,8 +153,10 @@ pub async fn run(config_path: &Path, interface: Option<String>) -> anyhow::Resul
         interface: interface.clone(),
         xdp_mode: String::new(),
     };
+    tracing::debug!(elapsed = ?started.elapsed(), "program loaded");
     let store = Store::open(&config.state.dir)?;
     let (mut ctl, drift) = Controller::with_store(dp, &config, placement, Some(store))?;
+    tracing::debug!(elapsed = ?started.elapsed(), "lists compiled and written");
     let log = DecisionLog::open(&config.log).with_context(|| match &config.log.path {
         Some(p) => format!("log.path {}", p.display()),
         None => "log".into(),
@@ -221,6 +225,7 @@ pub async fn run(config_path: &Path, interface: Option<String>) -> anyhow::Resul
         rate_rules = config.rate_limit.len(),
         trie_entries = trie,
         api = %config.api.listen,
+        startup = ?started.elapsed(),
         "ipguard is filtering"
     );
 
