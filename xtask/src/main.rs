@@ -3,6 +3,7 @@
 //! Every external command is printed before it runs, so an operator can see and
 //! repeat each step by hand.
 
+mod bench;
 mod run;
 mod setup;
 mod test;
@@ -37,6 +38,9 @@ enum Cmd {
     Test(test::TestArgs),
     /// rustfmt check and clippy with warnings denied.
     Lint,
+    /// Setup, build, then benchmark the XDP program against baselines (root); writes
+    /// target/bench/results.json.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> Result<()> {
@@ -49,6 +53,7 @@ fn main() -> Result<()> {
         Cmd::Run(args) => run::run(args),
         Cmd::Test(args) => test::test(args),
         Cmd::Lint => lint(),
+        Cmd::Bench(args) => bench::bench(args),
     }
 }
 

@@ -11,7 +11,8 @@ use anyhow::{bail, Context, Result};
 
 use crate::{cargo, display, is_root, run_checked};
 
-/// Debian packages: the eBPF toolchain, and the tools the demo and the privileged tests use.
+/// Debian packages: the eBPF toolchain, and the tools the demo, the privileged tests and the
+/// benchmark use.
 const APT_PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
@@ -21,6 +22,12 @@ const APT_PACKAGES: &[&str] = &[
     "iputils-ping",
     "python3",
     "bpftool",
+    // The benchmark's baselines and testbed (`cargo xtask bench`).
+    "xdp-tools",
+    "nftables",
+    "ipset",
+    "iptables",
+    "ethtool",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
