@@ -2,8 +2,8 @@
 //!
 //! Everything here is `#[repr(C)]` with explicit padding and a compile-time size check,
 //! because the kernel copies these structs byte for byte between the two sides.
-//! Addresses are stored as network-order byte arrays: the LPM trie matches prefixes
-//! on the key's bytes in memory order, so they must be big-endian.
+//! Addresses are stored as network-order byte arrays where they are keys as such (the LPM
+//! trie matches prefixes on the key's bytes in memory order, so they must be big-endian).
 #![no_std]
 
 #[cfg(feature = "user")]
@@ -15,10 +15,22 @@ pub mod user;
 /// Name of the XDP program (the function name in `ipguard-ebpf`).
 pub const PROGRAM_NAME: &str = "ipguard";
 
-/// LPM trie of IPv4 prefixes: `Key<[u8; 4]>` → [`ListEntry`].
-pub const MAP_LPM_V4: &str = "IPG_LPM_V4";
-/// LPM trie of IPv6 prefixes: `Key<[u8; 16]>` → [`ListEntry`].
-pub const MAP_LPM_V6: &str = "IPG_LPM_V6";
+/// IPv4 verdicts by /24, `[u16; 4]` per element (4 slots of [`Tbl24Slot`]), index
+/// `(addr >> 8) / 4`: one array load decides every address whose /24 holds no longer
+/// prefix. A `BPF_F_MMAPABLE` array, so the daemon writes it as memory.
+pub const MAP_V4_TBL24: &str = "IPG_V4_TBL24";
+/// IPv4 host verdicts: `[u8; 4]` (network order) → [`ListCode`], for the /24s whose slot
+/// has [`SLOT_HOSTS`]: prefixes /25–/32 expanded to their addresses.
+pub const MAP_V4_HOSTS: &str = "IPG_V4_HOSTS";
+/// IPv6 prefixes of length 32 and more, by their first 32 bits: `[u8; 4]` → [`V6Anchor`].
+pub const MAP_V6_ANCHORS: &str = "IPG_V6_ANCHORS";
+/// IPv6 prefixes longer than /32: [`V6LongKey`] → [`ListCode`].
+pub const MAP_V6_LONG: &str = "IPG_V6_LONG";
+/// LPM trie of the IPv6 prefixes shorter than /32, and of every prefix under an anchor
+/// with [`ANCHOR_OVERFLOW`]: `Key<[u8; 16]>` → [`ListCode`]. Usually empty.
+pub const MAP_V6_LPM: &str = "IPG_V6_LPM";
+/// Array of one `u32` of `TABLE_FLAG_*` bits, written with the tables.
+pub const MAP_TABLE_CFG: &str = "IPG_TABLE_CFG";
 /// Per-CPU LRU hash of unlisted sources that passed: [`SourceKey`] → [`SourceCounters`].
 pub const MAP_SOURCES: &str = "IPG_SOURCES";
 /// Per-CPU array of global counters indexed by [`Stat`]: → [`StatCounter`].
@@ -33,16 +45,99 @@ pub const EVENTS_BYTES: u32 = 1 << 20;
 
 /// Capacity of the source map when the config does not say (1 Mi entries).
 pub const DEFAULT_SOURCES_CAPACITY: u32 = 1 << 20;
-/// Capacity of each LPM trie when the config does not say. Tries are not preallocated,
-/// so a generous bound costs nothing until it is used.
+/// Capacity of the IPv4 host map and of each IPv6 map when the config does not say. They
+/// are not preallocated (`BPF_F_NO_PREALLOC`), so a generous bound costs nothing until used.
 pub const DEFAULT_LPM_CAPACITY: u32 = 1 << 21;
+
+/// Slots in [`MAP_V4_TBL24`]: one per /24.
+pub const V4_TBL24_SLOTS: u32 = 1 << 24;
+/// Elements of [`MAP_V4_TBL24`]: an array map rounds values up to 8 bytes, so an element
+/// packs 4 slots (32 MiB in all).
+pub const V4_TBL24_ELEMS: u32 = V4_TBL24_SLOTS / 4;
+/// One [`MAP_V4_TBL24`] element.
+pub type Tbl24Elem = [u16; 4];
+/// A /24's slot: the [`ListCode`] of its longest prefix of /24 or less (low 3 bits), and
+/// [`SLOT_HOSTS`] if some address in it has a longer prefix in [`MAP_V4_HOSTS`].
+pub type Tbl24Slot = u16;
+/// See [`Tbl24Slot`].
+pub const SLOT_HOSTS: Tbl24Slot = 0x8000;
+/// See [`Tbl24Slot`].
+pub const SLOT_LIST: Tbl24Slot = 0x7;
+
+/// Prefix length of a [`MAP_V6_ANCHORS`] key.
+pub const V6_ANCHOR_BITS: u8 = 32;
+/// Distinct longer prefix lengths one anchor lists; more set [`ANCHOR_OVERFLOW`].
+pub const V6_ANCHOR_LENS: usize = 12;
+/// [`V6Anchor::own`] is the verdict of the /32 itself.
+pub const ANCHOR_OWN: u8 = 1;
+/// Too many prefix lengths under this /32: look the address up in [`MAP_V6_LPM`].
+pub const ANCHOR_OVERFLOW: u8 = 2;
+/// [`MAP_TABLE_CFG`]: [`MAP_V6_LPM`] holds IPv6 prefixes shorter than /32.
+pub const TABLE_FLAG_V6_SHORT: u32 = 1;
+
+/// What is listed at and under one IPv6 /32: its own verdict, and the lengths of the longer
+/// prefixes under it, longest first (each one [`MAP_V6_LONG`] lookup), so an address
+/// costs one lookup per length actually present in its /32 instead of a trie walk.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct V6Anchor {
+    /// `ANCHOR_*` bits.
+    pub flags: u8,
+    /// [`ListCode`] of the /32 itself, if `flags` has [`ANCHOR_OWN`].
+    pub own: u8,
+    /// Valid entries in `lens`.
+    pub n_lens: u8,
+    pub _pad: u8,
+    /// Prefix lengths (33..=128) present under this /32, longest first.
+    pub lens: [u8; V6_ANCHOR_LENS],
+}
+const _: () = assert!(core::mem::size_of::<V6Anchor>() == 16);
+
+/// Key of [`MAP_V6_LONG`]: the prefix's network address as two host-order halves, and its
+/// length.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct V6LongKey {
+    pub hi: u64,
+    pub lo: u64,
+    pub len: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<V6LongKey>() == 24);
+
+impl V6LongKey {
+    /// The key of the `len`-bit prefix (1..=128) holding the address `hi:lo`.
+    #[inline(always)]
+    pub fn new(hi: u64, lo: u64, len: u32) -> Self {
+        let (hi, lo) = if len >= 64 {
+            // len in 64..=128: keep all of hi and the top (len - 64) bits of lo.
+            let keep = len - 64;
+            (
+                hi,
+                if keep == 0 {
+                    0
+                } else {
+                    lo & (u64::MAX << (64 - keep))
+                },
+            )
+        } else {
+            (hi & (u64::MAX << (64 - len)), 0)
+        };
+        Self {
+            hi,
+            lo,
+            len,
+            _pad: 0,
+        }
+    }
+}
 
 /// Length of an IPv4 prefix key's data in bits.
 pub const V4_BITS: u32 = 32;
 /// Length of an IPv6 prefix key's data in bits.
 pub const V6_BITS: u32 = 128;
 
-/// Which list decided a trie entry. A `u32` rather than a Rust enum: the kernel may hand
+/// Which list decided an entry. A `u32` rather than a Rust enum: the kernel may hand
 /// back any bit pattern, and an invalid enum discriminant would be undefined behaviour.
 pub type ListCode = u32;
 /// Explicitly unlisted: pass and count. Written where a more specific prefix must undo
@@ -59,15 +154,15 @@ pub const LIST_RULE_ALLOW: ListCode = 4;
 /// An ordered `deny` rule decided: drop.
 pub const LIST_RULE_DENY: ListCode = 5;
 
-/// Value of an LPM trie entry: the daemon writes the *result* of list precedence
-/// (whitelist wins), so the data path needs one lookup per packet.
+/// A compiled list entry: the daemon compiles list and rule precedence (whitelist wins)
+/// into one verdict per prefix, and the tables hold its `list` (longest prefix wins).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ListEntry {
     /// One of `LIST_*`.
     pub list: ListCode,
-    /// Identifies the config entry or rule that produced this prefix (0 = none);
-    /// lets the daemon explain a verdict without a second lookup.
+    /// Identifies the config entry or rule that produced this prefix (0 = none); the
+    /// daemon's explanations use it, the kernel tables do not hold it.
     pub rule_id: u32,
 }
 const _: () = assert!(core::mem::size_of::<ListEntry>() == 8);
@@ -153,7 +248,8 @@ pub struct RateEvent {
     /// Index of the rule in [`RateConfig::rules`].
     pub rule: u32,
     pub _pad: u32,
-    /// `bpf_ktime_get_ns()` when the step was reached.
+    /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC at tick resolution) when the step was
+    /// reached.
     pub ktime_ns: u64,
 }
 const _: () = assert!(core::mem::size_of::<RateEvent>() == 32);
@@ -196,11 +292,12 @@ pub struct SourceCounters {
     pub bytes: u64,
     /// TCP segments with SYN set and ACK clear (connection attempts).
     pub syns: u64,
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the latest passed packet on this CPU.
+    /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC at tick resolution) of the latest
+    /// passed packet on this CPU.
     pub last_seen_ns: u64,
     /// Packets dropped by a graylist or blacklist entry.
     pub dropped: u64,
-    /// `bpf_ktime_get_ns()` of the latest such drop on this CPU.
+    /// The coarse clock of the latest such drop on this CPU.
     pub last_drop_ns: u64,
     /// Rate windows, indexed like [`RateConfig::rules`].
     pub windows: [RuleWindow; MAX_RATE_RULES],

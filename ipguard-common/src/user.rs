@@ -5,7 +5,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use aya::maps::lpm_trie::Key;
 use ipnet::{Ipv4Net, Ipv6Net};
 
-use crate::{ListEntry, RateConfig, RateEvent, SourceCounters, SourceKey, StatCounter};
+use crate::{
+    ListEntry, RateConfig, RateEvent, SourceCounters, SourceKey, StatCounter, V6Anchor, V6LongKey,
+};
 
 // SAFETY: all of these are `#[repr(C)]`, made of integers only, with explicit padding
 // (sizes asserted in lib.rs), so every bit pattern is a valid value.
@@ -15,6 +17,8 @@ unsafe impl aya::Pod for RateEvent {}
 unsafe impl aya::Pod for SourceKey {}
 unsafe impl aya::Pod for SourceCounters {}
 unsafe impl aya::Pod for StatCounter {}
+unsafe impl aya::Pod for V6Anchor {}
+unsafe impl aya::Pod for V6LongKey {}
 
 /// LPM key of an IPv4 network: prefix length, then the address in network byte order.
 pub fn v4_key(net: Ipv4Net) -> Key<[u8; 4]> {

@@ -1,8 +1,10 @@
-//! ipguard's XDP program: parse → one LPM lookup → count → verdict.
+//! ipguard's XDP program: parse → table lookup → count → verdict.
 //!
-//! The daemon writes the *result* of list and rule precedence into one LPM trie per
-//! address family (see `ipguard_common::ListEntry`), so a packet costs exactly one trie
-//! lookup. Only passed, unlisted traffic is counted per source and against the rate rules:
+//! The daemon compiles list and rule precedence into one verdict per prefix (longest
+//! prefix wins) and lays them out so that a lookup costs the same whatever the list size:
+//! IPv4 is one array load by /24, plus one hash lookup only in the /24s that hold longer
+//! prefixes; IPv6 is one hash lookup by /32, plus one per prefix length present under that
+//! /32 (see `ipguard_common::V6Anchor`). Only passed, unlisted traffic is counted per source and against the rate rules:
 //! dropped packets must not feed a banned source's rate windows, and whitelisted sources
 //! are never rate-limited. Rate windows are counted here, per CPU; when a source's count
 //! grows by a rule's `step`, an event on a ring buffer wakes the daemon, which sums the
@@ -16,28 +18,45 @@
 mod parse;
 
 use aya_ebpf::{
-    bindings::xdp_action,
-    helpers::bpf_ktime_get_ns,
+    bindings::{xdp_action, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
+    helpers::bpf_ktime_get_coarse_ns,
     macros::{map, xdp},
-    maps::{lpm_trie::Key, Array, LpmTrie, LruPerCpuHashMap, PerCpuArray, RingBuf},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, RingBuf},
     programs::XdpContext,
 };
 use ipguard_common::{
-    ListEntry, RateConfig, RateEvent, RateRuleDef, SourceCounters, SourceKey, Stat, StatCounter,
-    DEFAULT_LPM_CAPACITY, DEFAULT_SOURCES_CAPACITY, EVENTS_BYTES, LIST_BLACKLIST, LIST_GRAYLIST,
+    ListCode, RateConfig, RateEvent, RateRuleDef, SourceCounters, SourceKey, Stat, StatCounter,
+    Tbl24Elem, V6Anchor, V6LongKey, ANCHOR_OVERFLOW, ANCHOR_OWN, DEFAULT_LPM_CAPACITY,
+    DEFAULT_SOURCES_CAPACITY, EVENTS_BYTES, LIST_BLACKLIST, LIST_GRAYLIST, LIST_NONE,
     LIST_RULE_DENY, LIST_WHITELIST, MAX_RATE_RULES, MAX_RULE_PORTS, RATE_BYTES,
-    RATE_FLAG_TRACK_DROPS, RATE_PACKETS, RATE_SYN, STAT_COUNT, V4_BITS, V6_BITS,
+    RATE_FLAG_TRACK_DROPS, RATE_PACKETS, RATE_SYN, SLOT_HOSTS, SLOT_LIST, STAT_COUNT,
+    TABLE_FLAG_V6_SHORT, V4_TBL24_ELEMS, V6_ANCHOR_LENS, V6_BITS,
 };
 use parse::{Frame, L4};
 
 // Map names are the statics' names and must equal ipguard_common::MAP_*; the daemon's
 // loader checks that every expected map exists.
 #[map]
-static IPG_LPM_V4: LpmTrie<[u8; 4], ListEntry> = LpmTrie::with_max_entries(DEFAULT_LPM_CAPACITY, 0);
+static IPG_V4_TBL24: Array<Tbl24Elem> = Array::with_max_entries(V4_TBL24_ELEMS, BPF_F_MMAPABLE);
 
 #[map]
-static IPG_LPM_V6: LpmTrie<[u8; 16], ListEntry> =
-    LpmTrie::with_max_entries(DEFAULT_LPM_CAPACITY, 0);
+static IPG_V4_HOSTS: HashMap<[u8; 4], ListCode> =
+    HashMap::with_max_entries(DEFAULT_LPM_CAPACITY, BPF_F_NO_PREALLOC);
+
+#[map]
+static IPG_V6_ANCHORS: HashMap<[u8; 4], V6Anchor> =
+    HashMap::with_max_entries(DEFAULT_LPM_CAPACITY, BPF_F_NO_PREALLOC);
+
+#[map]
+static IPG_V6_LONG: HashMap<V6LongKey, ListCode> =
+    HashMap::with_max_entries(DEFAULT_LPM_CAPACITY, BPF_F_NO_PREALLOC);
+
+#[map]
+static IPG_V6_LPM: LpmTrie<[u8; 16], ListCode> =
+    LpmTrie::with_max_entries(DEFAULT_LPM_CAPACITY, BPF_F_NO_PREALLOC);
+
+#[map]
+static IPG_TABLE_CFG: Array<u32> = Array::with_max_entries(1, 0);
 
 #[map]
 static IPG_SOURCES: LruPerCpuHashMap<SourceKey, SourceCounters> =
@@ -58,34 +77,90 @@ pub fn ipguard(ctx: XdpContext) -> u32 {
     match parse::frame(&ctx) {
         Frame::NonIp => pass(Stat::PassNonIp, len),
         Frame::Malformed => pass(Stat::PassMalformed, len),
-        Frame::V4 { src, l4 } => {
-            let entry = IPG_LPM_V4.get(Key::new(V4_BITS, src));
-            verdict(entry, SourceKey::v4(src), l4, len)
+        Frame::V4 { src, l4 } => verdict(lookup_v4(src), SourceKey::v4(src), l4, len),
+        Frame::V6 { src, l4 } => verdict(lookup_v6(&src), SourceKey::v6(src), l4, len),
+    }
+}
+
+/// The list code of the longest prefix holding `src` (`LIST_NONE` if none does).
+#[inline(always)]
+fn lookup_v4(src: [u8; 4]) -> ListCode {
+    let slot24 = u32::from_be_bytes(src) >> 8;
+    let Some(elem) = IPG_V4_TBL24.get(slot24 / 4) else {
+        return LIST_NONE;
+    };
+    let slot = elem[(slot24 % 4) as usize];
+    if slot & SLOT_HOSTS != 0 {
+        // SAFETY: the value is copied out at once; the daemon replaces entries whole.
+        if let Some(code) = unsafe { IPG_V4_HOSTS.get(&src) } {
+            return *code;
         }
-        Frame::V6 { src, l4 } => {
-            let entry = IPG_LPM_V6.get(Key::new(V6_BITS, src));
-            verdict(entry, SourceKey::v6(src), l4, len)
+    }
+    (slot & SLOT_LIST) as ListCode
+}
+
+/// Like [`lookup_v4`]: the anchor of the address's /32, then each longer length present
+/// under it, longest first; the short-prefix trie only if it holds anything.
+#[inline(always)]
+fn lookup_v6(src: &[u8; 16]) -> ListCode {
+    let top = [src[0], src[1], src[2], src[3]];
+    if let Some(anchor) = IPG_V6_ANCHORS.get_ptr(&top) {
+        // SAFETY: copied out at once; the daemon replaces anchors whole.
+        let anchor = unsafe { *anchor };
+        if anchor.flags & ANCHOR_OVERFLOW != 0 {
+            return lookup_v6_lpm(src);
         }
+        let hi = u64::from_be_bytes([
+            src[0], src[1], src[2], src[3], src[4], src[5], src[6], src[7],
+        ]);
+        let lo = u64::from_be_bytes([
+            src[8], src[9], src[10], src[11], src[12], src[13], src[14], src[15],
+        ]);
+        for i in 0..V6_ANCHOR_LENS {
+            if i >= anchor.n_lens as usize {
+                break;
+            }
+            let key = V6LongKey::new(hi, lo, anchor.lens[i] as u32);
+            // SAFETY: copied out at once.
+            if let Some(code) = unsafe { IPG_V6_LONG.get(&key) } {
+                return *code;
+            }
+        }
+        if anchor.flags & ANCHOR_OWN != 0 {
+            return anchor.own as ListCode;
+        }
+    }
+    match IPG_TABLE_CFG.get(0) {
+        Some(flags) if flags & TABLE_FLAG_V6_SHORT != 0 => lookup_v6_lpm(src),
+        _ => LIST_NONE,
     }
 }
 
 #[inline(always)]
-fn verdict(entry: Option<&ListEntry>, source: SourceKey, l4: L4, len: u64) -> u32 {
+fn lookup_v6_lpm(src: &[u8; 16]) -> ListCode {
+    IPG_V6_LPM
+        .get(Key::new(V6_BITS, *src))
+        .copied()
+        .unwrap_or(LIST_NONE)
+}
+
+#[inline(always)]
+fn verdict(code: ListCode, source: SourceKey, l4: L4, len: u64) -> u32 {
     if l4.truncated {
         count(Stat::L4Truncated, len);
     }
-    match entry.map(|e| e.list) {
-        Some(LIST_WHITELIST) => pass(Stat::PassWhitelist, len),
-        Some(LIST_BLACKLIST) => {
+    match code {
+        LIST_WHITELIST => pass(Stat::PassWhitelist, len),
+        LIST_BLACKLIST => {
             note_drop(&source);
             drop(Stat::DropBlacklist, len)
         }
-        Some(LIST_GRAYLIST) => {
+        LIST_GRAYLIST => {
             note_drop(&source);
             drop(Stat::DropGraylist, len)
         }
-        Some(LIST_RULE_DENY) => drop(Stat::DropRule, len),
-        // No entry, LIST_NONE, an allow rule, or a code this program does not know:
+        LIST_RULE_DENY => drop(Stat::DropRule, len),
+        // LIST_NONE (no entry), an allow rule, or a code this program does not know:
         // pass, and count against the rate rules.
         _ => {
             count_source(&source, len, l4);
@@ -128,8 +203,7 @@ fn note_drop(source: &SourceKey) {
         return;
     }
     if let Some(c) = IPG_SOURCES.get_ptr_mut(source) {
-        // SAFETY: reads the monotonic clock.
-        let now = unsafe { bpf_ktime_get_ns() };
+        let now = clock();
         // SAFETY: this CPU's copy of the value (see count_source).
         unsafe {
             (*c).dropped += 1;
@@ -138,10 +212,19 @@ fn note_drop(source: &SourceKey) {
     }
 }
 
+/// CLOCK_MONOTONIC at tick resolution (a few ms): reading a variable instead of the TSC
+/// (`bpf_ktime_get_ns` was a sixth of the pass path). Rate windows are whole seconds or
+/// fractions of them, `last_seen` is for people, and the daemon compares both with
+/// CLOCK_MONOTONIC, which the coarse clock never runs ahead of.
+#[inline(always)]
+fn clock() -> u64 {
+    // SAFETY: reads a kernel variable; no memory of ours is touched.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
 #[inline(always)]
 fn count_source(source: &SourceKey, len: u64, l4: L4) {
-    // SAFETY: reads the monotonic clock; no memory is touched.
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = clock();
     let rates = IPG_RATE_CFG.get(0);
     match IPG_SOURCES.get_ptr_mut(source) {
         // SAFETY: this CPU's copy of the value; LRU eviction of a live element only

@@ -11,8 +11,8 @@ use std::{
 
 use aya::{
     maps::{
-        lpm_trie::LpmTrie, Array, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues,
-        RingBuf,
+        lpm_trie::LpmTrie, Array, HashMap as BpfHashMap, Map, MapData, MapError, PerCpuArray,
+        PerCpuHashMap, PerCpuValues, RingBuf,
     },
     programs::{
         links::{FdLink, PinnedLink},
@@ -22,10 +22,14 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use ipguard_common::{
-    RateConfig, SourceCounters, SourceKey, Stat, StatCounter, MAP_EVENTS, MAP_LPM_V4, MAP_LPM_V6,
-    MAP_RATE_CONFIG, MAP_SOURCES, MAP_STATS, PROGRAM_NAME,
+    RateConfig, SourceCounters, SourceKey, Stat, StatCounter, MAP_EVENTS, MAP_RATE_CONFIG,
+    MAP_SOURCES, MAP_STATS, MAP_TABLE_CFG, MAP_V4_HOSTS, MAP_V4_TBL24, MAP_V6_ANCHORS, MAP_V6_LONG,
+    MAP_V6_LPM, PROGRAM_NAME,
 };
-pub use table::{sync, KernelTable, ListTable, MemoryTable, SyncReport, TableError};
+pub use table::{
+    sync, KernelMaps, KernelStore, KernelTable, Layout, ListTable, MemoryStore, MemoryTable, Store,
+    SyncReport, TableError,
+};
 
 use crate::config::{MapsConfig, XdpMode};
 
@@ -76,6 +80,9 @@ pub enum DataplaneError {
     /// The pin directory is not on a BPF filesystem and one could not be mounted.
     #[error("cannot mount a BPF filesystem for {0}: {1}")]
     Bpffs(PathBuf, String),
+    /// The list tables could not be set up (mapping the /24 table, reading flags).
+    #[error("cannot set up the list tables: {0}")]
+    Table(#[source] TableError),
     /// Reading a counter map failed.
     #[error("cannot read map {name}: {source}")]
     Read {
@@ -212,9 +219,13 @@ pub struct Dataplane {
 }
 
 /// Maps pinned by [`Dataplane::load_pinned`] (all of them: lists, counters, rates, events).
-const PINNED_MAPS: [&str; 6] = [
-    MAP_LPM_V4,
-    MAP_LPM_V6,
+const PINNED_MAPS: [&str; 10] = [
+    MAP_V4_TBL24,
+    MAP_V4_HOSTS,
+    MAP_V6_ANCHORS,
+    MAP_V6_LONG,
+    MAP_V6_LPM,
+    MAP_TABLE_CFG,
     MAP_SOURCES,
     MAP_STATS,
     MAP_RATE_CONFIG,
@@ -246,8 +257,10 @@ impl Dataplane {
         let mut loader = EbpfLoader::new();
         loader
             .map_max_entries(MAP_SOURCES, maps.sources_capacity)
-            .map_max_entries(MAP_LPM_V4, maps.lpm_v4_capacity)
-            .map_max_entries(MAP_LPM_V6, maps.lpm_v6_capacity);
+            .map_max_entries(MAP_V4_HOSTS, maps.lpm_v4_capacity)
+            .map_max_entries(MAP_V6_ANCHORS, maps.lpm_v6_capacity)
+            .map_max_entries(MAP_V6_LONG, maps.lpm_v6_capacity)
+            .map_max_entries(MAP_V6_LPM, maps.lpm_v6_capacity);
         if let Some(dir) = pin_dir {
             for name in PINNED_MAPS {
                 loader.map_pin_path(name, dir.join(name));
@@ -270,10 +283,25 @@ impl Dataplane {
             }
             e => DataplaneError::Program(e),
         })?;
-        let table = KernelTable {
-            v4: take_map(&mut ebpf, MAP_LPM_V4, LpmTrie::try_from)?,
-            v6: take_map(&mut ebpf, MAP_LPM_V6, LpmTrie::try_from)?,
+        let tbl24 = match take_map(&mut ebpf, MAP_V4_TBL24, Ok)? {
+            Map::Array(data) => data,
+            _ => {
+                return Err(DataplaneError::Missing {
+                    kind: "array map",
+                    name: MAP_V4_TBL24,
+                })
+            }
         };
+        let store = KernelStore::new(KernelMaps {
+            tbl24,
+            hosts: take_map(&mut ebpf, MAP_V4_HOSTS, BpfHashMap::try_from)?,
+            anchors: take_map(&mut ebpf, MAP_V6_ANCHORS, BpfHashMap::try_from)?,
+            longs: take_map(&mut ebpf, MAP_V6_LONG, BpfHashMap::try_from)?,
+            lpm: take_map(&mut ebpf, MAP_V6_LPM, LpmTrie::try_from)?,
+            cfg: take_map(&mut ebpf, MAP_TABLE_CFG, Array::try_from)?,
+        })
+        .map_err(DataplaneError::Table)?;
+        let table = Layout::new(store);
         let stats = take_map(&mut ebpf, MAP_STATS, PerCpuArray::try_from)?;
         let sources = take_map(&mut ebpf, MAP_SOURCES, PerCpuHashMap::try_from)?;
         let rates = take_map(&mut ebpf, MAP_RATE_CONFIG, Array::try_from)?;
@@ -552,6 +580,19 @@ fn fs_magic(path: &Path) -> Option<i64> {
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
     (rc == 0).then_some(st.f_type as i64)
+}
+
+/// The XDP program's clock (`bpf_ktime_get_coarse_ns`): `CLOCK_MONOTONIC_COARSE`, which
+/// lags `CLOCK_MONOTONIC` by at most one tick. Rate windows and the counters' timestamps
+/// are on this clock.
+pub fn kernel_clock_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid out-pointer; CLOCK_MONOTONIC_COARSE always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// The interface's index, or `None` if there is no such interface.
