@@ -33,6 +33,8 @@ static BENCH_TX_COUNT: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const IPV4_HLEN: usize = 20;
+const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
 
 #[xdp]
 pub fn trivial_pass(_ctx: XdpContext) -> u32 {
@@ -101,7 +103,39 @@ pub fn live_tx(ctx: XdpContext) -> u32 {
         n
     };
     let src = base.wrapping_add(n as u32 & *mask);
+    let old = u32::from_be_bytes([ip[12], ip[13], ip[14], ip[15]]);
     ip[12..16].copy_from_slice(&src.to_be_bytes());
+    // The TCP/UDP checksum covers the source address (pseudo-header): patch it for the
+    // change from the frame's previous source, which it was right for (RFC 1624), so that
+    // the flood's segments are valid for the receiver's stack like a real flood's.
+    let l4 = match ip[9] {
+        IPPROTO_TCP => Some(16),
+        IPPROTO_UDP => Some(6),
+        _ => None,
+    };
+    if let Some(at) = l4 {
+        let off = start + ETH_HLEN + IPV4_HLEN + at;
+        if off + 2 <= end {
+            // SAFETY: the two checksum bytes lie within [data, data_end) (checked).
+            let field = unsafe { &mut *(off as *mut [u8; 2]) };
+            let hc = u16::from_be_bytes(*field);
+            // UDP checksum 0 means none: leave it.
+            if !(ip[9] == IPPROTO_UDP && hc == 0) {
+                let mut sum = u32::from(!hc)
+                    + u32::from(!(old >> 16) as u16)
+                    + u32::from(!(old as u16))
+                    + (src >> 16)
+                    + (src & 0xffff);
+                sum = (sum & 0xffff) + (sum >> 16);
+                sum = (sum & 0xffff) + (sum >> 16);
+                let mut csum = !(sum as u16);
+                if ip[9] == IPPROTO_UDP && csum == 0 {
+                    csum = 0xffff;
+                }
+                *field = csum.to_be_bytes();
+            }
+        }
+    }
     // The page pool recycles frames without restoring them: recompute the whole checksum
     // rather than patching the previous one, so the receiver's stack accepts the header.
     ip[10] = 0;

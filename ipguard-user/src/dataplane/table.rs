@@ -21,7 +21,9 @@ use std::{
     sync::atomic::{AtomicU16, Ordering},
 };
 
-use aya::maps::{lpm_trie::LpmTrie, Array, HashMap as BpfHashMap, MapData, MapError};
+use aya::maps::{
+    lpm_trie::LpmTrie, Array, HashMap as BpfHashMap, IterableMap as _, MapData, MapError,
+};
 use ipguard_common::{
     user::{v6_key, v6_net},
     ListCode, ListEntry, Tbl24Slot, V6Anchor, V6LongKey, ANCHOR_OVERFLOW, ANCHOR_OWN, LIST_NONE,
@@ -178,12 +180,23 @@ pub trait Store {
     fn host_put(&mut self, addr: u32, code: ListCode) -> Result<(), TableError>;
     fn host_del(&mut self, addr: u32) -> Result<(), TableError>;
     fn hosts(&self) -> Result<HashMap<u32, ListCode>, TableError>;
+    /// Many [`Store::host_put`]s (a whole-table sync); one at a time unless the store can
+    /// do better.
+    fn host_put_many(&mut self, items: &[(u32, ListCode)]) -> Result<(), TableError> {
+        items.iter().try_for_each(|&(a, c)| self.host_put(a, c))
+    }
     fn anchor_put(&mut self, top: u32, anchor: &V6Anchor) -> Result<(), TableError>;
     fn anchor_del(&mut self, top: u32) -> Result<(), TableError>;
     fn anchors(&self) -> Result<HashMap<u32, V6Anchor>, TableError>;
+    fn anchor_put_many(&mut self, items: &[(u32, V6Anchor)]) -> Result<(), TableError> {
+        items.iter().try_for_each(|(t, a)| self.anchor_put(*t, a))
+    }
     fn long_put(&mut self, key: V6LongKey, code: ListCode) -> Result<(), TableError>;
     fn long_del(&mut self, key: V6LongKey) -> Result<(), TableError>;
     fn longs(&self) -> Result<HashMap<V6LongKey, ListCode>, TableError>;
+    fn long_put_many(&mut self, items: &[(V6LongKey, ListCode)]) -> Result<(), TableError> {
+        items.iter().try_for_each(|&(k, c)| self.long_put(k, c))
+    }
     fn lpm_put(&mut self, net: Ipv6Net, code: ListCode) -> Result<(), TableError>;
     fn lpm_del(&mut self, net: Ipv6Net) -> Result<(), TableError>;
     fn lpms(&self) -> Result<HashMap<Ipv6Net, ListCode>, TableError>;
@@ -485,13 +498,15 @@ impl<S: Store> Layout<S> {
                 }
             }
         }
+        let mut puts = Vec::new();
         for (&addr, &code) in &want {
             let old = current.get(&addr);
             if old != Some(&code) {
-                self.store.host_put(addr, code)?;
+                puts.push((addr, code));
                 report.count(old.copied(), Some(code));
             }
         }
+        self.store.host_put_many(&puts)?;
         self.store.set_slots(&slots, report);
         for addr in current.keys().filter(|a| !want.contains_key(a)) {
             self.store.host_del(*addr)?;
@@ -529,13 +544,15 @@ impl<S: Store> Layout<S> {
             }
         }
         self.v6_short = self.v6.keys().filter(|n| n.prefix_len() < 32).count();
+        let mut puts = Vec::new();
         for (&key, &code) in &longs {
             let old = cur_longs.get(&key);
             if old != Some(&code) {
-                self.store.long_put(key, code)?;
+                puts.push((key, code));
                 report.count(old.copied(), Some(code));
             }
         }
+        self.store.long_put_many(&puts)?;
         for (&net, &code) in &lpm {
             let old = cur_lpm.get(&net);
             if old != Some(&code) {
@@ -544,13 +561,15 @@ impl<S: Store> Layout<S> {
             }
         }
         self.v6_short_flag()?;
+        let mut puts = Vec::new();
         for (&top, a) in &anchors {
             let old = cur_anchors.get(&top);
             if old != Some(a) {
-                self.store.anchor_put(top, a)?;
+                puts.push((top, *a));
                 report.count(old, Some(a));
             }
         }
+        self.store.anchor_put_many(&puts)?;
         for top in cur_anchors.keys().filter(|t| !anchors.contains_key(t)) {
             self.store.anchor_del(*top)?;
             report.removed += 1;
@@ -906,6 +925,68 @@ impl KernelStore {
     }
 }
 
+/// `BPF_MAP_UPDATE_BATCH` (not in aya 0.14): writes `keys[i]` → `values[i]` in chunks, one
+/// syscall per chunk instead of one per key (a whole-table sync writes millions). On
+/// failure, the index of the key that failed.
+fn update_batch<K: aya::Pod, V: aya::Pod>(
+    map: &MapData,
+    keys: &[K],
+    values: &[V],
+) -> Result<(), (usize, MapError)> {
+    const CHUNK: usize = 1 << 16;
+    const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+    /// The `batch` member of `union bpf_attr`.
+    #[repr(C)]
+    #[derive(Default)]
+    struct BatchAttr {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+    }
+    assert_eq!(keys.len(), values.len());
+    let fd = map.fd().as_fd().as_raw_fd();
+    let mut done = 0;
+    while done < keys.len() {
+        let n = (keys.len() - done).min(CHUNK);
+        let mut attr = BatchAttr {
+            keys: keys[done..].as_ptr() as u64,
+            values: values[done..].as_ptr() as u64,
+            count: n as u32,
+            map_fd: fd as u32,
+            ..Default::default()
+        };
+        // SAFETY: `attr` is a valid bpf_attr prefix for this command (the kernel zero-checks
+        // the rest of the size it is given), the key and value arrays hold `n` elements of
+        // the map's key and value sizes and outlive the call.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_UPDATE_BATCH,
+                &mut attr as *mut BatchAttr,
+                std::mem::size_of::<BatchAttr>(),
+            )
+        };
+        if rc < 0 {
+            let err = std::io::Error::last_os_error();
+            let failed = done + (attr.count as usize).min(n.saturating_sub(1));
+            return Err((
+                failed,
+                MapError::SyscallError(aya::sys::SyscallError {
+                    call: "bpf_map_update_batch",
+                    io_error: err,
+                }),
+            ));
+        }
+        done += n;
+    }
+    Ok(())
+}
+
 fn put_err(map: &'static str, net: IpNet) -> impl FnOnce(MapError) -> TableError {
     move |source| match &source {
         MapError::SyscallError(e)
@@ -993,6 +1074,27 @@ impl Store for KernelStore {
             .map(|r| r.map(|(k, v)| (u32::from_be_bytes(k), v)))
             .collect::<Result<_, _>>()
             .map_err(read_err(MAP_V4_HOSTS))
+    }
+
+    fn host_put_many(&mut self, items: &[(u32, ListCode)]) -> Result<(), TableError> {
+        let keys: Vec<[u8; 4]> = items.iter().map(|(a, _)| a.to_be_bytes()).collect();
+        let values: Vec<ListCode> = items.iter().map(|(_, c)| *c).collect();
+        update_batch(self.hosts.map(), &keys, &values)
+            .map_err(|(i, e)| put_err(MAP_V4_HOSTS, host_net(items[i].0))(e))
+    }
+
+    fn anchor_put_many(&mut self, items: &[(u32, V6Anchor)]) -> Result<(), TableError> {
+        let keys: Vec<[u8; 4]> = items.iter().map(|(t, _)| t.to_be_bytes()).collect();
+        let values: Vec<V6Anchor> = items.iter().map(|(_, a)| *a).collect();
+        update_batch(self.anchors.map(), &keys, &values)
+            .map_err(|(i, e)| put_err(MAP_V6_ANCHORS, anchor_net(items[i].0))(e))
+    }
+
+    fn long_put_many(&mut self, items: &[(V6LongKey, ListCode)]) -> Result<(), TableError> {
+        let keys: Vec<V6LongKey> = items.iter().map(|(k, _)| *k).collect();
+        let values: Vec<ListCode> = items.iter().map(|(_, c)| *c).collect();
+        update_batch(self.longs.map(), &keys, &values)
+            .map_err(|(i, e)| put_err(MAP_V6_LONG, long_net(&items[i].0))(e))
     }
 
     fn anchor_put(&mut self, top: u32, anchor: &V6Anchor) -> Result<(), TableError> {

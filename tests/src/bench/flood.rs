@@ -20,11 +20,9 @@
 //! on a NIC whose host cannot keep up), sources banned and how fast, XDP drops, CPU of the
 //! daemon and of the receiver's NAPI thread.
 //!
-//! Limitation: `live_tx` rewrites the IPv4 source and checksum but not the TCP checksum,
-//! which is right for [`SRC_BASE`] only. The SYNs that pass before their source is banned
-//! reach the receiver's TCP and are discarded there as bad checksums (counted in the last
-//! row) instead of filling the listener's SYN queue and drawing SYN-ACKs or cookies: the
-//! stack's share of the flood is lighter than with real SYNs.
+//! `live_tx` rewrites the IPv4 source and patches both checksums, so the SYNs that pass
+//! before their source is banned reach the listener like real ones (the last row counts
+//! the receiver's TCP checksum errors, passive opens and SYN cookies).
 
 use std::{
     collections::BTreeMap,
@@ -466,8 +464,8 @@ impl Generator {
 }
 
 /// A 64-byte frame: Ethernet, IPv4, a TCP SYN with MSS and SACK-permitted options (28
-/// bytes, as a client's SYN), then 2 bytes of Ethernet padding. live_tx rewrites the
-/// source and the IPv4 checksum; the TCP checksum is right for [`SRC_BASE`] only.
+/// bytes, as a client's SYN), then 2 bytes of Ethernet padding, with checksums right for
+/// [`SRC_BASE`]: live_tx rewrites the source and patches them.
 fn syn_frame(dst_mac: [u8; 6], src_mac: [u8; 6], dst: Ipv4Addr) -> Vec<u8> {
     let src = SRC_BASE;
     let mut tcp = Vec::with_capacity(28);
