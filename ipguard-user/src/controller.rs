@@ -3,6 +3,7 @@
 //! handlers reach it through one mutex.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -197,15 +198,14 @@ impl<B: Backend> Controller<B> {
             store: None,
         };
         let now = wall_now();
-        let mut cmds = Vec::new();
-        for (list, nets) in ListKind::ALL.into_iter().zip(c.config_lists.clone()) {
-            for net in nets {
-                cmds.extend(
-                    c.engine
-                        .add(list, net, None, "config".into(), Origin::Config, now),
-                );
-            }
+        // The config's entries go to the engine and the compiler in bulk, without a
+        // command (and its reason string) per entry.
+        let mut changes = Vec::with_capacity(c.config_lists.iter().map(Vec::len).sum());
+        for (list, nets) in ListKind::ALL.into_iter().zip(&c.config_lists) {
+            c.engine.add_config(list, nets, "config", now);
+            changes.extend(nets.iter().map(|net| Change::Insert(*net, layer(list))));
         }
+        let mut cmds = Vec::new();
         match store {
             Some((store, state)) => {
                 let restored = state.entries.len();
@@ -219,7 +219,8 @@ impl<B: Backend> Controller<B> {
             }
             None => c.engine.set_journaling(false),
         }
-        c.lists.apply(commands_to_changes(&cmds));
+        changes.extend(commands_to_changes(&cmds));
+        c.lists.apply(changes);
         let drift = crate::dataplane::sync(c.backend.table(), c.lists.written())?;
         Ok((c, drift))
     }
@@ -541,7 +542,7 @@ impl<B: Backend> Controller<B> {
         let mut cmds = Vec::with_capacity(entries.len());
         let (mut added, mut replaced) = (0, 0);
         for (net, ttl, reason) in entries {
-            let old = self.engine.entry(list, *net).cloned();
+            let old = self.engine.entry(list, *net).map(Cow::into_owned);
             if old.is_some() {
                 replaced += 1;
             } else {
@@ -663,13 +664,7 @@ impl<B: Backend> Controller<B> {
 
     /// One page of a list, ordered by prefix; `cursor` is the last prefix of the page before.
     pub fn list_page(&self, list: ListKind, limit: usize, cursor: Option<IpNet>) -> ListPage {
-        let mut nets: Vec<(IpNet, &Entry)> = self
-            .engine
-            .entries()
-            .filter(|(_, e)| e.list == list)
-            .filter(|(n, _)| cursor.is_none_or(|c| *n > c))
-            .collect();
-        nets.sort_unstable_by_key(|(n, _)| *n);
+        let mut nets = self.engine.page(list, cursor, limit.saturating_add(1));
         let more = nets.len() > limit;
         nets.truncate(limit);
         let next_cursor = if more {
