@@ -251,6 +251,15 @@ impl<B: Backend> Controller<B> {
             );
         }
         let logging = self.log.is_enabled();
+        if !verbose && !logging {
+            // Nothing per entry to say: no lines on stderr, no decision log.
+            for c in cmds {
+                if let Command::Unblock { net, .. } = c {
+                    self.drops.remove(net);
+                }
+            }
+            return Ok(());
+        }
         for c in cmds {
             let record = match c {
                 Command::Block {
@@ -306,7 +315,9 @@ impl<B: Backend> Controller<B> {
                     }
                 }
             };
-            self.log_record(&record);
+            if logging {
+                self.log_record(&record);
+            }
         }
         Ok(())
     }
@@ -328,7 +339,7 @@ impl<B: Backend> Controller<B> {
             }
             return;
         }
-        if store.needs_compaction() {
+        if store.needs_compaction_for(self.engine.persisted_len() as u64) {
             if let Err(e) = store.compact(&self.engine.snapshot()) {
                 tracing::error!(error = %e, "cannot compact the policy state");
             }
@@ -467,6 +478,9 @@ impl<B: Backend> Controller<B> {
                 }
                 _ => {}
             }
+            if !self.log.is_enabled() {
+                continue;
+            }
             self.log_record(&Record::Violation {
                 source: ip.to_string(),
                 rule: format!(
@@ -485,13 +499,17 @@ impl<B: Backend> Controller<B> {
     }
 
     fn count_ban(&self, cause: &str, list: ListKind) {
+        self.count_bans(cause, list, 1);
+    }
+
+    fn count_bans(&self, cause: &str, list: ListKind, n: u64) {
         self.metrics
             .bans
             .get_or_create(&BanLabels {
                 cause: cause.into(),
                 list: list.name().into(),
             })
-            .inc();
+            .inc_by(n);
     }
 
     /// A report from the protected application.
@@ -581,10 +599,8 @@ impl<B: Backend> Controller<B> {
             return Err(e);
         }
         self.persist();
-        if origin == Origin::Api && list != ListKind::Whitelist {
-            for _ in 0..added {
-                self.count_ban("api", list);
-            }
+        if origin == Origin::Api && list != ListKind::Whitelist && added > 0 {
+            self.count_bans("api", list, added);
         }
         Ok((added, replaced))
     }
@@ -718,13 +734,8 @@ impl<B: Backend> Controller<B> {
         let drop = ["graylist", "blacklist", "rule"]
             .iter()
             .fold(Traffic::default(), |a, k| sum(a, lists[*k]));
-        let v4 = self
-            .lists
-            .written()
-            .keys()
-            .filter(|n| matches!(n, IpNet::V4(_)))
-            .count() as u64;
-        let v6 = self.lists.written().len() as u64 - v4;
+        let (v4, v6) = self.lists.written_by_family();
+        let (v4, v6) = (v4 as u64, v6 as u64);
         let sources_cap = u64::from(self.maps.sources_capacity);
         let maps = [
             (

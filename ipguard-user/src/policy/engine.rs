@@ -728,6 +728,11 @@ impl Engine {
         self.offenders.len()
     }
 
+    /// About the number of records in [`Engine::snapshot`] (entries and offenders).
+    pub fn persisted_len(&self) -> usize {
+        self.entries.len() + self.offenders.len()
+    }
+
     /// Everything that must survive a restart: the entries not from the config file and
     /// every offender, sorted (by list and prefix, by address) so equal engines give equal
     /// snapshots.
