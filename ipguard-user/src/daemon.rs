@@ -167,6 +167,12 @@ pub async fn run(config_path: &Path, interface: Option<String>) -> anyhow::Resul
     let store = Store::open(&config.state.dir)?;
     let (mut ctl, drift) = Controller::with_store(dp, &config, placement, Some(store))?;
     tracing::debug!(elapsed = ?started.elapsed(), "lists compiled and written");
+    // Parsing a large config leaves much freed memory in the heap: give it back.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap memory; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     let log = DecisionLog::open(&config.log).with_context(|| match &config.log.path {
         Some(p) => format!("log.path {}", p.display()),
         None => "log".into(),
