@@ -3,6 +3,7 @@
 //! handlers reach it through one mutex.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -197,15 +198,14 @@ impl<B: Backend> Controller<B> {
             store: None,
         };
         let now = wall_now();
-        let mut cmds = Vec::new();
-        for (list, nets) in ListKind::ALL.into_iter().zip(c.config_lists.clone()) {
-            for net in nets {
-                cmds.extend(
-                    c.engine
-                        .add(list, net, None, "config".into(), Origin::Config, now),
-                );
-            }
+        // The config's entries go to the engine and the compiler in bulk, without a
+        // command (and its reason string) per entry.
+        let mut changes = Vec::with_capacity(c.config_lists.iter().map(Vec::len).sum());
+        for (list, nets) in ListKind::ALL.into_iter().zip(&c.config_lists) {
+            c.engine.add_config(list, nets, "config", now);
+            changes.extend(nets.iter().map(|net| Change::Insert(*net, layer(list))));
         }
+        let mut cmds = Vec::new();
         match store {
             Some((store, state)) => {
                 let restored = state.entries.len();
@@ -219,7 +219,8 @@ impl<B: Backend> Controller<B> {
             }
             None => c.engine.set_journaling(false),
         }
-        c.lists.apply(commands_to_changes(&cmds));
+        changes.extend(commands_to_changes(&cmds));
+        c.lists.apply(changes);
         let drift = crate::dataplane::sync(c.backend.table(), c.lists.written())?;
         Ok((c, drift))
     }
@@ -250,6 +251,15 @@ impl<B: Backend> Controller<B> {
             );
         }
         let logging = self.log.is_enabled();
+        if !verbose && !logging {
+            // Nothing per entry to say: no lines on stderr, no decision log.
+            for c in cmds {
+                if let Command::Unblock { net, .. } = c {
+                    self.drops.remove(net);
+                }
+            }
+            return Ok(());
+        }
         for c in cmds {
             let record = match c {
                 Command::Block {
@@ -305,7 +315,9 @@ impl<B: Backend> Controller<B> {
                     }
                 }
             };
-            self.log_record(&record);
+            if logging {
+                self.log_record(&record);
+            }
         }
         Ok(())
     }
@@ -327,7 +339,7 @@ impl<B: Backend> Controller<B> {
             }
             return;
         }
-        if store.needs_compaction() {
+        if store.needs_compaction_for(self.engine.persisted_len() as u64) {
             if let Err(e) = store.compact(&self.engine.snapshot()) {
                 tracing::error!(error = %e, "cannot compact the policy state");
             }
@@ -466,6 +478,9 @@ impl<B: Backend> Controller<B> {
                 }
                 _ => {}
             }
+            if !self.log.is_enabled() {
+                continue;
+            }
             self.log_record(&Record::Violation {
                 source: ip.to_string(),
                 rule: format!(
@@ -484,13 +499,17 @@ impl<B: Backend> Controller<B> {
     }
 
     fn count_ban(&self, cause: &str, list: ListKind) {
+        self.count_bans(cause, list, 1);
+    }
+
+    fn count_bans(&self, cause: &str, list: ListKind, n: u64) {
         self.metrics
             .bans
             .get_or_create(&BanLabels {
                 cause: cause.into(),
                 list: list.name().into(),
             })
-            .inc();
+            .inc_by(n);
     }
 
     /// A report from the protected application.
@@ -541,7 +560,7 @@ impl<B: Backend> Controller<B> {
         let mut cmds = Vec::with_capacity(entries.len());
         let (mut added, mut replaced) = (0, 0);
         for (net, ttl, reason) in entries {
-            let old = self.engine.entry(list, *net).cloned();
+            let old = self.engine.entry(list, *net).map(Cow::into_owned);
             if old.is_some() {
                 replaced += 1;
             } else {
@@ -580,10 +599,8 @@ impl<B: Backend> Controller<B> {
             return Err(e);
         }
         self.persist();
-        if origin == Origin::Api && list != ListKind::Whitelist {
-            for _ in 0..added {
-                self.count_ban("api", list);
-            }
+        if origin == Origin::Api && list != ListKind::Whitelist && added > 0 {
+            self.count_bans("api", list, added);
         }
         Ok((added, replaced))
     }
@@ -663,13 +680,7 @@ impl<B: Backend> Controller<B> {
 
     /// One page of a list, ordered by prefix; `cursor` is the last prefix of the page before.
     pub fn list_page(&self, list: ListKind, limit: usize, cursor: Option<IpNet>) -> ListPage {
-        let mut nets: Vec<(IpNet, &Entry)> = self
-            .engine
-            .entries()
-            .filter(|(_, e)| e.list == list)
-            .filter(|(n, _)| cursor.is_none_or(|c| *n > c))
-            .collect();
-        nets.sort_unstable_by_key(|(n, _)| *n);
+        let mut nets = self.engine.page(list, cursor, limit.saturating_add(1));
         let more = nets.len() > limit;
         nets.truncate(limit);
         let next_cursor = if more {
@@ -723,13 +734,8 @@ impl<B: Backend> Controller<B> {
         let drop = ["graylist", "blacklist", "rule"]
             .iter()
             .fold(Traffic::default(), |a, k| sum(a, lists[*k]));
-        let v4 = self
-            .lists
-            .written()
-            .keys()
-            .filter(|n| matches!(n, IpNet::V4(_)))
-            .count() as u64;
-        let v6 = self.lists.written().len() as u64 - v4;
+        let (v4, v6) = self.lists.written_by_family();
+        let (v4, v6) = (v4 as u64, v6 as u64);
         let sources_cap = u64::from(self.maps.sources_capacity);
         let maps = [
             (

@@ -73,6 +73,16 @@ fn drain(ring: &mut RingBuf<MapData>, out: &mut Vec<RateEvent>) {
     }
 }
 
+/// Rate events handled per turn of the lock (see the event loop).
+const EVENT_CHUNK: usize = 256;
+
+/// Keeps the first event of each (source, rule), as [`Controller::on_events`] does within
+/// one call, so that splitting a batch into chunks handles each only once.
+fn dedup_events(batch: &mut Vec<RateEvent>) {
+    let mut seen = std::collections::HashSet::with_capacity(batch.len());
+    batch.retain(|ev| seen.insert((ev.addr, ev.rule)));
+}
+
 /// Reads the API token: the first line of the file, trimmed; it must not be empty.
 fn read_token(path: &Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path)
@@ -157,6 +167,12 @@ pub async fn run(config_path: &Path, interface: Option<String>) -> anyhow::Resul
     let store = Store::open(&config.state.dir)?;
     let (mut ctl, drift) = Controller::with_store(dp, &config, placement, Some(store))?;
     tracing::debug!(elapsed = ?started.elapsed(), "lists compiled and written");
+    // Parsing a large config leaves much freed memory in the heap: give it back.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap memory; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
     let log = DecisionLog::open(&config.log).with_context(|| match &config.log.path {
         Some(p) => format!("log.path {}", p.display()),
         None => "log".into(),
@@ -287,7 +303,13 @@ pub async fn run(config_path: &Path, interface: Option<String>) -> anyhow::Resul
                 batch.clear();
                 drain(guard.get_inner_mut(), &mut batch);
                 guard.clear_ready();
-                locked(&ctl)?.on_events(&batch)?;
+                // A burst (a flood's first second: thousands of bans) is handled a chunk at
+                // a time, letting the API in between: the lock is never held for long.
+                dedup_events(&mut batch);
+                for chunk in batch.chunks(EVENT_CHUNK) {
+                    locked(&ctl)?.on_events(chunk)?;
+                    tokio::task::yield_now().await;
+                }
             }
             _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
                 locked(&ctl)?.tick()?;

@@ -32,7 +32,7 @@
 //! as every op already appended, and no op older than it may be appended afterwards. The
 //! daemon keeps it simple by doing, in the one task that owns the engine: drain
 //! [`crate::policy::engine::Engine::take_journal`], [`Store::append`], then
-//! `compact(&engine.snapshot())` when [`Store::needs_compaction`] says so and at a clean
+//! `compact(&engine.snapshot())` when [`Store::needs_compaction_for`] says so and at a clean
 //! shutdown.
 //!
 //! The journal is held under an exclusive `flock`, so a second daemon on the same
@@ -314,6 +314,15 @@ impl Store {
     /// Whether the journal has grown past [`COMPACT_LINES`] or [`COMPACT_BYTES`].
     pub fn needs_compaction(&self) -> bool {
         self.lines >= COMPACT_LINES || self.bytes >= COMPACT_BYTES
+    }
+
+    /// Whether to compact now, for a state of `records` entries and offenders: the journal
+    /// is past the thresholds ([`Store::needs_compaction`]) and has at least twice as many
+    /// lines as the snapshot would have records. A snapshot costs as much as the state is
+    /// large, so this keeps its cost per appended op bounded however large the state grows,
+    /// and a restart replays at most about three times the state.
+    pub fn needs_compaction_for(&self, records: u64) -> bool {
+        self.needs_compaction() && self.lines >= records.saturating_mul(2)
     }
 
     /// The state directory.
@@ -858,5 +867,7 @@ mod tests {
         assert!(!store.needs_compaction());
         store.lines = COMPACT_LINES;
         assert!(store.needs_compaction());
+        assert!(store.needs_compaction_for(COMPACT_LINES / 2));
+        assert!(!store.needs_compaction_for(COMPACT_LINES / 2 + 1));
     }
 }

@@ -258,6 +258,8 @@ pub struct ListState {
     rule_nets: BTreeSet<IpNet>,
     lens: LenCounts,
     written: BTreeMap<IpNet, ListEntry>,
+    /// IPv4 prefixes in `written` (for status answers without a scan).
+    written_v4: usize,
 }
 
 /// The last prefix of `net`'s subtree in `IpNet` order: the subtree is `net..=subtree_end`.
@@ -265,6 +267,10 @@ fn subtree_end(net: &IpNet) -> IpNet {
     IpNet::new(net.broadcast(), net.max_prefix_len())
         .unwrap_or(*net)
         .trunc()
+}
+
+fn is_v4(net: &IpNet) -> bool {
+    matches!(net, IpNet::V4(_))
 }
 
 /// The prefix of length `len` containing `ip` (`len` is at most the family's width).
@@ -488,6 +494,7 @@ impl ListState {
         let (mut writes, mut deletes) = (Vec::new(), Vec::new());
         diff(self.written.iter(), &new, &mut writes, &mut deletes);
         // `new` is sorted: collecting it is a linear bulk build.
+        self.written_v4 = new.iter().filter(|(n, _)| is_v4(n)).count();
         self.written = new.into_iter().collect();
         ordered_ops(writes, deletes)
     }
@@ -516,10 +523,14 @@ impl ListState {
             diff(self.written.range(range), &new, &mut writes, &mut deletes);
         }
         for (net, entry) in &writes {
-            self.written.insert(*net, *entry);
+            if self.written.insert(*net, *entry).is_none() && is_v4(net) {
+                self.written_v4 += 1;
+            }
         }
         for net in &deletes {
-            self.written.remove(net);
+            if self.written.remove(net).is_some() && is_v4(net) {
+                self.written_v4 -= 1;
+            }
         }
         ordered_ops(writes, deletes)
     }
@@ -570,6 +581,11 @@ impl ListState {
     /// What the trie must hold now (the union of all ops so far).
     pub fn written(&self) -> &BTreeMap<IpNet, ListEntry> {
         &self.written
+    }
+
+    /// The number of IPv4 and of IPv6 prefixes in [`Self::written`].
+    pub fn written_by_family(&self) -> (usize, usize) {
+        (self.written_v4, self.written.len() - self.written_v4)
     }
 
     /// The decision for `ip`, computed from the memberships (not from [`Self::written`]),
@@ -1235,6 +1251,8 @@ mod tests {
                         Recompute::Full,
                     );
                     prop_assert_eq!(scratch.written(), after);
+                    let v4 = after.keys().filter(|n| is_v4(n)).count();
+                    prop_assert_eq!(s.written_by_family(), (v4, after.len() - v4));
                     prop_assert_eq!(s.len(), model.iter().map(|(net, _)| net).collect::<BTreeSet<_>>().len());
                     for &(net, l) in &model {
                         prop_assert!(s.contains(net, l));

@@ -7,8 +7,13 @@
 //! [`Engine::take_journal`] hands out every change since the last call as [`JournalOp`]s
 //! for the write-ahead journal in `crate::store`. Config-origin entries are neither
 //! snapshotted nor journaled: the config file brings them back at each start.
+//!
+//! Config entries without an expiry (all of a config file's `[lists]`) are kept apart from
+//! the per-entry records, as a sorted prefix → (since, reason) map per list: a config can
+//! hold millions of them, and they need no expiry, journal or history.
 
 use std::{
+    borrow::Cow,
     collections::{BTreeMap, BTreeSet, HashMap},
     fmt,
     net::IpAddr,
@@ -166,7 +171,18 @@ pub struct Engine {
     /// Offenders changed since their last journal op (see [`Engine::flush_touched`]).
     touched: Vec<IpAddr>,
     journaling: bool,
+    /// Entries other than the config's never-expiring ones.
     entries: HashMap<(ListKind, IpNet), Entry>,
+    /// Per list (by [`list_index`]): the config entries without expiry, prefix → index
+    /// into `config_meta`. A (list, prefix) is in `entries` or here, never in both.
+    config: [BTreeMap<IpNet, u32>; 3],
+    /// The distinct (since, reason) of config entries (one per config load, in practice).
+    config_meta: Vec<(Ts, String)>,
+    /// Per list: entries (of both kinds) per family and prefix length, so that finding the
+    /// entries covering an address looks up only the lengths in use.
+    lens: [LenCounts; 3],
+    /// Per list: the number of entries (of both kinds).
+    counts: [usize; 3],
     /// (until, list, net) of every entry that expires.
     expiries: BTreeSet<(Ts, ListKind, IpNet)>,
     offenders: HashMap<IpAddr, Offender>,
@@ -183,6 +199,10 @@ impl Engine {
             touched: Vec::new(),
             journaling: true,
             entries: HashMap::new(),
+            config: Default::default(),
+            config_meta: Vec::new(),
+            lens: Default::default(),
+            counts: [0; 3],
             expiries: BTreeSet::new(),
             offenders: HashMap::new(),
             retention: BTreeSet::new(),
@@ -207,6 +227,18 @@ impl Engine {
         now: Ts,
     ) -> Vec<Command> {
         let net = net.trunc();
+        if origin == Origin::Config && ttl.is_none() {
+            let cmd = Command::Block {
+                net,
+                list,
+                until: None,
+                reason: reason.clone(),
+                origin,
+            };
+            let meta = self.config_meta_id(now, reason);
+            self.put_config(list, net, meta);
+            return vec![cmd];
+        }
         let until = ttl.map(|d| now.plus(d));
         self.put(
             net,
@@ -220,32 +252,177 @@ impl Engine {
         )
     }
 
+    /// Puts many never-expiring config entries on `list` at once (start-up): like
+    /// [`Engine::add`] with `Origin::Config` and no ttl for each, in one sorted bulk build
+    /// when the list has no config entries yet. The caller compiles `nets` itself, so no
+    /// commands are returned.
+    pub fn add_config(&mut self, list: ListKind, nets: &[IpNet], reason: &str, now: Ts) {
+        let meta = self.config_meta_id(now, reason.to_owned());
+        let l = list_index(list);
+        if !self.config[l].is_empty() {
+            for net in nets {
+                self.put_config(list, net.trunc(), meta);
+            }
+            return;
+        }
+        let mut sorted: Vec<IpNet> = nets.iter().map(IpNet::trunc).collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if self.counts[l] > 0 {
+            // Entries of other origins on this list give way, as in `put_config`.
+            for net in &sorted {
+                self.remove_dynamic(list, *net);
+            }
+        }
+        for net in &sorted {
+            *self.lens[l].of(net) += 1;
+        }
+        self.counts[l] += sorted.len();
+        // Sorted and without duplicates: collecting is a linear bulk build.
+        self.config[l] = sorted.into_iter().map(|net| (net, meta)).collect();
+    }
+
+    /// The index of (since, reason) in `config_meta`, added if new.
+    fn config_meta_id(&mut self, since: Ts, reason: String) -> u32 {
+        match self
+            .config_meta
+            .iter()
+            .rposition(|(t, r)| *t == since && *r == reason)
+        {
+            Some(i) => i as u32,
+            None => {
+                self.config_meta.push((since, reason));
+                (self.config_meta.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Puts a never-expiring config entry, replacing any entry of the same list and prefix.
+    fn put_config(&mut self, list: ListKind, net: IpNet, meta: u32) {
+        let l = list_index(list);
+        self.remove_dynamic(list, net);
+        if self.config[l].insert(net, meta).is_none() {
+            *self.lens[l].of(&net) += 1;
+            self.counts[l] += 1;
+        }
+    }
+
+    /// Removes the entry in `entries` at (list, net), if any, journaling the removal of a
+    /// persisted one.
+    fn remove_dynamic(&mut self, list: ListKind, net: IpNet) -> Option<Entry> {
+        let old = self.entries.remove(&(list, net))?;
+        if let Some(until) = old.until {
+            self.expiries.remove(&(until, list, net));
+        }
+        if old.origin != Origin::Config {
+            self.record(JournalOp::Remove { list, net });
+        }
+        let l = list_index(list);
+        *self.lens[l].of(&net) -= 1;
+        self.counts[l] -= 1;
+        Some(old)
+    }
+
+    /// The config entry at (list, net) as an [`Entry`].
+    fn config_entry(&self, list: ListKind, meta: u32) -> Entry {
+        let (since, reason) = &self.config_meta[meta as usize];
+        Entry {
+            list,
+            since: *since,
+            until: None,
+            reason: reason.clone(),
+            origin: Origin::Config,
+        }
+    }
+
     /// Removes `net` from `list`; returns the removed entry and the commands.
     pub fn remove(&mut self, list: ListKind, net: IpNet) -> Option<(Entry, Vec<Command>)> {
         let net = net.trunc();
-        let entry = self.entries.remove(&(list, net))?;
-        if let Some(until) = entry.until {
-            self.expiries.remove(&(until, list, net));
-        }
-        if entry.origin != Origin::Config {
-            self.record(JournalOp::Remove { list, net });
-        }
+        let l = list_index(list);
+        let entry = match self.remove_dynamic(list, net) {
+            Some(entry) => entry,
+            None => {
+                let meta = self.config[l].remove(&net)?;
+                *self.lens[l].of(&net) -= 1;
+                self.counts[l] -= 1;
+                self.config_entry(list, meta)
+            }
+        };
         Some((entry, vec![Command::Unblock { net, list }]))
     }
 
     /// An entry, if `net` is on `list`.
-    pub fn entry(&self, list: ListKind, net: IpNet) -> Option<&Entry> {
-        self.entries.get(&(list, net.trunc()))
+    pub fn entry(&self, list: ListKind, net: IpNet) -> Option<Cow<'_, Entry>> {
+        let net = net.trunc();
+        if let Some(e) = self.entries.get(&(list, net)) {
+            return Some(Cow::Borrowed(e));
+        }
+        let meta = *self.config[list_index(list)].get(&net)?;
+        Some(Cow::Owned(self.config_entry(list, meta)))
+    }
+
+    /// Whether `net` (truncated) is on `list`.
+    fn contains(&self, list: ListKind, net: &IpNet) -> bool {
+        self.config[list_index(list)].contains_key(net) || self.entries.contains_key(&(list, *net))
     }
 
     /// Every entry (unordered).
-    pub fn entries(&self) -> impl Iterator<Item = (IpNet, &Entry)> {
-        self.entries.iter().map(|((_, net), e)| (*net, e))
+    pub fn entries(&self) -> impl Iterator<Item = (IpNet, Cow<'_, Entry>)> {
+        let dynamic = self
+            .entries
+            .iter()
+            .map(|((_, net), e)| (*net, Cow::Borrowed(e)));
+        let config = ListKind::ALL.into_iter().flat_map(move |list| {
+            self.config[list_index(list)]
+                .iter()
+                .map(move |(net, meta)| (*net, Cow::Owned(self.config_entry(list, *meta))))
+        });
+        dynamic.chain(config)
+    }
+
+    /// Up to `limit` entries of `list` after `cursor`, ordered by prefix.
+    pub fn page(
+        &self,
+        list: ListKind,
+        cursor: Option<IpNet>,
+        limit: usize,
+    ) -> Vec<(IpNet, Cow<'_, Entry>)> {
+        use std::ops::Bound;
+        let after = |n: &IpNet| cursor.is_none_or(|c| *n > c);
+        let mut dynamic: Vec<(IpNet, &Entry)> = self
+            .entries
+            .iter()
+            .filter(|((l, n), _)| *l == list && after(n))
+            .map(|((_, n), e)| (*n, e))
+            .collect();
+        dynamic.sort_unstable_by_key(|(n, _)| *n);
+        let from = cursor.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut config = self.config[list_index(list)]
+            .range((from, Bound::Unbounded))
+            .peekable();
+        let mut dynamic = dynamic.into_iter().peekable();
+        let mut out = Vec::with_capacity(limit.min(self.counts[list_index(list)]));
+        while out.len() < limit {
+            let take_config = match (config.peek(), dynamic.peek()) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some((c, _)), Some((d, _))) => *c < d,
+            };
+            if take_config {
+                let (net, meta) = config.next().expect("peeked");
+                out.push((*net, Cow::Owned(self.config_entry(list, *meta))));
+            } else {
+                let (net, e) = dynamic.next().expect("peeked");
+                out.push((net, Cow::Borrowed(e)));
+            }
+        }
+        out
     }
 
     /// The number of entries on `list`.
     pub fn count(&self, list: ListKind) -> usize {
-        self.entries.keys().filter(|(l, _)| *l == list).count()
+        self.counts[list_index(list)]
     }
 
     /// The whitelist entry covering `ip`, if any.
@@ -255,11 +432,12 @@ impl Engine {
 
     /// The longest prefix on `list` containing `ip`.
     pub fn covering(&self, list: ListKind, ip: IpAddr) -> Option<IpNet> {
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        (0..=max).rev().find_map(|len| {
-            let net = IpNet::new(ip, len).ok()?.trunc();
-            self.entries.contains_key(&(list, net)).then_some(net)
-        })
+        self.lens[list_index(list)]
+            .present_longest_first(ip)
+            .find_map(|len| {
+                let net = IpNet::new(ip, len).ok()?.trunc();
+                self.contains(list, &net).then_some(net)
+            })
     }
 
     /// Strikes `ip` currently has within the strike window.
@@ -271,12 +449,12 @@ impl Engine {
     }
 
     /// The active ban of `ip` (graylist or blacklist entry covering it), most severe first.
-    pub fn ban_of(&self, ip: IpAddr) -> Option<(IpNet, &Entry)> {
+    pub fn ban_of(&self, ip: IpAddr) -> Option<(IpNet, Cow<'_, Entry>)> {
         [ListKind::Blacklist, ListKind::Graylist]
             .into_iter()
             .find_map(|list| {
                 let net = self.covering(list, ip)?;
-                Some((net, &self.entries[&(list, net)]))
+                Some((net, self.entry(list, net)?))
             })
     }
 
@@ -420,12 +598,16 @@ impl Engine {
 
     fn put(&mut self, net: IpNet, entry: Entry) -> Vec<Command> {
         let key = (entry.list, net);
+        let l = list_index(entry.list);
         let mut replaced_persisted = false;
         if let Some(old) = self.entries.get(&key) {
             replaced_persisted = old.origin != Origin::Config;
             if let Some(until) = old.until {
                 self.expiries.remove(&(until, entry.list, net));
             }
+        } else if self.config[l].remove(&net).is_none() {
+            *self.lens[l].of(&net) += 1;
+            self.counts[l] += 1;
         }
         if entry.origin != Origin::Config {
             self.record(JournalOp::Put(PersistedEntry::new(net, &entry)));
@@ -507,11 +689,7 @@ impl Engine {
                     }
                 }
             }
-            if let Some(old) = self.entries.remove(&(list, net)) {
-                if old.origin != Origin::Config {
-                    self.record(JournalOp::Remove { list, net });
-                }
-            }
+            self.remove_dynamic(list, net);
             cmds.push(Command::Unblock { net, list });
             if let Some(ip) = host(net).filter(|ip| self.offenders.contains_key(ip)) {
                 // A ban that ends is activity: retention counts from the end of the ban.
@@ -548,6 +726,11 @@ impl Engine {
     /// Sources with policy history (violations, strikes, reports).
     pub fn tracked(&self) -> usize {
         self.offenders.len()
+    }
+
+    /// About the number of records in [`Engine::snapshot`] (entries and offenders).
+    pub fn persisted_len(&self) -> usize {
+        self.entries.len() + self.offenders.len()
     }
 
     /// Everything that must survive a restart: the entries not from the config file and
@@ -801,6 +984,43 @@ mod list_name {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ListKind, D::Error> {
         let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         name.parse().map_err(D::Error::custom)
+    }
+}
+
+/// The position of `list` in [`ListKind::ALL`] (and the engine's per-list arrays).
+const fn list_index(list: ListKind) -> usize {
+    match list {
+        ListKind::Whitelist => 0,
+        ListKind::Graylist => 1,
+        ListKind::Blacklist => 2,
+    }
+}
+
+/// Number of entries per (family, prefix length).
+#[derive(Clone, Debug)]
+struct LenCounts([[u32; 129]; 2]);
+
+impl Default for LenCounts {
+    fn default() -> Self {
+        LenCounts([[0; 129]; 2])
+    }
+}
+
+impl LenCounts {
+    fn of(&mut self, net: &IpNet) -> &mut u32 {
+        &mut self.0[usize::from(net.addr().is_ipv6())][usize::from(net.prefix_len())]
+    }
+
+    /// The prefix lengths in use in `ip`'s family, longest first.
+    fn present_longest_first(&self, ip: IpAddr) -> impl Iterator<Item = u8> + '_ {
+        let (counts, max) = if ip.is_ipv4() {
+            (&self.0[0], 32u8)
+        } else {
+            (&self.0[1], 128u8)
+        };
+        (0..=max)
+            .rev()
+            .filter(move |&len| counts[usize::from(len)] > 0)
     }
 }
 
@@ -1609,6 +1829,76 @@ mod tests {
         state.replay(e.take_journal());
         assert_eq!(state, EngineState::default());
         assert_eq!(e.snapshot(), state);
+    }
+
+    #[test]
+    fn bulk_config_entries_behave_like_added_ones() {
+        let mut e = Engine::new(esc(), None);
+        e.add(
+            ListKind::Blacklist,
+            net("192.0.2.0/24"),
+            None,
+            "api".into(),
+            Origin::Api,
+            T0,
+        );
+        e.take_journal();
+        let nets = [
+            net("198.51.100.0/24"),
+            net("192.0.2.0/24"),
+            net("2001:db8::/32"),
+            net("198.51.100.0/24"),
+        ];
+        e.add_config(ListKind::Blacklist, &nets, "config", T0);
+        // The API entry gave way to the config one, as `add` does.
+        let mut state = EngineState::default();
+        state.replay(e.take_journal());
+        assert_eq!(state, EngineState::default());
+        assert_eq!(e.count(ListKind::Blacklist), 3);
+        let entry = e.entry(ListKind::Blacklist, net("192.0.2.0/24")).unwrap();
+        assert_eq!(
+            (entry.origin, entry.reason.as_str()),
+            (Origin::Config, "config")
+        );
+        assert_eq!(
+            e.ban_of(ip("2001:db8::1")).map(|(n, _)| n),
+            Some(net("2001:db8::/32"))
+        );
+        // Pages merge both kinds in prefix order.
+        e.add(
+            ListKind::Blacklist,
+            net("198.51.100.7/32"),
+            Some(H),
+            "api".into(),
+            Origin::Api,
+            T0,
+        );
+        let page: Vec<IpNet> = e
+            .page(ListKind::Blacklist, Some(net("192.0.2.0/24")), 2)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(page, vec![net("198.51.100.0/24"), net("198.51.100.7/32")]);
+        // An API entry replaces a config one and is persisted; removing it leaves neither.
+        e.add(
+            ListKind::Blacklist,
+            net("2001:db8::/32"),
+            None,
+            "api".into(),
+            Origin::Api,
+            T0,
+        );
+        assert_eq!(e.count(ListKind::Blacklist), 4);
+        assert_eq!(e.snapshot().entries.len(), 2);
+        let (old, _) = e.remove(ListKind::Blacklist, net("2001:db8::/32")).unwrap();
+        assert_eq!(old.origin, Origin::Api);
+        assert!(e.ban_of(ip("2001:db8::1")).is_none());
+        let (old, _) = e
+            .remove(ListKind::Blacklist, net("198.51.100.0/24"))
+            .unwrap();
+        assert_eq!(old.origin, Origin::Config);
+        assert_eq!(e.count(ListKind::Blacklist), 2);
+        assert_eq!(e.entries().count(), 2);
     }
 
     #[test]
