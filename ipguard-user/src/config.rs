@@ -105,9 +105,9 @@ pub struct Lists {
 pub struct MapsConfig {
     /// Entries of the per-source counter LRU map; 1 ..= [`MAX_SOURCES_CAPACITY`].
     pub sources_capacity: u32,
-    /// Entries of the IPv4 LPM trie; at least 1.
+    /// Entries of the IPv4 host map: addresses under prefixes longer than /24; at least 1.
     pub lpm_v4_capacity: u32,
-    /// Entries of the IPv6 LPM trie; at least 1.
+    /// Entries of each IPv6 list map (anchors by /32, longer prefixes); at least 1.
     pub lpm_v6_capacity: u32,
 }
 

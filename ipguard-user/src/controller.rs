@@ -18,7 +18,7 @@ use ipnet::IpNet;
 use crate::{
     api::types::{IpCounters, IpStatus, ListEntryView, ListPage, MapFill, Status, Traffic},
     config::{Config, MapsConfig, RateLimit, Rule, RuleAction, RuleSource},
-    dataplane::{Backend, DataplaneError, SyncReport, TableError},
+    dataplane::{Backend, DataplaneError, SyncReport, TableError, TableUsage},
     decision_log::{DecisionLog, Record},
     duration::format_duration,
     lists::ListKind,
@@ -96,7 +96,8 @@ pub fn wall_now() -> Ts {
         .map_or(0, |d| d.as_millis() as u64))
 }
 
-/// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns()`.
+/// `CLOCK_MONOTONIC` in nanoseconds. The XDP program's timestamps are on its coarse
+/// variant (see `dataplane::kernel_clock_ns`), at most one tick behind.
 pub fn mono_now_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -734,8 +735,8 @@ impl<B: Backend> Controller<B> {
         let drop = ["graylist", "blacklist", "rule"]
             .iter()
             .fold(Traffic::default(), |a, k| sum(a, lists[*k]));
-        let (v4, v6) = self.lists.written_by_family();
-        let (v4, v6) = (v4 as u64, v6 as u64);
+        // What fills the maps: IPv4 addresses under prefixes longer than /24, IPv6 prefixes.
+        let TableUsage { v4, v6 } = self.backend.table_usage();
         let sources_cap = u64::from(self.maps.sources_capacity);
         let maps = [
             (

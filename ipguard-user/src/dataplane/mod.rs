@@ -28,7 +28,7 @@ use ipguard_common::{
 };
 pub use table::{
     sync, KernelMaps, KernelStore, KernelTable, Layout, ListTable, MemoryStore, MemoryTable, Store,
-    SyncReport, TableError,
+    SyncReport, TableError, TableUsage,
 };
 
 use crate::config::{MapsConfig, XdpMode};
@@ -102,6 +102,8 @@ pub trait Backend: Send + 'static {
     fn stats(&self) -> Result<GlobalStats>;
     fn source_per_cpu(&self, ip: IpAddr) -> Result<Option<Vec<SourceCounters>>>;
     fn set_rates(&mut self, rates: &RateConfig) -> Result<()>;
+    /// Fill of the list maps whose capacity the config sets.
+    fn table_usage(&self) -> TableUsage;
 
     /// Counters of one source, summed over CPUs.
     fn source(&self, ip: IpAddr) -> Result<Option<SourceTotals>> {
@@ -124,6 +126,10 @@ impl Backend for Dataplane {
 
     fn set_rates(&mut self, rates: &RateConfig) -> Result<()> {
         Dataplane::set_rates(self, rates)
+    }
+
+    fn table_usage(&self) -> TableUsage {
+        self.table.usage()
     }
 }
 
@@ -152,6 +158,10 @@ impl Backend for MemoryBackend {
     fn set_rates(&mut self, rates: &RateConfig) -> Result<()> {
         self.rates = *rates;
         Ok(())
+    }
+
+    fn table_usage(&self) -> TableUsage {
+        self.table.usage()
     }
 }
 
