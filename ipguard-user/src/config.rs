@@ -1504,12 +1504,23 @@ impl Config {
 
     /// Parses and validates config text. `origin` is the file name used in error messages.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError::Toml {
-            origin: origin.to_owned(),
-            at: error
+        let raw: RawConfig = toml::from_str(text).map_err(|error| {
+            let mut message = one_line(error.message());
+            // toml's "duplicate key" does not say which: its span does.
+            if let Some(key) = error
                 .span()
-                .map(|span| Position::at_offset(text, span.start)),
-            message: one_line(error.message()),
+                .and_then(|span| text.get(span))
+                .filter(|_| message == "duplicate key")
+            {
+                message = format!("duplicate key `{}`", key.trim());
+            }
+            ConfigError::Toml {
+                origin: origin.to_owned(),
+                at: error
+                    .span()
+                    .map(|span| Position::at_offset(text, span.start)),
+                message,
+            }
         })?;
         let source = Source { text, origin };
         let defaults = MapsConfig::default();
@@ -2116,11 +2127,11 @@ source = "2001:db8::/32"
         // toml's own message for this spans two lines.
         assert_eq!(
             error("interface = \"eth0\"\n[lists\n"),
-            "ipguard.toml:2:7: invalid table header; expected `.`, `]`"
+            "ipguard.toml:2:7: unclosed table, expected `]`"
         );
         assert_eq!(
             error("interface = \"eth0\"\ninterface = \"eth1\"\n"),
-            "ipguard.toml:2:1: duplicate key `interface` in document root"
+            "ipguard.toml:2:1: duplicate key `interface`"
         );
         assert_eq!(
             error("[lists]\nwhitelist = [\"::1\", 3]\n"),

@@ -64,7 +64,7 @@ impl Failure {
         self
     }
 
-    fn internal(detail: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(detail: impl std::fmt::Display) -> Self {
         Self::new(FailureKind::Internal, "internal error", detail.to_string())
     }
 }
@@ -171,57 +171,76 @@ impl<B: Backend> Controller<B> {
     /// Like [`Controller::new`], restoring the persisted state of `store` (its entries,
     /// expiries, strikes and ban history) and persisting every change to it from now on.
     pub fn with_store(
-        mut backend: B,
+        backend: B,
         config: &Config,
         placement: Placement,
         store: Option<(Store, EngineState)>,
     ) -> Result<(Self, SyncReport), Failure> {
+        Self::start(config, placement, store, move || Ok(backend))
+    }
+
+    /// Like [`Controller::with_store`], with the backend made by `backend` once the lists
+    /// are compiled, so that the daemon can load the XDP program (which preallocates its
+    /// maps: a second or more with large capacities) while they compile.
+    pub fn start(
+        config: &Config,
+        placement: Placement,
+        store: Option<(Store, EngineState)>,
+        backend: impl FnOnce() -> Result<B, Failure>,
+    ) -> Result<(Self, SyncReport), Failure> {
+        let mut engine = Engine::new(config.escalation.clone(), config.report);
+        let mut lists = ListState::new();
+        let config_lists = [
+            config.lists.whitelist.clone(),
+            config.lists.graylist.clone(),
+            config.lists.blacklist.clone(),
+        ];
+        let now = wall_now();
+        // The config's entries go to the engine and the compiler in bulk, without a
+        // command (and its reason string) per entry.
+        let mut changes = Vec::with_capacity(config_lists.iter().map(Vec::len).sum());
+        for (list, nets) in ListKind::ALL.into_iter().zip(&config_lists) {
+            engine.add_config(list, nets, "config", now);
+            changes.extend(nets.iter().map(|net| Change::Insert(*net, layer(list))));
+        }
+        let mut cmds = Vec::new();
+        let store = match store {
+            Some((store, state)) => {
+                let restored = state.entries.len();
+                cmds.extend(engine.restore(state));
+                tracing::info!(
+                    entries = restored,
+                    tracked = engine.tracked(),
+                    "restored the persisted policy state"
+                );
+                Some(store)
+            }
+            None => {
+                engine.set_journaling(false);
+                None
+            }
+        };
+        changes.extend(commands_to_changes(&cmds));
+        lists.apply(changes);
+        let mut backend = backend()?;
         backend.set_rates(&rate_config(config))?;
         let mut c = Self {
             backend,
-            engine: Engine::new(config.escalation.clone(), config.report),
-            lists: ListState::new(),
+            engine,
+            lists,
             metrics: Metrics::default(),
             placement,
             rates: config.rate_limit.clone(),
             accumulate: config.accumulate,
             rules: config.rules.clone(),
-            config_lists: [
-                config.lists.whitelist.clone(),
-                config.lists.graylist.clone(),
-                config.lists.blacklist.clone(),
-            ],
+            config_lists,
             maps: config.maps,
             started: Instant::now(),
             resolved: HashMap::new(),
             log: DecisionLog::disabled(),
             drops: HashMap::new(),
-            store: None,
+            store,
         };
-        let now = wall_now();
-        // The config's entries go to the engine and the compiler in bulk, without a
-        // command (and its reason string) per entry.
-        let mut changes = Vec::with_capacity(c.config_lists.iter().map(Vec::len).sum());
-        for (list, nets) in ListKind::ALL.into_iter().zip(&c.config_lists) {
-            c.engine.add_config(list, nets, "config", now);
-            changes.extend(nets.iter().map(|net| Change::Insert(*net, layer(list))));
-        }
-        let mut cmds = Vec::new();
-        match store {
-            Some((store, state)) => {
-                let restored = state.entries.len();
-                cmds.extend(c.engine.restore(state));
-                c.store = Some(store);
-                tracing::info!(
-                    entries = restored,
-                    tracked = c.engine.tracked(),
-                    "restored the persisted policy state"
-                );
-            }
-            None => c.engine.set_journaling(false),
-        }
-        changes.extend(commands_to_changes(&cmds));
-        c.lists.apply(changes);
         let drift = crate::dataplane::sync(c.backend.table(), c.lists.written())?;
         Ok((c, drift))
     }

@@ -22,7 +22,7 @@ pub use crate::controller::{mono_now_ns, wall_now};
 use crate::{
     api::{self, AppState},
     config::{Config, RuleSource},
-    controller::{resolve_rules, Controller, Placement},
+    controller::{resolve_rules, Controller, Failure, Placement},
     dataplane::{self, Dataplane},
     decision_log::{DecisionLog, Record},
     lists::ListKind,
@@ -150,23 +150,50 @@ pub async fn run(config_path: &Path, interface: Option<String>) -> anyhow::Resul
     std::fs::create_dir_all(&config.state.dir)
         .with_context(|| format!("state.dir {}", config.state.dir.display()))?;
 
-    let (mut dp, adopted) = Dataplane::load_pinned(&config.maps, &config.state.pin_dir)?;
-    let events = dp
+    // Load the program (its maps are preallocated: seconds with large capacities) while
+    // the lists compile.
+    let loading = {
+        let (maps, pin_dir) = (config.maps, config.state.pin_dir.clone());
+        std::thread::spawn(move || {
+            let loaded = Dataplane::load_pinned(&maps, &pin_dir);
+            tracing::debug!(elapsed = ?started.elapsed(), "program loaded");
+            loaded
+        })
+    };
+    let mut adopted = false;
+    let mut load_error = None;
+    // Fill the tables before attaching: no packet may see an empty list.
+    let placement = Placement {
+        interface: interface.clone(),
+        xdp_mode: String::new(),
+    };
+    let store = Store::open(&config.state.dir)?;
+    let started_ctl = Controller::start(&config, placement, Some(store), || match loading.join() {
+        Ok(Ok((dp, pinned))) => {
+            adopted = pinned;
+            Ok(dp)
+        }
+        Ok(Err(e)) => {
+            let failure = Failure::internal(&e);
+            load_error = Some(e);
+            Err(failure)
+        }
+        Err(_) => Err(Failure::internal("loading the XDP program panicked")),
+    });
+    let (mut ctl, drift) = match started_ctl {
+        Ok(started) => started,
+        // The loader's own error (e.g. permission denied), not its wrapping.
+        Err(e) => return Err(load_error.map_or_else(|| e.into(), Into::into)),
+    };
+    tracing::debug!(elapsed = ?started.elapsed(), "lists compiled and written");
+    let events = ctl
+        .backend
         .take_events()
         .context("the event ring buffer was already taken")?;
     // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long as
     // the AsyncFd (which owns the ring buffer) lives.
     let mut events = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
         .map_err(|e| anyhow::anyhow!("polling the event ring buffer: {e}"))?;
-    // Fill the tries before attaching: no packet may see an empty list.
-    let placement = Placement {
-        interface: interface.clone(),
-        xdp_mode: String::new(),
-    };
-    tracing::debug!(elapsed = ?started.elapsed(), "program loaded");
-    let store = Store::open(&config.state.dir)?;
-    let (mut ctl, drift) = Controller::with_store(dp, &config, placement, Some(store))?;
-    tracing::debug!(elapsed = ?started.elapsed(), "lists compiled and written");
     // Parsing a large config leaves much freed memory in the heap: give it back.
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only releases free heap memory; it touches no live allocation.

@@ -15,7 +15,7 @@
 //! layout is tested without a kernel.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsFd as _, AsRawFd as _},
     sync::atomic::{AtomicU16, Ordering},
@@ -31,8 +31,12 @@ use ipguard_common::{
     SLOT_LIST, TABLE_FLAG_V6_SHORT, V4_TBL24_SLOTS, V6_ANCHOR_BITS, V6_ANCHOR_LENS,
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use smallvec::SmallVec;
 
 use crate::lists::Compiled;
+
+/// Hash maps of map keys: integers and addresses, hashed fast (no untrusted input here).
+type HashMap<K, V> = std::collections::HashMap<K, V, rustc_hash::FxBuildHasher>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
@@ -228,7 +232,7 @@ type Hosts = [Option<ListCode>; 256];
 #[derive(Debug, Default, PartialEq)]
 struct AnchorPlan {
     anchor: Option<V6Anchor>,
-    longs: Vec<(V6LongKey, ListCode)>,
+    longs: SmallVec<[(V6LongKey, ListCode); 2]>,
     /// Every prefix under the anchor, if it overflows (then looked up in the trie).
     lpm: Vec<(Ipv6Net, ListCode)>,
 }
@@ -372,12 +376,13 @@ impl<S: Store> Layout<S> {
 
     fn v6_anchor_plan(&self, top: u32) -> AnchorPlan {
         let net = Ipv6Net::new(Ipv6Addr::from(u128::from(top) << 96), V6_ANCHOR_BITS).expect("/32");
-        plan_of(
-            self.v6
-                .range(v6_span(net))
-                .filter(|(n, _)| n.prefix_len() >= V6_ANCHOR_BITS)
-                .map(|(n, e)| (*n, e.list)),
-        )
+        let entries: Vec<_> = self
+            .v6
+            .range(v6_span(net))
+            .filter(|(n, _)| n.prefix_len() >= V6_ANCHOR_BITS)
+            .map(|(n, e)| (*n, e.list))
+            .collect();
+        plan_of(&entries)
     }
 
     /// Writes one anchor going from `old` to `new` (see the module's ordering rule).
@@ -477,7 +482,8 @@ impl<S: Store> Layout<S> {
 
     fn sync_v4(&mut self, report: &mut SyncReport) -> Result<(), TableError> {
         let current = self.store.hosts()?;
-        let mut want: HashMap<u32, ListCode> = HashMap::with_capacity(current.len());
+        let mut want: HashMap<u32, ListCode> =
+            HashMap::with_capacity_and_hasher(current.len(), Default::default());
         let all = Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).expect("/0");
         let mut slots = self.v4_codes(all);
         let mut longs = self
@@ -520,23 +526,25 @@ impl<S: Store> Layout<S> {
         let cur_anchors = self.store.anchors()?;
         let cur_longs = self.store.longs()?;
         let cur_lpm = self.store.lpms()?;
-        let mut anchors = HashMap::new();
-        let mut longs = HashMap::new();
-        let mut lpm = HashMap::new();
+        let mut anchors = HashMap::default();
+        let mut longs = HashMap::default();
+        let mut lpm = HashMap::default();
         let mut items = self.v6.iter().peekable();
+        let mut group = Vec::new();
         while let Some((n, e)) = items.next() {
             if n.prefix_len() < V6_ANCHOR_BITS {
                 lpm.insert(*n, e.list);
                 continue;
             }
             let top = anchor_of(*n);
-            let mut group = vec![(*n, e.list)];
+            group.clear();
+            group.push((*n, e.list));
             while let Some((m, f)) =
                 items.next_if(|(m, _)| m.prefix_len() >= V6_ANCHOR_BITS && anchor_of(**m) == top)
             {
                 group.push((*m, f.list));
             }
-            let plan = plan_of(group.into_iter());
+            let plan = plan_of(&group);
             longs.extend(plan.longs);
             lpm.extend(plan.lpm);
             if let Some(a) = plan.anchor {
@@ -622,17 +630,33 @@ impl<S: Store> ListTable for Layout<S> {
     /// maps hold (read back: they may come from a previous run). The report counts map
     /// keys and /24 slots.
     fn sync_to(&mut self, desired: &Compiled) -> Result<SyncReport, TableError> {
-        self.v4.clear();
-        self.v6.clear();
-        for (net, e) in desired {
-            match net.trunc() {
-                IpNet::V4(n) => self.v4.insert(n, *e),
-                IpNet::V6(n) => self.v6.insert(n, *e),
-            };
-        }
+        // Built from sorted input (bulk, not entry by entry).
+        self.v4 = desired
+            .iter()
+            .filter_map(|(net, e)| match net.trunc() {
+                IpNet::V4(n) => Some((n, *e)),
+                IpNet::V6(_) => None,
+            })
+            .collect();
+        self.v6 = desired
+            .iter()
+            .filter_map(|(net, e)| match net.trunc() {
+                IpNet::V6(n) => Some((n, *e)),
+                IpNet::V4(_) => None,
+            })
+            .collect();
         let mut report = SyncReport::default();
+        let t = std::time::Instant::now();
         self.sync_v4(&mut report)?;
+        let v4_s = t.elapsed().as_secs_f64();
         self.sync_v6(&mut report)?;
+        tracing::debug!(
+            v4_s,
+            v6_s = t.elapsed().as_secs_f64() - v4_s,
+            written = report.inserted + report.updated,
+            removed = report.removed,
+            "list tables synced"
+        );
         Ok(report)
     }
 }
@@ -675,13 +699,11 @@ fn hosts_of(entries: impl Iterator<Item = (Ipv4Net, ListCode)>) -> Hosts {
 }
 
 /// The anchor of one /32 from the prefixes of /32 and longer under it.
-fn plan_of(entries: impl Iterator<Item = (Ipv6Net, ListCode)>) -> AnchorPlan {
+fn plan_of(entries: &[(Ipv6Net, ListCode)]) -> AnchorPlan {
     let mut plan = AnchorPlan::default();
     let mut own = None;
-    let mut lens: Vec<u8> = Vec::new();
-    let mut all = Vec::new();
-    for (net, code) in entries {
-        all.push((net, code));
+    let mut lens: SmallVec<[u8; 8]> = SmallVec::new();
+    for &(net, code) in entries {
         if net.prefix_len() == V6_ANCHOR_BITS {
             own = Some(code);
         } else {
@@ -701,7 +723,7 @@ fn plan_of(entries: impl Iterator<Item = (Ipv6Net, ListCode)>) -> AnchorPlan {
     }
     if lens.len() > V6_ANCHOR_LENS {
         anchor.flags |= ANCHOR_OVERFLOW;
-        plan.lpm = all;
+        plan.lpm = entries.to_vec();
     } else {
         anchor.n_lens = lens.len() as u8;
         anchor.lens[..lens.len()].copy_from_slice(&lens);
@@ -727,10 +749,10 @@ impl Default for MemoryStore {
         Self {
             // Zeroed allocation: pages are only touched when written.
             slots: vec![0; V4_TBL24_SLOTS as usize],
-            hosts: HashMap::new(),
-            anchors: HashMap::new(),
-            longs: HashMap::new(),
-            lpm: HashMap::new(),
+            hosts: HashMap::default(),
+            anchors: HashMap::default(),
+            longs: HashMap::default(),
+            lpm: HashMap::default(),
             flags: 0,
             writes: 0,
         }
@@ -926,9 +948,33 @@ impl KernelStore {
 }
 
 /// `BPF_MAP_UPDATE_BATCH` (not in aya 0.14): writes `keys[i]` → `values[i]` in chunks, one
-/// syscall per chunk instead of one per key (a whole-table sync writes millions). On
-/// failure, the index of the key that failed.
-fn update_batch<K: aya::Pod, V: aya::Pod>(
+/// syscall per chunk instead of one per key (a whole-table sync writes millions), and large
+/// batches from two threads (the kernel's hash map locks per bucket; inserting costs about
+/// a microsecond per key). On failure, the index of a key that failed.
+fn update_batch<K: aya::Pod + Sync, V: aya::Pod + Sync>(
+    map: &MapData,
+    keys: &[K],
+    values: &[V],
+) -> Result<(), (usize, MapError)> {
+    const PARALLEL_MIN: usize = 1 << 15;
+    assert_eq!(keys.len(), values.len());
+    if keys.len() < PARALLEL_MIN {
+        return update_batch_serial(map, keys, values);
+    }
+    let mid = keys.len() / 2;
+    let (first, second) = std::thread::scope(|s| {
+        let second = s.spawn(|| update_batch_serial(map, &keys[mid..], &values[mid..]));
+        let first = update_batch_serial(map, &keys[..mid], &values[..mid]);
+        (first, second.join())
+    });
+    first?;
+    match second {
+        Ok(r) => r.map_err(|(i, e)| (mid + i, e)),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+fn update_batch_serial<K: aya::Pod, V: aya::Pod>(
     map: &MapData,
     keys: &[K],
     values: &[V],
@@ -1144,7 +1190,7 @@ impl Store for KernelStore {
     }
 
     fn lpms(&self) -> Result<HashMap<Ipv6Net, ListCode>, TableError> {
-        let mut out = HashMap::new();
+        let mut out = HashMap::default();
         for item in self.lpm.iter() {
             let (key, code) = item.map_err(read_err(MAP_V6_LPM))?;
             if let Some(net) = v6_net(&key) {
