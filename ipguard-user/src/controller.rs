@@ -417,14 +417,7 @@ impl<B: Backend> Controller<B> {
     }
 
     fn write(&mut self, ops: &[TrieOp]) -> Result<(), Failure> {
-        let table = self.backend.table();
-        for op in ops {
-            match *op {
-                TrieOp::Write(net, entry) => table.insert(net, entry)?,
-                TrieOp::Delete(net) => table.remove(net)?,
-            }
-        }
-        Ok(())
+        Ok(self.backend.table().apply(ops)?)
     }
 
     /// Sends decision records to `log` from now on.

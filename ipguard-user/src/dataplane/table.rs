@@ -33,7 +33,7 @@ use ipguard_common::{
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use smallvec::SmallVec;
 
-use crate::lists::Compiled;
+use crate::{lists::Compiled, policy::compile::TrieOp};
 
 /// Hash maps of map keys: integers and addresses, hashed fast (no untrusted input here).
 type HashMap<K, V> = std::collections::HashMap<K, V, rustc_hash::FxBuildHasher>;
@@ -75,6 +75,18 @@ pub trait ListTable {
     /// Removing an absent prefix is not an error.
     fn remove(&mut self, net: IpNet) -> Result<(), TableError>;
     fn entries(&self) -> Result<Compiled, TableError>;
+
+    /// Applies compiled changes in order (as [`ListTable::insert`] and
+    /// [`ListTable::remove`] would); a table may batch them.
+    fn apply(&mut self, ops: &[TrieOp]) -> Result<(), TableError> {
+        for op in ops {
+            match *op {
+                TrieOp::Write(net, entry) => self.insert(net, entry)?,
+                TrieOp::Delete(net) => self.remove(net)?,
+            }
+        }
+        Ok(())
+    }
 
     /// Entries used in the maps whose capacity the config sets (`maps.lpm_v4_capacity`,
     /// `maps.lpm_v6_capacity`).
@@ -597,6 +609,119 @@ impl<S: Store> Layout<S> {
 }
 
 impl<S: Store> ListTable for Layout<S> {
+    /// Writes first, then removals (as the compiler orders them). Among the writes, those
+    /// of IPv4 prefixes longer than /24 and of IPv6 prefixes of /32 and longer go first and
+    /// in one map batch per map (an API batch of /32 bans is one syscall, not one per ban),
+    /// the shorter ones after; a more specific entry written first never unlists an
+    /// address that a shorter one still lists.
+    fn apply(&mut self, ops: &[TrieOp]) -> Result<(), TableError> {
+        let split = ops
+            .iter()
+            .position(|op| matches!(op, TrieOp::Delete(_)))
+            .unwrap_or(ops.len());
+        let (writes, deletes) = ops.split_at(split);
+        if deletes.iter().any(|op| matches!(op, TrieOp::Write(..))) {
+            // Not the compiler's order: keep the given one.
+            for op in ops {
+                match *op {
+                    TrieOp::Write(net, entry) => self.insert(net, entry)?,
+                    TrieOp::Delete(net) => self.remove(net)?,
+                }
+            }
+            return Ok(());
+        }
+        let mut short = Vec::new();
+        let mut by24: BTreeMap<u32, Vec<(Ipv4Net, ListEntry)>> = BTreeMap::new();
+        let mut by_anchor: BTreeMap<u32, Vec<(Ipv6Net, ListEntry)>> = BTreeMap::new();
+        for op in writes {
+            let TrieOp::Write(net, entry) = *op else {
+                unreachable!("writes come first")
+            };
+            match net.trunc() {
+                IpNet::V4(n) if n.prefix_len() > 24 && self.v4.get(&n) != Some(&entry) => by24
+                    .entry(u32::from(n.network()) >> 8)
+                    .or_default()
+                    .push((n, entry)),
+                IpNet::V6(n)
+                    if n.prefix_len() >= V6_ANCHOR_BITS && self.v6.get(&n) != Some(&entry) =>
+                {
+                    by_anchor.entry(anchor_of(n)).or_default().push((n, entry))
+                }
+                IpNet::V4(n) if n.prefix_len() > 24 => {}
+                IpNet::V6(n) if n.prefix_len() >= V6_ANCHOR_BITS => {}
+                net => short.push((net, entry)),
+            }
+        }
+        // IPv4 hosts: every /24's new hosts in one batch, then the /24s' flags. Writes
+        // only add or change hosts, never remove one.
+        let mut puts = Vec::new();
+        let mut flag = Vec::new();
+        for (s24, group) in by24 {
+            let old = self.v4_hosts(s24);
+            for (n, e) in group {
+                self.v4.insert(n, e);
+            }
+            let new = self.v4_hosts(s24);
+            let base = s24 << 8;
+            for h in 0..256 {
+                if let Some(code) = new[h] {
+                    if old[h] != Some(code) {
+                        puts.push((base | h as u32, code));
+                        self.n_hosts += usize::from(old[h].is_none());
+                    }
+                }
+            }
+            flag.push(s24);
+        }
+        self.store.host_put_many(&puts)?;
+        for s24 in flag {
+            let slot = self.store.slot(s24);
+            if slot & SLOT_HOSTS == 0 {
+                self.store.set_slot(s24, slot | SLOT_HOSTS);
+            }
+        }
+        // IPv6: long prefixes (and overflow tries) first, then the anchors.
+        let mut long_puts = Vec::new();
+        let mut anchor_puts = Vec::new();
+        for (top, group) in by_anchor {
+            let old = self.v6_anchor_plan(top);
+            for (n, e) in group {
+                self.v6.insert(n, e);
+            }
+            let new = self.v6_anchor_plan(top);
+            let old_longs: HashMap<_, _> = old.longs.iter().copied().collect();
+            for &(key, code) in &new.longs {
+                let was = old_longs.get(&key);
+                if was != Some(&code) {
+                    long_puts.push((key, code));
+                    self.n_longs += usize::from(was.is_none());
+                }
+            }
+            let old_lpm: HashMap<_, _> = old.lpm.iter().copied().collect();
+            for &(net, code) in &new.lpm {
+                if old_lpm.get(&net) != Some(&code) {
+                    self.store.lpm_put(net, code)?;
+                }
+            }
+            if new.anchor != old.anchor {
+                let anchor = new.anchor.expect("writes never empty an anchor");
+                anchor_puts.push((top, anchor));
+                self.n_anchors += usize::from(old.anchor.is_none());
+            }
+        }
+        self.store.long_put_many(&long_puts)?;
+        self.store.anchor_put_many(&anchor_puts)?;
+        for (net, entry) in short {
+            self.insert(net, entry)?;
+        }
+        for op in deletes {
+            if let TrieOp::Delete(net) = *op {
+                self.remove(net)?;
+            }
+        }
+        Ok(())
+    }
+
     fn insert(&mut self, net: IpNet, entry: ListEntry) -> Result<(), TableError> {
         match net.trunc() {
             IpNet::V4(n) => self.v4_set(n, Some(entry)),
@@ -1483,6 +1608,48 @@ mod tests {
             prop_assert!(fresh.store().slots == t.store().slots);
             // And syncing the incremental one to the same entries changes nothing.
             prop_assert_eq!(t.sync_to(&want).unwrap(), SyncReport::default());
+        }
+
+        /// A batch (writes, then deletes, as the compiler orders them) leaves the maps as
+        /// the same changes one by one would.
+        #[test]
+        fn a_batch_equals_its_changes_one_by_one(
+            first in prop::collection::vec((arb_net(), arb_entry()), 0..40),
+            writes in prop::collection::vec((arb_net(), arb_entry()), 0..40),
+            deletes in prop::collection::vec(arb_net(), 0..20),
+        ) {
+            let mut batched = Layout::new(MemoryStore::default());
+            let mut single = Layout::new(MemoryStore::default());
+            for (net, e) in &first {
+                batched.insert(*net, *e).unwrap();
+                single.insert(*net, *e).unwrap();
+            }
+            // Deletes of what is there (and was not just written), like the compiler's.
+            let written: std::collections::HashSet<_> = writes.iter().map(|(n, _)| *n).collect();
+            let mut ops: Vec<TrieOp> = writes.iter().map(|(n, e)| TrieOp::Write(*n, *e)).collect();
+            ops.extend(
+                deletes
+                    .iter()
+                    .chain(first.iter().map(|(n, _)| n))
+                    .filter(|n| !written.contains(n))
+                    .take(20)
+                    .map(|n| TrieOp::Delete(*n)),
+            );
+            batched.apply(&ops).unwrap();
+            for op in &ops {
+                match *op {
+                    TrieOp::Write(n, e) => single.insert(n, e).unwrap(),
+                    TrieOp::Delete(n) => single.remove(n).unwrap(),
+                }
+            }
+            prop_assert_eq!(batched.entries().unwrap(), single.entries().unwrap());
+            prop_assert_eq!(&batched.store().hosts, &single.store().hosts);
+            prop_assert_eq!(&batched.store().anchors, &single.store().anchors);
+            prop_assert_eq!(&batched.store().longs, &single.store().longs);
+            prop_assert_eq!(&batched.store().lpm, &single.store().lpm);
+            prop_assert_eq!(batched.store().flags, single.store().flags);
+            prop_assert!(batched.store().slots == single.store().slots);
+            prop_assert_eq!(batched.usage(), single.usage());
         }
     }
 }
