@@ -249,10 +249,13 @@ pub struct RateEvent {
     pub rule: u32,
     pub _pad: u32,
     /// `bpf_ktime_get_coarse_ns()` (CLOCK_MONOTONIC at tick resolution) when the step was
-    /// reached.
+    /// reached: the clock of the rate windows.
     pub ktime_ns: u64,
+    /// `bpf_ktime_get_ns()` at the same moment (CLOCK_MONOTONIC, exact; read only when an
+    /// event is sent), for measuring the daemon's reaction.
+    pub sent_ns: u64,
 }
-const _: () = assert!(core::mem::size_of::<RateEvent>() == 32);
+const _: () = assert!(core::mem::size_of::<RateEvent>() == 40);
 
 /// Key of the source map: IPv6 address, or IPv4 as the IPv4-mapped IPv6 address
 /// `::ffff:a.b.c.d`, so both families share one bounded LRU map.

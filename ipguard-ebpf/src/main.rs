@@ -19,7 +19,7 @@ mod parse;
 
 use aya_ebpf::{
     bindings::{xdp_action, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
-    helpers::bpf_ktime_get_coarse_ns,
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
     macros::{map, xdp},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, RingBuf},
     programs::XdpContext,
@@ -327,6 +327,8 @@ fn signal(source: &SourceKey, rule: u32, now: u64) {
         rule,
         _pad: 0,
         ktime_ns: now,
+        // SAFETY: reads the monotonic clock; no memory of ours is touched.
+        sent_ns: unsafe { bpf_ktime_get_ns() },
     };
     if IPG_EVENTS.output::<RateEvent>(&event, 0).is_err() {
         count(Stat::EventLost, 0);

@@ -475,7 +475,7 @@ impl<B: Backend> Controller<B> {
                 Outcome::Banned { list, strikes, .. } => {
                     self.apply(&cmds, "policy", "")?;
                     // From the packet that signalled to the ban being in the trie.
-                    let reaction = mono_now_ns().saturating_sub(ev.ktime_ns) as f64 / 1e9;
+                    let reaction = mono_now_ns().saturating_sub(ev.sent_ns) as f64 / 1e9;
                     self.metrics.reaction.observe(reaction);
                     self.count_ban("rate_limit", list);
                     tracing::info!(

@@ -1,4 +1,4 @@
-//! `ipguard run`: load, fill the tries, attach, then react to rate events, expiries and
+//! `ipguard run`: load, fill the tables, attach, then react to rate events, expiries and
 //! rule refreshes until SIGINT/SIGTERM. One task does all of it, so one task owns every
 //! map write.
 

@@ -1,5 +1,5 @@
-//! The three lists and how they combine into the one LPM trie per family that the XDP
-//! program reads.
+//! The three lists and how they combine into one longest-prefix table per family, which
+//! the XDP program reads.
 //!
 //! Precedence, written by [`compile`] so the data path needs a single lookup:
 //! - the whitelist wins over graylist and blacklist, whatever the prefix lengths;
@@ -83,10 +83,11 @@ impl FromStr for ListKind {
     }
 }
 
-/// The trie contents that implement the lists' precedence: prefix → entry.
+/// The compiled entries that implement the lists' precedence: prefix → entry (longest
+/// prefix wins; `dataplane::Layout` lays them out in the kernel's tables).
 pub type Compiled = BTreeMap<IpNet, ListEntry>;
 
-/// Compiles the configured lists into trie entries (see [`crate::policy::compile`]).
+/// Compiles the configured lists into table entries (see [`crate::policy::compile`]).
 /// List entries carry `rule_id` 0: the list is the explanation.
 ///
 /// Prefixes whose decision equals their parent's are left out, e.g. gray/black prefixes
@@ -106,7 +107,7 @@ pub fn compile(lists: &Lists) -> Compiled {
     state.written().clone()
 }
 
-/// Longest-prefix match over compiled entries: what the kernel's trie answers for `ip`.
+/// Longest-prefix match over compiled entries: what the kernel's tables answer for `ip`.
 pub fn longest_match(entries: &Compiled, ip: IpAddr) -> Option<(IpNet, ListEntry)> {
     let max = if ip.is_ipv4() { 32 } else { 128 };
     (0..=max).rev().find_map(|len| {
