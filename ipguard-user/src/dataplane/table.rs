@@ -631,43 +631,61 @@ impl<S: Store> ListTable for Layout<S> {
             return Ok(());
         }
         let mut short = Vec::new();
-        let mut by24: BTreeMap<u32, Vec<(Ipv4Net, ListEntry)>> = BTreeMap::new();
+        let mut longs4: Vec<(u32, Ipv4Net, ListEntry)> = Vec::new();
         let mut by_anchor: BTreeMap<u32, Vec<(Ipv6Net, ListEntry)>> = BTreeMap::new();
         for op in writes {
             let TrieOp::Write(net, entry) = *op else {
                 unreachable!("writes come first")
             };
             match net.trunc() {
-                IpNet::V4(n) if n.prefix_len() > 24 && self.v4.get(&n) != Some(&entry) => by24
-                    .entry(u32::from(n.network()) >> 8)
-                    .or_default()
-                    .push((n, entry)),
-                IpNet::V6(n)
-                    if n.prefix_len() >= V6_ANCHOR_BITS && self.v6.get(&n) != Some(&entry) =>
-                {
-                    by_anchor.entry(anchor_of(n)).or_default().push((n, entry))
+                IpNet::V4(n) if n.prefix_len() > 24 => {
+                    if self.v4.get(&n) != Some(&entry) {
+                        longs4.push((u32::from(n.network()) >> 8, n, entry));
+                    }
                 }
-                IpNet::V4(n) if n.prefix_len() > 24 => {}
-                IpNet::V6(n) if n.prefix_len() >= V6_ANCHOR_BITS => {}
+                IpNet::V6(n) if n.prefix_len() >= V6_ANCHOR_BITS => {
+                    if self.v6.get(&n) != Some(&entry) {
+                        by_anchor.entry(anchor_of(n)).or_default().push((n, entry));
+                    }
+                }
                 net => short.push((net, entry)),
             }
         }
         // IPv4 hosts: every /24's new hosts in one batch, then the /24s' flags. Writes
         // only add or change hosts, never remove one.
+        longs4.sort_by_key(|(s24, ..)| *s24);
         let mut puts = Vec::new();
         let mut flag = Vec::new();
-        for (s24, group) in by24 {
-            let old = self.v4_hosts(s24);
-            for (n, e) in group {
-                self.v4.insert(n, e);
-            }
-            let new = self.v4_hosts(s24);
-            let base = s24 << 8;
-            for h in 0..256 {
-                if let Some(code) = new[h] {
-                    if old[h] != Some(code) {
-                        puts.push((base | h as u32, code));
-                        self.n_hosts += usize::from(old[h].is_none());
+        for group in longs4.chunk_by(|a, b| a.0 == b.0) {
+            let s24 = group[0].0;
+            let net24 = Ipv4Net::new(Ipv4Addr::from(s24 << 8), 24).expect("/24");
+            let only_hosts = group.iter().all(|(_, n, _)| n.prefix_len() == 32)
+                && self
+                    .v4
+                    .range(v4_span(net24))
+                    .all(|(n, _)| n.prefix_len() <= 24 || n.prefix_len() == 32);
+            if only_hosts {
+                // The usual case (bans of single addresses): a /32 is its own host.
+                for &(_, n, e) in group {
+                    let old = self.v4.insert(n, e);
+                    if old.map(|o| o.list) != Some(e.list) {
+                        puts.push((u32::from(n.network()), e.list));
+                    }
+                    self.n_hosts += usize::from(old.is_none());
+                }
+            } else {
+                let old = self.v4_hosts(s24);
+                for &(_, n, e) in group {
+                    self.v4.insert(n, e);
+                }
+                let new = self.v4_hosts(s24);
+                let base = s24 << 8;
+                for h in 0..256 {
+                    if let Some(code) = new[h] {
+                        if old[h] != Some(code) {
+                            puts.push((base | h as u32, code));
+                            self.n_hosts += usize::from(old[h].is_none());
+                        }
                     }
                 }
             }
