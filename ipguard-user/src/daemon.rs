@@ -266,7 +266,7 @@ pub async fn run(config_path: &Path, interface: Option<String>) -> anyhow::Resul
         blacklist,
         rules = config.rules.len(),
         rate_rules = config.rate_limit.len(),
-        trie_entries = trie,
+        compiled_entries = trie,
         api = %config.api.listen,
         startup = ?started.elapsed(),
         "ipguard is filtering"

@@ -69,7 +69,7 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::from_file(file)?;
     let compiled = lists::compile(&config.lists);
     println!(
-        "{}: ok (interface {}, xdp_mode {}; whitelist {}, graylist {}, blacklist {} entries; {} trie entries)",
+        "{}: ok (interface {}, xdp_mode {}; whitelist {}, graylist {}, blacklist {} entries; {} compiled prefixes)",
         file.display(),
         config.interface.as_deref().unwrap_or("<from --interface>"),
         config.xdp_mode,
