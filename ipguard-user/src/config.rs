@@ -656,6 +656,25 @@ pub enum ConfigError {
         key: String,
         error: NetError,
     },
+    /// A list file cannot be used: relative path, unreadable.
+    #[error("{origin}:{at}: {key}: {path:?} {problem}")]
+    ListFile {
+        origin: String,
+        at: Position,
+        /// Where the path is, e.g. `lists.blacklist_files[0]`.
+        key: String,
+        path: String,
+        /// What is wrong, as a predicate: "is not an absolute path".
+        problem: String,
+    },
+    /// A line of a list file is not an IP address or network.
+    #[error("{path}:{line}: {error}")]
+    ListFileEntry {
+        path: String,
+        /// 1-based.
+        line: usize,
+        error: NetError,
+    },
     /// A map capacity is outside what the map can take.
     #[error("{origin}:{at}: {key}: must be between {min} and {max}, got {value}")]
     Capacity {
@@ -826,6 +845,12 @@ struct RawLists {
     graylist: Vec<Spanned<String>>,
     #[serde(default)]
     blacklist: Vec<Spanned<String>>,
+    #[serde(default)]
+    whitelist_files: Vec<Spanned<String>>,
+    #[serde(default)]
+    graylist_files: Vec<Spanned<String>>,
+    #[serde(default)]
+    blacklist_files: Vec<Spanned<String>>,
 }
 
 /// Capacities as `i64` (TOML's integer type), so that negative and oversized values
@@ -967,7 +992,13 @@ impl Source<'_> {
         })
     }
 
-    fn list(&self, name: &str, raw: &[Spanned<String>]) -> Result<Vec<IpNet>, ConfigError> {
+    /// A list's inline entries, then those of its files in order.
+    fn list(
+        &self,
+        name: &str,
+        raw: &[Spanned<String>],
+        files: &[Spanned<String>],
+    ) -> Result<Vec<IpNet>, ConfigError> {
         let mut nets = Vec::with_capacity(raw.len());
         for (index, entry) in raw.iter().enumerate() {
             let net = parse_net(entry.get_ref()).map_err(|error| ConfigError::ListEntry {
@@ -977,6 +1008,22 @@ impl Source<'_> {
                 error,
             })?;
             nets.push(net);
+        }
+        for (index, file) in files.iter().enumerate() {
+            let path = file.get_ref();
+            let err = |problem: String| ConfigError::ListFile {
+                origin: self.origin.to_owned(),
+                at: self.at(file),
+                key: format!("lists.{name}_files[{index}]"),
+                path: path.clone(),
+                problem,
+            };
+            if !Path::new(path).is_absolute() {
+                return Err(err("is not an absolute path".into()));
+            }
+            let text =
+                std::fs::read_to_string(path).map_err(|e| err(format!("cannot be read: {e}")))?;
+            nets.extend(parse_list_file(path, &text)?);
         }
         Ok(dedup_in_order(nets))
     }
@@ -1488,6 +1535,46 @@ fn one_line(message: &str) -> String {
         .join("; ")
 }
 
+/// The entries of a list file: one address or network per line; `#` starts a comment;
+/// blank lines are ignored. Large files (feeds of millions of prefixes) are parsed on two
+/// threads.
+pub fn parse_list_file(path: &str, text: &str) -> Result<Vec<IpNet>, ConfigError> {
+    fn parse(path: &str, text: &str, first_line: usize) -> Result<Vec<IpNet>, ConfigError> {
+        let mut out = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let entry = line.split('#').next().unwrap_or_default().trim();
+            if entry.is_empty() {
+                continue;
+            }
+            out.push(
+                parse_net(entry).map_err(|error| ConfigError::ListFileEntry {
+                    path: path.to_owned(),
+                    line: first_line + i,
+                    error,
+                })?,
+            );
+        }
+        Ok(out)
+    }
+    const PARALLEL_MIN: usize = 1 << 20;
+    let mid = text.len() / 2;
+    let split = text[mid..].find('\n').map(|i| mid + i + 1);
+    match split {
+        Some(at) if text.len() >= PARALLEL_MIN && at < text.len() => {
+            let (a, b) = text.split_at(at);
+            let b_first = 1 + a.lines().count();
+            let (ra, rb) = std::thread::scope(|s| {
+                let hb = s.spawn(|| parse(path, b, b_first));
+                (parse(path, a, 1), hb.join())
+            });
+            let mut out = ra?;
+            out.extend(rb.unwrap_or_else(|p| std::panic::resume_unwind(p))?);
+            Ok(out)
+        }
+        _ => parse(path, text, 1),
+    }
+}
+
 impl Config {
     /// Reads and validates the config file at `path`; errors name the path as given.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
@@ -1530,9 +1617,21 @@ impl Config {
             accumulate: raw.accumulate.unwrap_or(false),
             rules_refresh: source.rules_refresh(&raw.rules_refresh)?,
             lists: Lists {
-                whitelist: source.list("whitelist", &raw.lists.whitelist)?,
-                graylist: source.list("graylist", &raw.lists.graylist)?,
-                blacklist: source.list("blacklist", &raw.lists.blacklist)?,
+                whitelist: source.list(
+                    "whitelist",
+                    &raw.lists.whitelist,
+                    &raw.lists.whitelist_files,
+                )?,
+                graylist: source.list(
+                    "graylist",
+                    &raw.lists.graylist,
+                    &raw.lists.graylist_files,
+                )?,
+                blacklist: source.list(
+                    "blacklist",
+                    &raw.lists.blacklist,
+                    &raw.lists.blacklist_files,
+                )?,
             },
             maps: MapsConfig {
                 sources_capacity: source.capacity(
@@ -1591,6 +1690,77 @@ mod tests {
             Ok(config) => panic!("accepted {text:?} as {config:?}"),
             Err(error) => error.to_string(),
         }
+    }
+
+    #[test]
+    fn list_files_add_their_entries_after_the_inline_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let feed = dir.path().join("feed.txt");
+        std::fs::write(
+            &feed,
+            "# a feed\n198.51.100.0/24\n\n  203.0.113.7  # one host\n2001:db8::/32\n192.0.2.1\n",
+        )
+        .unwrap();
+        let text = format!(
+            "[lists]\nblacklist = [\"192.0.2.1\"]\nblacklist_files = [{:?}]\n",
+            feed.display().to_string()
+        );
+        let config = parse(&text).unwrap();
+        let got: Vec<String> = config
+            .lists
+            .blacklist
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        // Duplicates (192.0.2.1) count once, in first-seen order.
+        assert_eq!(
+            got,
+            [
+                "192.0.2.1/32",
+                "198.51.100.0/24",
+                "203.0.113.7/32",
+                "2001:db8::/32"
+            ]
+        );
+    }
+
+    #[test]
+    fn list_file_errors_name_the_file_and_line_or_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let feed = dir.path().join("feed.txt");
+        std::fs::write(&feed, "198.51.100.0/24\n# fine\n10.0.0.1/8\n").unwrap();
+        let path = feed.display().to_string();
+        let text = format!("[lists]\ngraylist_files = [{path:?}]\n");
+        assert_eq!(
+            error(&text),
+            format!("{path}:3: 10.0.0.1/8 has host bits set; did you mean 10.0.0.0/8?")
+        );
+        assert_eq!(
+            error("[lists]\nwhitelist_files = [\"feeds/a.txt\"]\n"),
+            "ipguard.toml:2:20: lists.whitelist_files[0]: \"feeds/a.txt\" is not an absolute path"
+        );
+        let missing = dir.path().join("missing.txt").display().to_string();
+        let err = error(&format!("[lists]\nblacklist_files = [{missing:?}]\n"));
+        assert!(
+            err.starts_with(&format!(
+                "ipguard.toml:2:20: lists.blacklist_files[0]: {missing:?} cannot be read: "
+            )),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_large_list_file_parses_on_two_threads_with_the_right_line_numbers() {
+        let mut text = String::new();
+        for i in 0..200_000u32 {
+            text.push_str(&format!("{}\n", std::net::Ipv4Addr::from(0x0a00_0000 + i)));
+        }
+        let nets = parse_list_file("big.txt", &text).unwrap();
+        assert_eq!(nets.len(), 200_000);
+        assert_eq!(nets[199_999].to_string(), "10.3.13.63/32");
+        text.push_str("nope\n");
+        let err = parse_list_file("big.txt", &text).unwrap_err().to_string();
+        assert!(err.starts_with("big.txt:200001: "), "{err}");
     }
 
     #[test]
@@ -2016,7 +2186,7 @@ source = "2001:db8::/32"
         );
         assert_eq!(
             error("[lists]\nblacklist = []\nwhitelsit = []\n"),
-            "ipguard.toml:3:1: unknown field `whitelsit`, expected one of `whitelist`, `graylist`, `blacklist`"
+            "ipguard.toml:3:1: unknown field `whitelsit`, expected one of `whitelist`, `graylist`, `blacklist`, `whitelist_files`, `graylist_files`, `blacklist_files`"
         );
         assert_eq!(
             error("[maps]\nsource_capacity = 10\n"),
