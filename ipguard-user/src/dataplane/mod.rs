@@ -241,6 +241,8 @@ const PINNED_MAPS: [&str; 10] = [
     MAP_RATE_CONFIG,
     MAP_EVENTS,
 ];
+/// Pinned maps of earlier versions, removed at load.
+const STALE_PINS: [&str; 2] = ["IPG_LPM_V4", "IPG_LPM_V6"];
 /// The XDP link's pin, beside the maps.
 const LINK_PIN: &str = "xdp_link";
 /// `statfs` magic of a BPF filesystem.
@@ -257,6 +259,12 @@ impl Dataplane {
     /// cleanly, are re-used with their contents: the second value is `true` then.
     pub fn load_pinned(maps: &MapsConfig, pin_dir: &Path) -> Result<(Self, bool)> {
         ensure_bpffs(pin_dir)?;
+        // Pins of maps that earlier versions used (one LPM trie per family). The program
+        // still attached through the pinned link holds them until it is replaced; without
+        // their pins they are freed then.
+        for stale in STALE_PINS {
+            let _ = std::fs::remove_file(pin_dir.join(stale));
+        }
         let adopted = PINNED_MAPS.iter().any(|m| pin_dir.join(m).exists());
         let mut dp = Self::load_with(maps, Some(pin_dir))?;
         dp.pin_dir = Some(pin_dir.to_owned());
