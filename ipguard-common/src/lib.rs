@@ -9,6 +9,7 @@
 #[cfg(feature = "user")]
 extern crate std;
 
+pub mod lookup;
 #[cfg(feature = "user")]
 pub mod user;
 
@@ -307,6 +308,23 @@ pub struct SourceCounters {
 }
 const _: () = assert!(core::mem::size_of::<SourceCounters>() == 112);
 
+impl SourceCounters {
+    /// The CPUs' copies of one source summed: counts added, timestamps the latest. The
+    /// rate windows are left empty: they only make sense per CPU (see `RateRuleDef`).
+    pub fn total(per_cpu: &[SourceCounters]) -> SourceCounters {
+        let mut t = SourceCounters::default();
+        for c in per_cpu {
+            t.packets += c.packets;
+            t.bytes += c.bytes;
+            t.syns += c.syns;
+            t.last_seen_ns = t.last_seen_ns.max(c.last_seen_ns);
+            t.dropped += c.dropped;
+            t.last_drop_ns = t.last_drop_ns.max(c.last_drop_ns);
+        }
+        t
+    }
+}
+
 /// A global counter pair (one copy per CPU; the daemon sums them).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -317,7 +335,7 @@ pub struct StatCounter {
 const _: () = assert!(core::mem::size_of::<StatCounter>() == 16);
 
 /// Index into [`MAP_STATS`]. Every packet lands in exactly one of the verdict slots
-/// (`PassUnlisted` .. `PassMalformed`); `L4Truncated` is counted in addition.
+/// (`PassUnlisted` .. `DropMalformed`, and `DropRule`); `L4Truncated` is counted in addition.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Stat {
@@ -331,9 +349,10 @@ pub enum Stat {
     DropBlacklist = 3,
     /// Not IPv4/IPv6 (ARP, LLDP, ...): passed.
     PassNonIp = 4,
-    /// Truncated or malformed before the source address: passed, as the stack will
-    /// discard it anyway and XDP cannot attribute it to a source.
-    PassMalformed = 5,
+    /// Truncated or malformed before the source address, or behind a third VLAN tag:
+    /// dropped (the stack would discard the first kind anyway; the second cannot be
+    /// attributed to a source, so it is not let through).
+    DropMalformed = 5,
     /// The source was known but the TCP header was cut short or the IPv6 extension
     /// chain was too long to reach it (the packet got its verdict from its source).
     L4Truncated = 6,
@@ -358,7 +377,7 @@ impl Stat {
         Stat::DropGraylist,
         Stat::DropBlacklist,
         Stat::PassNonIp,
-        Stat::PassMalformed,
+        Stat::DropMalformed,
         Stat::L4Truncated,
         Stat::DropRule,
         Stat::EventLost,

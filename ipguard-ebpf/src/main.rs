@@ -10,8 +10,10 @@
 //! grows by a rule's `step`, an event on a ring buffer wakes the daemon, which sums the
 //! CPUs and decides (see `ipguard_common::RateRuleDef`).
 //!
-//! The program never returns `XDP_ABORTED`: anything it cannot parse is passed to the
-//! kernel stack (which discards what is really broken) and counted.
+//! The program never returns `XDP_ABORTED`. Non-IP frames (ARP, LLDP) pass; a frame that
+//! claims IP but is cut short or invalid before its source address (which the stack
+//! would discard anyway), or that hides behind a third VLAN tag, is dropped and counted:
+//! fail-closed, so that no listed source gets through by sending frames hard to read.
 #![no_std]
 #![no_main]
 
@@ -25,12 +27,11 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use ipguard_common::{
-    ListCode, RateConfig, RateEvent, RateRuleDef, SourceCounters, SourceKey, Stat, StatCounter,
-    Tbl24Elem, V6Anchor, V6LongKey, ANCHOR_OVERFLOW, ANCHOR_OWN, DEFAULT_LPM_CAPACITY,
+    lookup, ListCode, RateConfig, RateEvent, RateRuleDef, SourceCounters, SourceKey, Stat,
+    StatCounter, Tbl24Elem, Tbl24Slot, V6Anchor, V6LongKey, DEFAULT_LPM_CAPACITY,
     DEFAULT_SOURCES_CAPACITY, EVENTS_BYTES, LIST_BLACKLIST, LIST_GRAYLIST, LIST_NONE,
     LIST_RULE_DENY, LIST_WHITELIST, MAX_RATE_RULES, MAX_RULE_PORTS, RATE_BYTES,
-    RATE_FLAG_TRACK_DROPS, RATE_PACKETS, RATE_SYN, SLOT_HOSTS, SLOT_LIST, STAT_COUNT,
-    TABLE_FLAG_V6_SHORT, V4_TBL24_ELEMS, V6_ANCHOR_LENS, V6_BITS,
+    RATE_FLAG_TRACK_DROPS, RATE_PACKETS, RATE_SYN, STAT_COUNT, V4_TBL24_ELEMS, V6_BITS,
 };
 use parse::{Frame, L4};
 
@@ -76,72 +77,59 @@ pub fn ipguard(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
     match parse::frame(&ctx) {
         Frame::NonIp => pass(Stat::PassNonIp, len),
-        Frame::Malformed => pass(Stat::PassMalformed, len),
-        Frame::V4 { src, l4 } => verdict(lookup_v4(src), SourceKey::v4(src), l4, len),
-        Frame::V6 { src, l4 } => verdict(lookup_v6(&src), SourceKey::v6(src), l4, len),
+        Frame::Malformed => drop(Stat::DropMalformed, len),
+        Frame::V4 { src, l4 } => {
+            verdict(lookup::lookup_v4(&Maps, src), SourceKey::v4(src), l4, len)
+        }
+        Frame::V6 { src, l4 } => {
+            verdict(lookup::lookup_v6(&Maps, &src), SourceKey::v6(src), l4, len)
+        }
     }
 }
 
-/// The list code of the longest prefix holding `src` (`LIST_NONE` if none does).
-#[inline(always)]
-fn lookup_v4(src: [u8; 4]) -> ListCode {
-    let slot24 = u32::from_be_bytes(src) >> 8;
-    let Some(elem) = IPG_V4_TBL24.get(slot24 / 4) else {
-        return LIST_NONE;
-    };
-    let slot = elem[(slot24 % 4) as usize];
-    if slot & SLOT_HOSTS != 0 {
+/// The list tables as [`lookup::Tables`]: the lookup itself is `ipguard_common::lookup`,
+/// shared with the daemon's in-memory tables and tested on the host.
+struct Maps;
+
+impl lookup::Tables for Maps {
+    #[inline(always)]
+    fn slot(&self, s24: u32) -> Tbl24Slot {
+        match IPG_V4_TBL24.get(s24 / 4) {
+            Some(elem) => elem[(s24 % 4) as usize],
+            None => 0,
+        }
+    }
+
+    #[inline(always)]
+    fn host(&self, addr: &[u8; 4]) -> Option<ListCode> {
         // SAFETY: the value is copied out at once; the daemon replaces entries whole.
-        if let Some(code) = unsafe { IPG_V4_HOSTS.get(&src) } {
-            return *code;
-        }
+        unsafe { IPG_V4_HOSTS.get(addr) }.copied()
     }
-    (slot & SLOT_LIST) as ListCode
-}
 
-/// Like [`lookup_v4`]: the anchor of the address's /32, then each longer length present
-/// under it, longest first; the short-prefix trie only if it holds anything.
-#[inline(always)]
-fn lookup_v6(src: &[u8; 16]) -> ListCode {
-    let top = [src[0], src[1], src[2], src[3]];
-    if let Some(anchor) = IPG_V6_ANCHORS.get_ptr(&top) {
+    #[inline(always)]
+    fn anchor(&self, top: &[u8; 4]) -> Option<V6Anchor> {
         // SAFETY: copied out at once; the daemon replaces anchors whole.
-        let anchor = unsafe { *anchor };
-        if anchor.flags & ANCHOR_OVERFLOW != 0 {
-            return lookup_v6_lpm(src);
-        }
-        let hi = u64::from_be_bytes([
-            src[0], src[1], src[2], src[3], src[4], src[5], src[6], src[7],
-        ]);
-        let lo = u64::from_be_bytes([
-            src[8], src[9], src[10], src[11], src[12], src[13], src[14], src[15],
-        ]);
-        for i in 0..V6_ANCHOR_LENS {
-            if i >= anchor.n_lens as usize {
-                break;
-            }
-            let key = V6LongKey::new(hi, lo, anchor.lens[i] as u32);
-            // SAFETY: copied out at once.
-            if let Some(code) = unsafe { IPG_V6_LONG.get(&key) } {
-                return *code;
-            }
-        }
-        if anchor.flags & ANCHOR_OWN != 0 {
-            return anchor.own as ListCode;
-        }
+        IPG_V6_ANCHORS.get_ptr(top).map(|a| unsafe { *a })
     }
-    match IPG_TABLE_CFG.get(0) {
-        Some(flags) if flags & TABLE_FLAG_V6_SHORT != 0 => lookup_v6_lpm(src),
-        _ => LIST_NONE,
-    }
-}
 
-#[inline(always)]
-fn lookup_v6_lpm(src: &[u8; 16]) -> ListCode {
-    IPG_V6_LPM
-        .get(Key::new(V6_BITS, *src))
-        .copied()
-        .unwrap_or(LIST_NONE)
+    #[inline(always)]
+    fn long(&self, key: &V6LongKey) -> Option<ListCode> {
+        // SAFETY: copied out at once.
+        unsafe { IPG_V6_LONG.get(key) }.copied()
+    }
+
+    #[inline(always)]
+    fn flags(&self) -> u32 {
+        IPG_TABLE_CFG.get(0).copied().unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn lpm(&self, addr: &[u8; 16]) -> ListCode {
+        IPG_V6_LPM
+            .get(Key::new(V6_BITS, *addr))
+            .copied()
+            .unwrap_or(LIST_NONE)
+    }
 }
 
 #[inline(always)]

@@ -8,6 +8,8 @@ const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88A8;
+/// The pre-standard QinQ tag some switches still use.
+const ETH_P_QINQ_9100: u16 = 0x9100;
 const VLAN_HLEN: usize = 4;
 
 const IPPROTO_TCP: u8 = 6;
@@ -55,7 +57,9 @@ impl L4 {
 
 pub enum Frame {
     NonIp,
-    /// Cut short or invalid before the source address could be read.
+    /// Cut short or invalid before the source address could be read (the stack would
+    /// discard it), or behind more VLAN tags than are parsed: dropped, so that no frame
+    /// from a listed source gets through by being hard to read.
     Malformed,
     V4 {
         src: [u8; 4],
@@ -91,19 +95,23 @@ pub fn frame(ctx: &XdpContext) -> Frame {
     };
     let mut proto = be16(eth_type);
     let mut off = ETH_HLEN;
-    // Up to two tags: 802.1Q, or 802.1ad outer + 802.1Q inner (QinQ).
-    if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+    // Up to two tags: 802.1Q, or an 802.1ad (or 0x9100) outer + 802.1Q inner (QinQ).
+    if is_vlan(proto) {
         let Some(tag) = bytes::<4>(ctx, off) else {
             return Frame::Malformed;
         };
         proto = u16::from_be_bytes([tag[2], tag[3]]);
         off += VLAN_HLEN;
-        if proto == ETH_P_8021Q || proto == ETH_P_8021AD {
+        if is_vlan(proto) {
             let Some(tag) = bytes::<4>(ctx, off) else {
                 return Frame::Malformed;
             };
             proto = u16::from_be_bytes([tag[2], tag[3]]);
             off += VLAN_HLEN;
+            if is_vlan(proto) {
+                // A third tag: what it carries is not read, so it is not let through.
+                return Frame::Malformed;
+            }
         }
     }
     match proto {
@@ -111,6 +119,11 @@ pub fn frame(ctx: &XdpContext) -> Frame {
         ETH_P_IPV6 => ipv6(ctx, off),
         _ => Frame::NonIp,
     }
+}
+
+#[inline(always)]
+fn is_vlan(proto: u16) -> bool {
+    proto == ETH_P_8021Q || proto == ETH_P_8021AD || proto == ETH_P_QINQ_9100
 }
 
 #[inline(always)]

@@ -22,6 +22,11 @@ const UNITS: [(&str, u128); 5] = [
 /// The keyword for a duration without end.
 const FOREVER: &str = "forever";
 
+/// The longest finite duration accepted anywhere (config, API, CLI): 36500 days, about a
+/// century. Longer is `forever`: every expiry then stays far inside the times that RFC 3339
+/// and the wall clock can write.
+pub const MAX_DURATION: Duration = Duration::from_secs(36_500 * 86_400);
+
 /// How long something lasts: a finite [`Duration`] or [`Lifetime::Forever`].
 ///
 /// Ordered by length, `Forever` after every finite duration, so `min`/`max` and
@@ -94,8 +99,8 @@ pub enum DurationError {
         /// The text as given.
         given: String,
     },
-    /// Longer than a [`Duration`] can hold (about 584 billion years).
-    #[error("{given:?} is too long to be represented; use \"forever\" for no end")]
+    /// Longer than [`MAX_DURATION`].
+    #[error("{given:?} is longer than 36500d (about a century); use \"forever\" for no end")]
     Overflow {
         /// The text as given.
         given: String,
@@ -120,7 +125,7 @@ pub fn parse_lifetime(s: &str) -> Result<Lifetime, DurationError> {
 }
 
 fn parse_finite(s: &str, forever_allowed: bool) -> Result<Duration, DurationError> {
-    let given = || s.to_owned();
+    let given = || crate::model::excerpt(s);
     if s.trim() != s {
         return Err(DurationError::Whitespace { given: given() });
     }
@@ -146,8 +151,11 @@ fn parse_finite(s: &str, forever_allowed: bool) -> Result<Duration, DurationErro
     if total_ms == 0 {
         return Err(DurationError::Zero { given: given() });
     }
-    let secs =
-        u64::try_from(total_ms / 1000).map_err(|_| DurationError::Overflow { given: given() })?;
+    if total_ms > MAX_DURATION.as_millis() {
+        return Err(DurationError::Overflow { given: given() });
+    }
+    // At most MAX_DURATION: both parts fit.
+    let secs = (total_ms / 1000) as u64;
     let millis = (total_ms % 1000) as u32;
     Ok(Duration::new(secs, millis * 1_000_000))
 }
@@ -163,10 +171,11 @@ pub fn format_duration(d: Duration) -> String {
     if total_ms == 0 {
         return "0s".to_owned();
     }
+    // The last unit is 1 ms, which divides every whole number of milliseconds.
     let (unit, unit_ms) = UNITS
         .iter()
         .find(|(_, unit_ms)| total_ms.checked_rem(*unit_ms) == Some(0))
-        .expect("every whole number of milliseconds is divisible by 1ms");
+        .unwrap_or(&("ms", 1));
     format!("{}{unit}", total_ms / unit_ms)
 }
 
@@ -284,26 +293,21 @@ mod tests {
     }
 
     #[test]
-    fn overflow_is_rejected_and_the_largest_values_accepted() {
-        // u64::MAX seconds is the largest whole-second Duration.
-        let max_secs = u64::MAX.to_string();
+    fn durations_past_a_century_are_refused_and_the_longest_accepted() {
+        // A bound, not a representation limit: an expiry past the year 9999 cannot be
+        // written (RFC 3339) and must never be computed from operator input.
+        assert_eq!(parse_duration("36500d"), Ok(MAX_DURATION));
         assert_eq!(
-            parse_duration(&format!("{max_secs}s")),
-            Ok(Duration::from_secs(u64::MAX))
+            parse_duration(&format!("{}ms", MAX_DURATION.as_millis())),
+            Ok(MAX_DURATION)
         );
-        assert_eq!(
-            parse_duration(&format!("{max_secs}ms")),
-            Ok(Duration::from_millis(u64::MAX))
-        );
-        let max_days = u64::MAX / DAY;
-        assert_eq!(
-            parse_duration(&format!("{max_days}d")),
-            Ok(Duration::from_secs(max_days * DAY))
-        );
+        assert_eq!(parse_lifetime("36500d"), Ok(Lifetime::For(MAX_DURATION)));
         for too_long in [
-            format!("{}d", max_days + 1),
+            "36501d".to_owned(),
+            format!("{}ms", MAX_DURATION.as_millis() + 1),
+            "3000000d".to_owned(),
+            "213503982334d".to_owned(),
             format!("{}s", u128::from(u64::MAX) + 1),
-            format!("{}m", u64::MAX),
             format!("{}ms", u128::MAX),
             "1000000000000000000000000000000000000000000000000s".to_owned(),
         ] {
@@ -314,12 +318,11 @@ mod tests {
                 }),
                 "{too_long}"
             );
+            assert!(parse_lifetime(&too_long).is_err(), "{too_long}");
         }
         assert_eq!(
-            parse_duration("99999999999999999999d")
-                .unwrap_err()
-                .to_string(),
-            r#""99999999999999999999d" is too long to be represented; use "forever" for no end"#
+            parse_duration("3000000d").unwrap_err().to_string(),
+            r#""3000000d" is longer than 36500d (about a century); use "forever" for no end"#
         );
     }
 
@@ -356,8 +359,8 @@ mod tests {
             Duration::from_secs(61),
             Duration::from_secs(3_600),
             Duration::from_secs(7 * DAY),
-            Duration::from_secs(u64::MAX),
-            Duration::new(u64::MAX, 999_000_000),
+            MAX_DURATION,
+            MAX_DURATION - Duration::from_millis(1),
         ];
         for duration in samples {
             assert_eq!(

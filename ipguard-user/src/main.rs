@@ -1,9 +1,11 @@
 //! `ipguard`: command-line entry point. Wiring only; the work is in the library.
 
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 use std::{io::IsTerminal as _, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use ipguard::{cli, config::Config, daemon, lists};
+use ipguard::{cli, config::Config, daemon, policy::compile::compile};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -27,6 +29,10 @@ enum Command {
         /// Interface to filter; overrides `interface` in the config.
         #[arg(long, short)]
         interface: Option<String>,
+        /// At SIGTERM/SIGINT, leave the XDP program attached with its lists, for the next
+        /// start to adopt without an unfiltered moment (a restart, an upgrade).
+        #[arg(long)]
+        keep_attached: bool,
     },
     /// Validate a config file without loading anything.
     CheckConfig {
@@ -48,11 +54,23 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config, interface } => tokio::runtime::Builder::new_current_thread()
+        Command::Run {
+            config,
+            interface,
+            keep_attached,
+        } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(daemon::run(&config, interface))),
+            .and_then(|rt| {
+                rt.block_on(daemon::run(
+                    &config,
+                    daemon::RunOptions {
+                        interface,
+                        keep_attached,
+                    },
+                ))
+            }),
         Command::CheckConfig { file } => check_config(&file),
         Command::Client(command) => cli::run(&command).map_err(anyhow::Error::from),
     };
@@ -65,9 +83,11 @@ fn main() -> ExitCode {
     }
 }
 
+/// Everything `run` would refuse before it loads anything.
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::from_file(file)?;
-    let compiled = lists::compile(&config.lists);
+    daemon::check_api(&config)?;
+    let compiled = compile(&config.lists);
     println!(
         "{}: ok (interface {}, xdp_mode {}; whitelist {}, graylist {}, blacklist {} entries; {} compiled prefixes)",
         file.display(),

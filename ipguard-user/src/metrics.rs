@@ -1,43 +1,21 @@
-//! Prometheus metrics. Kernel counters are read at scrape time; the reaction-time histogram
-//! and ban counters are kept here as events happen.
+//! Prometheus metrics: the status (kernel counters read at scrape time) and the
+//! controller's [`Telemetry`] (reaction times and bans, kept as they happen) as the text
+//! exposition format.
 
+use ipguard_common::Stat;
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
-    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
 
-use crate::api::types::Status;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct BanLabels {
-    /// `rate_limit`, `report`, `api`.
-    pub cause: String,
-    /// `graylist`, `blacklist`, `whitelist`.
-    pub list: String,
-}
-
-/// Metrics kept across scrapes. Cloning shares them.
-#[derive(Clone, Debug)]
-pub struct Metrics {
-    /// Seconds from the packet that signalled a violation to the ban being in the trie.
-    pub reaction: Histogram,
-    pub bans: Family<BanLabels, Counter>,
-    /// Rate events read from the ring buffer.
-    pub events: Counter,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        // 0.1 ms .. ~3 s.
-        let buckets = prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 16);
-        Self {
-            reaction: Histogram::new(buckets),
-            bans: Family::default(),
-            events: Counter::default(),
-        }
-    }
-}
+use crate::{
+    controller::{
+        view::{StatusReport, VERDICT_STATS},
+        Telemetry,
+    },
+    model::ListKind,
+};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TrafficLabels {
@@ -51,28 +29,26 @@ struct ListLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProblemLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MapLabels {
     map: String,
 }
 
-/// The verdict a `Status::lists` key stands for.
-fn verdict_of(list: &str) -> &'static str {
-    match list {
-        "graylist" | "blacklist" | "rule" => "drop",
-        _ => "pass",
-    }
-}
-
 /// Renders the Prometheus text exposition of `status` and the kept metrics.
-pub fn render(status: &Status, events_lost: u64, kept: &Metrics) -> String {
+pub fn render(status: &StatusReport, kept: &Telemetry) -> String {
     let mut reg = Registry::with_prefix("ipguard");
     let packets = Family::<TrafficLabels, Counter>::default();
     let bytes = Family::<TrafficLabels, Counter>::default();
-    for (list, t) in &status.lists {
+    for (list, stat, dropped) in VERDICT_STATS {
         let l = TrafficLabels {
-            verdict: verdict_of(list).into(),
-            list: list.clone(),
+            verdict: if dropped { "drop" } else { "pass" }.into(),
+            list: list.into(),
         };
+        let t = status.stats.get(stat);
         packets.get_or_create(&l).inc_by(t.packets);
         bytes.get_or_create(&l).inc_by(t.bytes);
     }
@@ -87,11 +63,18 @@ pub fn render(status: &Status, events_lost: u64, kept: &Metrics) -> String {
         bytes,
     );
     let entries = Family::<ListLabels, Gauge>::default();
-    for (list, n) in &status.entries {
+    for list in ListKind::ALL {
         entries
-            .get_or_create(&ListLabels { list: list.clone() })
-            .set(*n as i64);
+            .get_or_create(&ListLabels {
+                list: list.as_str().into(),
+            })
+            .set(status.entries[list.index()] as i64);
     }
+    entries
+        .get_or_create(&ListLabels {
+            list: "rules".into(),
+        })
+        .set(status.rules as i64);
     reg.register(
         "list_entries",
         "Entries per list (and ordered rules)",
@@ -106,22 +89,26 @@ pub fn render(status: &Status, events_lost: u64, kept: &Metrics) -> String {
     );
     let capacity = Family::<MapLabels, Gauge>::default();
     let used = Family::<MapLabels, Gauge>::default();
-    for (map, fill) in &status.maps {
-        let l = MapLabels { map: map.clone() };
+    for (map, fill) in [
+        ("lpm_v4", status.v4_hosts),
+        ("lpm_v6", status.v6_prefixes),
+        ("sources", status.sources),
+    ] {
+        let l = MapLabels { map: map.into() };
         capacity.get_or_create(&l).set(fill.capacity as i64);
         used.get_or_create(&l).set(fill.used as i64);
     }
     reg.register("map_capacity", "Capacity of the kernel maps", capacity);
     reg.register("map_used", "Entries in the kernel maps", used);
     let lost = Counter::<u64>::default();
-    lost.inc_by(events_lost);
+    lost.inc_by(status.stats.get(Stat::EventLost).packets);
     reg.register(
         "events_lost",
         "Rate events the ring buffer had no room for",
         lost,
     );
     let uptime = Gauge::<i64>::default();
-    uptime.set(status.uptime_seconds as i64);
+    uptime.set(status.uptime.as_secs() as i64);
     reg.register("uptime_seconds", "Seconds since the daemon started", uptime);
     reg.register("bans", "Entries made, by cause and list", kept.bans.clone());
     reg.register(
@@ -134,7 +121,48 @@ pub fn render(status: &Status, events_lost: u64, kept: &Metrics) -> String {
         "From the packet that signalled a violation to the ban being in the kernel",
         kept.reaction.clone(),
     );
+    reg.register(
+        "table_full",
+        "Changes refused because a kernel map was full, by map",
+        kept.table_full.clone(),
+    );
+    reg.register(
+        "write_errors",
+        "Other failed kernel map operations, by operation",
+        kept.write_errors.clone(),
+    );
+    reg.register(
+        "persist_errors",
+        "Failed writes of the persisted policy state",
+        kept.persist_errors.clone(),
+    );
+    reg.register(
+        "promotions",
+        "Host bans replaced by their /24 or /64 because the host table was full",
+        kept.promotions.clone(),
+    );
+    reg.register(
+        "protected",
+        "Automatic bans not made because the source is protected",
+        kept.protected.clone(),
+    );
+    let problems = Family::<ProblemLabels, Gauge>::default();
+    for (kind, _) in &status.problems {
+        problems
+            .get_or_create(&ProblemLabels {
+                kind: (*kind).into(),
+            })
+            .set(1);
+    }
+    reg.register(
+        "problem",
+        "1 while a problem of this kind is present (see GET /v1/status)",
+        problems,
+    );
     let mut out = String::new();
-    encode(&mut out, &reg).expect("writing to a String cannot fail");
+    // Writing to a String cannot fail; were it to, the scrape shows it rather than a panic.
+    if let Err(e) = encode(&mut out, &reg) {
+        tracing::error!(error = %e, "cannot encode the metrics");
+    }
     out
 }

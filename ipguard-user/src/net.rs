@@ -55,12 +55,26 @@ fn family(max_prefix_len: u8) -> &'static str {
 ///
 /// The prefix length is plain decimal digits; a network must have its host bits clear.
 pub fn parse_net(s: &str) -> Result<IpNet, NetError> {
+    let net = parse_position(s)?;
+    let network = net.trunc();
+    if network != net {
+        return Err(NetError::HostBitsSet {
+            given: crate::model::excerpt(s),
+            network,
+        });
+    }
+    Ok(net)
+}
+
+/// Like [`parse_net`], but host bits may be set: for a position in the ordering of
+/// prefixes (a page cursor), where `198.51.100.7/24` is as meaningful as any other.
+pub fn parse_position(s: &str) -> Result<IpNet, NetError> {
     let invalid = || NetError::Invalid {
-        given: s.to_owned(),
+        given: crate::model::excerpt(s),
     };
     if s.trim() != s {
         return Err(NetError::Whitespace {
-            given: s.to_owned(),
+            given: crate::model::excerpt(s),
         });
     }
     let Some((addr, len)) = s.split_once('/') else {
@@ -77,20 +91,12 @@ pub fn parse_net(s: &str) -> Result<IpNet, NetError> {
         IpAddr::V6(_) => 128,
     };
     let too_long = || NetError::PrefixTooLong {
-        given: s.to_owned(),
+        given: crate::model::excerpt(s),
         max,
     };
     // Only digits remain, so a parse failure means the number does not fit a u8.
     let len: u8 = len.parse().map_err(|_| too_long())?;
-    let net = IpNet::new(addr, len).map_err(|_| too_long())?;
-    let network = net.trunc();
-    if network != net {
-        return Err(NetError::HostBitsSet {
-            given: s.to_owned(),
-            network,
-        });
-    }
-    Ok(net)
+    IpNet::new(addr, len).map_err(|_| too_long())
 }
 
 #[cfg(test)]

@@ -64,11 +64,31 @@ impl Daemon {
 
     /// Starts the daemon on an existing config file (e.g. for a restart).
     pub fn spawn(bed: &Testbed, dir: &std::path::Path, config: &std::path::Path) -> Daemon {
+        Self::spawn_with(bed, dir, config, None)
+    }
+
+    /// Like [`Daemon::spawn`], with `resolv_conf` in place of /etc/resolv.conf for the
+    /// daemon alone (a mount namespace of its own), so that a test decides what its
+    /// hostname lookups meet.
+    pub fn spawn_with(
+        bed: &Testbed,
+        dir: &std::path::Path,
+        config: &std::path::Path,
+        resolv_conf: Option<&std::path::Path>,
+    ) -> Daemon {
         let stderr_path = dir.join("daemon.log");
         let log = std::fs::File::create(&stderr_path).unwrap();
         // nsenter switches only the network namespace (ip netns exec would also remount /sys).
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", bed.srv))
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", bed.srv));
+        if let Some(resolv) = resolv_conf {
+            cmd.args(["unshare", "--mount", "--propagation", "private", "sh", "-c"])
+                .arg(format!(
+                    "mount --bind '{}' /etc/resolv.conf && exec \"$0\" \"$@\"",
+                    resolv.display()
+                ));
+        }
+        let child = cmd
             .arg(ipguard_bin())
             .args(["run", "--config"])
             .arg(config)
@@ -138,19 +158,11 @@ impl Daemon {
 
     /// Sends SIGTERM and returns the exit status.
     pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
-        let mut child = self.child.take().unwrap();
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return (status, self.log());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("daemon ignored SIGTERM for 10 s: {}", self.log());
-            }
-            sleep(Duration::from_millis(20));
+        let mut child = self.child.take().expect("running");
+        match crate::process::terminate(&mut child, Duration::from_secs(10)) {
+            Ok(Some(status)) => (status, self.log()),
+            Ok(None) => panic!("daemon ignored SIGTERM for 10 s: {}", self.log()),
+            Err(e) => panic!("waiting for the daemon: {e}"),
         }
     }
 }
@@ -241,11 +253,23 @@ pub fn cli_ok(bed: &Testbed, args: &[&str]) -> String {
 
 /// `GET path` on the daemon's API (127.0.0.1:9180 in the server namespace): status and body.
 pub fn http_get(bed: &Testbed, path: &str) -> (u16, String) {
+    http(bed, "GET", path, None)
+}
+
+/// A request to the daemon's API (127.0.0.1:9180 in the server namespace), with a JSON
+/// body if given: status and body.
+pub fn http(bed: &Testbed, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
     use std::io::Write as _;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    let request = match body {
+        Some(b) => format!(
+            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        ),
+        None => format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"),
+    };
     let response = in_netns(&bed.srv, move || {
         let mut s = TcpStream::connect("127.0.0.1:9180").expect("connect to the API");
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.write_all(request.as_bytes()).unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
@@ -258,4 +282,62 @@ pub fn http_get(bed: &Testbed, path: &str) -> (u16, String) {
         .and_then(|c| c.parse().ok())
         .expect("a status code");
     (status, body.to_owned())
+}
+
+/// Makes every address of `net` usable as a source in the client namespace (a `local`
+/// route: sockets bind to them) and reachable from the server (through the client).
+pub fn source_range(bed: &Testbed, net: &str) {
+    crate::netns::sh(&[
+        "ip", "-n", &bed.cli, "route", "add", "local", net, "dev", "lo",
+    ]);
+    // Through the client's own address, not on-link: answers to thousands of sources
+    // then need one neighbour entry, not one each (the kernel's ARP table is shared by
+    // every namespace, and an overflow breaks every test running beside this one).
+    let via = if net.contains(':') {
+        "2001:db8:1::2"
+    } else {
+        "192.0.2.2"
+    };
+    crate::netns::sh(&[
+        "ip",
+        "-n",
+        &bed.srv,
+        "route",
+        "add",
+        net,
+        "via",
+        via,
+        "dev",
+        &bed.srv_if,
+    ]);
+}
+
+/// `per_source` TCP SYNs from each of `sources` to `dst`, all within a moment: each
+/// socket connects (non-blocking: the SYN leaves at once) and is closed again, so the fd
+/// limit never matters.
+pub fn syn_flood(bed: &Testbed, sources: &[std::net::IpAddr], dst: SocketAddr, per_source: usize) {
+    syn_flood_from(&bed.cli, sources, dst, per_source)
+}
+
+/// [`syn_flood`] from namespace `ns` (for a thread that cannot borrow the testbed).
+pub fn syn_flood_from(ns: &str, sources: &[std::net::IpAddr], dst: SocketAddr, per_source: usize) {
+    let sources = sources.to_vec();
+    in_netns(ns, move || {
+        for src in sources {
+            for _ in 0..per_source {
+                let s = socket2::Socket::new(
+                    socket2::Domain::for_address(dst),
+                    socket2::Type::STREAM,
+                    None,
+                )
+                .unwrap();
+                s.set_nonblocking(true).unwrap();
+                // Closed with a reset: no orphan retrying its FIN for minutes (and
+                // keeping the deleted namespace alive) when the filter drops the answers.
+                s.set_linger(Some(Duration::ZERO)).unwrap();
+                s.bind(&SocketAddr::new(src, 0).into()).unwrap();
+                let _ = s.connect(&dst.into());
+            }
+        }
+    });
 }

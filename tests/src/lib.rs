@@ -8,6 +8,7 @@ pub mod daemon;
 pub mod frames;
 pub mod netns;
 pub mod policy_bench;
+pub mod process;
 
 /// Panics unless the process runs as root: a privileged test must fail, not pass silently.
 pub fn require_root() {

@@ -12,8 +12,8 @@ use std::{
 
 use ipguard::{
     config::{Escalation, ReportRule},
-    lists::ListKind,
-    policy::engine::{Engine, Ts},
+    model::{ListKind, Origin, Ts},
+    policy::engine::Engine,
 };
 
 use crate::{
@@ -374,6 +374,107 @@ pub fn api_load_and_expiry(quick: bool) -> Vec<Figure> {
     ]
 }
 
+/// Peak resident set size (VmHWM) of a process, in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+/// The largest batch the API takes (`api::MAX_ENTRIES`), posted while a reader polls
+/// `/healthz`: how long the batch takes, how long the reader waits at worst, and the
+/// daemon's memory per million entries it holds (resident growth after the batches) and
+/// at the peak of one batch.
+pub fn big_batches(quick: bool) -> Vec<Figure> {
+    let batch = ipguard::api::MAX_ENTRIES;
+    let batches = if quick { 2 } else { 10 };
+    let bed = testbed("G");
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(
+        &bed,
+        dir.path(),
+        "[lists]\nwhitelist = [\"127.0.0.0/8\", \"::1\"]\n[api]\nmax_body_bytes = 67108864\n\
+         [maps]\nlpm_v4_capacity = 4194304\n",
+    );
+    let nets = random_prefixes(batch * batches, false, 11);
+    let pid = daemon.pid();
+    let (rss0, _) = proc_usage(pid);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let mut took = Vec::new();
+    let mut peak = 0u64;
+    let worst = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let mut worst = Duration::ZERO;
+            // Bounded: at most 10 minutes of polling.
+            let end = Instant::now() + Duration::from_secs(600);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < end {
+                let t = Instant::now();
+                let _ = http_get(&bed, "/healthz");
+                worst = worst.max(t.elapsed());
+                sleep(Duration::from_millis(10));
+            }
+            worst
+        });
+        for chunk in nets.chunks(batch) {
+            let entries: Vec<String> = chunk
+                .iter()
+                .map(|n| format!("{{\"net\":\"{n}\",\"duration\":\"1d\"}}"))
+                .collect();
+            let body = format!("{{\"entries\":[{}]}}", entries.join(","));
+            let t = Instant::now();
+            let (code, resp) = http_post(&bed, "/v1/lists/blacklist", &body);
+            took.push(t.elapsed().as_secs_f64());
+            if code != 200 {
+                // The reader stops first, so the scope can end.
+                stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                panic!("{code}: {}", &resp[..resp.len().min(300)]);
+            }
+            peak = peak.max(peak_rss(pid));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        reader.join().unwrap_or_default()
+    });
+    let (rss1, _) = proc_usage(pid);
+    let held = (batch * batches) as f64;
+    let (status, _) = daemon.terminate();
+    assert!(status.success());
+    let mib = |b: f64| b / (1024.0 * 1024.0);
+    vec![
+        fig(
+            format!("{batches} batches of {batch} v4 entries"),
+            "one batch (median)",
+            quantile(&mut took, 0.5),
+            "s",
+            "POST /v1/lists/blacklist, the largest batch the API takes",
+        ),
+        fig(
+            format!("{batches} batches of {batch} v4 entries"),
+            "/healthz: longest wait during the batches",
+            worst.as_secs_f64() * 1000.0,
+            "ms",
+            "polled every 10 ms",
+        ),
+        fig(
+            format!("{batches} batches of {batch} v4 entries"),
+            "daemon memory per million entries held",
+            mib(rss1.saturating_sub(rss0) as f64) * 1e6 / held,
+            "MiB",
+            "resident growth after the batches, divided by the entries held",
+        ),
+        fig(
+            format!("{batches} batches of {batch} v4 entries"),
+            "daemon peak resident memory",
+            mib(peak as f64),
+            "MiB",
+            format!("VmHWM; {:.0} MiB before the first batch", mib(rss0 as f64)),
+        ),
+    ]
+}
+
 /// HTTP POST of a JSON body to the daemon's API in the server namespace.
 pub fn http_post(bed: &Testbed, path: &str, body: &str) -> (u16, String) {
     use std::io::{Read as _, Write as _};
@@ -495,7 +596,7 @@ pub fn engine_scale(quick: bool) -> Vec<Figure> {
             net,
             Some(Duration::from_secs(60)),
             "bench".into(),
-            ipguard::policy::engine::Origin::RateLimit,
+            Origin::RateLimit,
             t0.plus(Duration::from_secs(600)),
         );
     }

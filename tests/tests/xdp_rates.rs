@@ -9,8 +9,9 @@ use aya::{
 };
 use ipguard::{
     config::{Lists, MapsConfig, RateKind, RateLimit},
-    dataplane::{self, kernel_clock_ns, Dataplane, ListTable as _},
-    lists,
+    dataplane::{Backend as _, Dataplane},
+    model::{time::monotonic_coarse_ns as kernel_clock_ns, TableOp},
+    policy::compile::compile,
     policy::window::{kernel_rules, observed},
 };
 use ipguard_common::{RateEvent, SourceKey, Stat};
@@ -29,12 +30,12 @@ fn program(rules: &[RateLimit]) -> (Dataplane, RingBuf<MapData>) {
         graylist: vec![],
         blacklist: vec!["203.0.113.0/24".parse().unwrap()],
     };
-    dataplane::sync(dp.table(), &lists::compile(&l)).unwrap();
+    dp.backend.sync(&compile(&l)).unwrap();
     let cpus = aya::util::nr_cpus().unwrap() as u32;
     let mut rates = kernel_rules(rules, cpus);
     rates.flags = ipguard_common::RATE_FLAG_TRACK_DROPS;
-    dp.set_rates(&rates).unwrap();
-    let events = dp.take_events().unwrap();
+    dp.backend.set_rates(&rates).unwrap();
+    let events = dp.events.take().unwrap();
     (dp, events)
 }
 
@@ -50,7 +51,8 @@ fn rule(kind: RateKind, count: u32, window: Duration, ports: &[u16]) -> RateLimi
 fn run(dp: &mut Dataplane, frame: &[u8], times: usize) {
     for _ in 0..times {
         let r = dp
-            .program_mut()
+            .program
+            .xdp()
             .unwrap()
             .test_run(TestRunOptions {
                 data_in: Some(frame),
@@ -78,6 +80,7 @@ fn events(ring: &mut RingBuf<MapData>) -> Vec<RateEvent> {
 /// The daemon's view of one rule's count for `src` right now.
 fn count(dp: &Dataplane, src: &str, rule: usize, window: Duration) -> u64 {
     let per_cpu = dp
+        .backend
         .source_per_cpu(src.parse().unwrap())
         .unwrap()
         .unwrap_or_default();
@@ -183,7 +186,8 @@ fn port_scoped_rule_counts_only_those_ports() {
     assert_eq!(count(&dp, "192.0.2.11", 0, Duration::from_secs(1)), 2);
     // Per-source totals still count everything that passed.
     assert_eq!(
-        dp.source("192.0.2.11".parse().unwrap())
+        dp.backend
+            .source("192.0.2.11".parse().unwrap())
             .unwrap()
             .unwrap()
             .packets,
@@ -200,16 +204,22 @@ fn whitelisted_and_dropped_traffic_does_not_count() {
         &v4_frame(&[], "192.0.2.200", IPPROTO_UDP, &udp()),
         10,
     );
-    assert_eq!(dp.source("192.0.2.200".parse().unwrap()).unwrap(), None);
+    assert_eq!(
+        dp.backend.source("192.0.2.200".parse().unwrap()).unwrap(),
+        None
+    );
     // Blacklisted without an entry: dropped, no entry created.
     run(
         &mut dp,
         &v4_frame(&[], "203.0.113.7", IPPROTO_UDP, &udp()),
         10,
     );
-    assert_eq!(dp.source("203.0.113.7".parse().unwrap()).unwrap(), None);
+    assert_eq!(
+        dp.backend.source("203.0.113.7".parse().unwrap()).unwrap(),
+        None
+    );
     assert!(events(&mut ring).is_empty());
-    let s = dp.stats().unwrap();
+    let s = dp.backend.stats().unwrap();
     assert_eq!(s.get(Stat::DropBlacklist).packets, 10);
     assert_eq!(s.get(Stat::PassWhitelist).packets, 10);
 }
@@ -220,19 +230,19 @@ fn drops_of_a_known_source_are_recorded_but_not_counted_as_traffic() {
     let src = "198.51.100.20";
     run(&mut dp, &v4_frame(&[], src, IPPROTO_UDP, &udp()), 3);
     // Now ban it (as the daemon would after a violation).
-    dp.table()
-        .insert(
+    dp.backend
+        .apply(&[TableOp::Write(
             "198.51.100.20/32".parse().unwrap(),
             ipguard_common::ListEntry {
                 list: ipguard_common::LIST_GRAYLIST,
                 rule_id: 0,
             },
-        )
+        )])
         .unwrap();
     let t = kernel_clock_ns();
     run(&mut dp, &v4_frame(&[], src, IPPROTO_UDP, &udp()), 4);
-    let s = dp.source(src.parse().unwrap()).unwrap().unwrap();
-    assert_eq!((s.packets, s.dropped), (3, 4), "S20: drops are not traffic");
+    let s = dp.backend.source(src.parse().unwrap()).unwrap().unwrap();
+    assert_eq!((s.packets, s.dropped), (3, 4), "drops are not traffic");
     assert!(s.last_drop_ns >= t);
     assert!(
         count(&dp, src, 0, Duration::from_secs(1)) <= 3,
@@ -242,7 +252,7 @@ fn drops_of_a_known_source_are_recorded_but_not_counted_as_traffic() {
 
 #[test]
 fn deny_rules_drop_and_allow_rules_count() {
-    use ipguard::policy::compile::{Layer, ListState, TrieOp};
+    use ipguard::{model::Layer, policy::compile::ListState};
     let (mut dp, _ring) = program(&[rule(RateKind::Packets, 1000, Duration::from_secs(1), &[])]);
     let mut st = ListState::new();
     let mut ops = st.insert(
@@ -259,23 +269,19 @@ fn deny_rules_drop_and_allow_rules_count() {
             deny: true,
         },
     ));
-    for op in ops {
-        match op {
-            TrieOp::Write(n, e) => dp.table().insert(n, e).unwrap(),
-            TrieOp::Delete(n) => dp.table().remove(n).unwrap(),
-        }
-    }
+    dp.backend.apply(&ops).unwrap();
     run(&mut dp, &v4_frame(&[], "10.1.1.1", IPPROTO_UDP, &udp()), 2);
     run(
         &mut dp,
         &v4_frame(&[], "192.0.2.30", IPPROTO_UDP, &udp()),
         3,
     );
-    let s = dp.stats().unwrap();
+    let s = dp.backend.stats().unwrap();
     assert_eq!(s.get(Stat::DropRule).packets, 3);
     assert_eq!(s.get(Stat::PassUnlisted).packets, 2);
     assert_eq!(
-        dp.source("10.1.1.1".parse().unwrap())
+        dp.backend
+            .source("10.1.1.1".parse().unwrap())
             .unwrap()
             .unwrap()
             .packets,
@@ -287,5 +293,8 @@ fn deny_rules_drop_and_allow_rules_count() {
         &v4_frame(&[], "192.0.2.129", IPPROTO_UDP, &udp()),
         1,
     );
-    assert_eq!(dp.stats().unwrap().get(Stat::PassWhitelist).packets, 1);
+    assert_eq!(
+        dp.backend.stats().unwrap().get(Stat::PassWhitelist).packets,
+        1
+    );
 }

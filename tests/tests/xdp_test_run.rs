@@ -6,9 +6,11 @@ use std::net::IpAddr;
 use aya::programs::{TestRun, TestRunOptions};
 use ipguard::{
     config::{Lists, MapsConfig},
-    dataplane::{self, Dataplane, GlobalStats},
-    lists,
+    dataplane::{Backend as _, Dataplane, GlobalStats, SyncReport},
+    model::TableOp,
+    policy::compile::compile,
 };
+use ipguard_common::SourceCounters;
 use ipguard_common::{Stat, StatCounter};
 use ipguard_tests::{frames::*, require_root};
 use ipnet::IpNet;
@@ -20,7 +22,7 @@ fn nets(v: &[&str]) -> Vec<IpNet> {
     v.iter().map(|s| s.parse().unwrap()).collect()
 }
 
-/// A freshly loaded program whose tries hold `white`/`gray`/`black` after precedence.
+/// A freshly loaded program whose tables hold `white`/`gray`/`black` after precedence.
 fn program(white: &[&str], gray: &[&str], black: &[&str]) -> Dataplane {
     require_root();
     let maps = MapsConfig {
@@ -35,7 +37,7 @@ fn program(white: &[&str], gray: &[&str], black: &[&str]) -> Dataplane {
         graylist: nets(gray),
         blacklist: nets(black),
     };
-    dataplane::sync(dp.table(), &lists::compile(&l)).expect("write the tries");
+    dp.backend.sync(&compile(&l)).expect("write the tables");
     dp
 }
 
@@ -49,7 +51,7 @@ fn standard() -> Dataplane {
 }
 
 fn run(dp: &mut Dataplane, frame: &[u8]) -> u32 {
-    let prog = dp.program_mut().unwrap();
+    let prog = dp.program.xdp().unwrap();
     let res = prog
         .test_run(TestRunOptions {
             data_in: Some(frame),
@@ -61,7 +63,7 @@ fn run(dp: &mut Dataplane, frame: &[u8]) -> u32 {
 }
 
 fn stats(dp: &Dataplane) -> GlobalStats {
-    dp.stats().expect("read stats")
+    dp.backend.stats().expect("read stats")
 }
 
 /// Asserts that exactly the given stat slots moved by one packet (and `len` bytes each).
@@ -97,8 +99,9 @@ fn check(dp: &mut Dataplane, frame: &[u8], verdict: u32, stat: Stat, extra: &[St
     assert_counted(before, stats(dp), &moved, frame.len());
 }
 
-fn source(dp: &Dataplane, ip: &str) -> Option<dataplane::SourceTotals> {
-    dp.source(ip.parse::<IpAddr>().unwrap())
+fn source(dp: &Dataplane, ip: &str) -> Option<SourceCounters> {
+    dp.backend
+        .source(ip.parse::<IpAddr>().unwrap())
         .expect("read source map")
 }
 
@@ -249,6 +252,8 @@ fn vlan_and_qinq() {
         &[ETH_P_8021Q][..],
         &[ETH_P_8021AD, ETH_P_8021Q][..],
         &[ETH_P_8021Q, ETH_P_8021Q][..],
+        &[ETH_P_QINQ_9100][..],
+        &[ETH_P_QINQ_9100, ETH_P_8021Q][..],
     ] {
         check(
             &mut dp,
@@ -273,18 +278,24 @@ fn vlan_and_qinq() {
         );
     }
     // The SYNs seen through every tag layout were found and counted.
-    assert_eq!(source(&dp, "192.0.2.9").unwrap().syns, 3);
-    // A third tag is not parsed: the frame is not IP as far as XDP is concerned.
-    let mut f = eth(&[ETH_P_8021Q, ETH_P_8021Q, ETH_P_8021Q], ETH_P_IP);
-    f.extend(ipv4(
-        "203.0.113.1".parse().unwrap(),
-        "192.0.2.1".parse().unwrap(),
-        IPPROTO_TCP,
-        &[],
-        0,
-        &syn,
-    ));
-    check(&mut dp, &f, XDP_PASS, Stat::PassNonIp, &[]);
+    assert_eq!(source(&dp, "192.0.2.9").unwrap().syns, 5);
+    // A third tag is not parsed: the frame cannot be attributed to a source, so it is
+    // dropped (fail-closed), whoever sent it; a non-IP frame behind two tags passes.
+    for src in ["203.0.113.1", "192.0.2.9"] {
+        let mut f = eth(&[ETH_P_8021Q, ETH_P_8021Q, ETH_P_8021Q], ETH_P_IP);
+        f.extend(ipv4(
+            src.parse().unwrap(),
+            "192.0.2.1".parse().unwrap(),
+            IPPROTO_TCP,
+            &[],
+            0,
+            &syn,
+        ));
+        check(&mut dp, &f, XDP_DROP, Stat::DropMalformed, &[]);
+    }
+    let mut arp = eth(&[ETH_P_8021AD, ETH_P_8021Q], 0x0806);
+    arp.extend([0u8; 28]);
+    check(&mut dp, &arp, XDP_PASS, Stat::PassNonIp, &[]);
 }
 
 #[test]
@@ -436,24 +447,24 @@ fn syn_counted_but_not_syn_ack_or_ack() {
 }
 
 #[test]
-fn malformed_ip_headers_pass_as_malformed() {
+fn malformed_ip_headers_are_dropped_as_malformed() {
     let mut dp = standard();
     // IHL below 5.
     let mut f = v4_frame(&[], "203.0.113.1", IPPROTO_TCP, &tcp(TCP_SYN));
     f[14] = 0x44;
-    check(&mut dp, &f, XDP_PASS, Stat::PassMalformed, &[]);
+    check(&mut dp, &f, XDP_DROP, Stat::DropMalformed, &[]);
     // Ethertype IPv4 but version 6 in the header.
     let mut f = v4_frame(&[], "203.0.113.1", IPPROTO_TCP, &tcp(TCP_SYN));
     f[14] = 0x65;
-    check(&mut dp, &f, XDP_PASS, Stat::PassMalformed, &[]);
+    check(&mut dp, &f, XDP_DROP, Stat::DropMalformed, &[]);
     // Ethertype IPv6 but version 4.
     let mut f = v6_frame(&[], "2001:db8:bad::1", IPPROTO_TCP, &tcp(TCP_SYN));
     f[14] = 0x45;
-    check(&mut dp, &f, XDP_PASS, Stat::PassMalformed, &[]);
+    check(&mut dp, &f, XDP_DROP, Stat::DropMalformed, &[]);
 }
 
 /// Cuts a frame at every length and checks what each cut leads to: before the source
-/// address is complete → passed as malformed; inside the TCP header → the source's
+/// address is complete → dropped as malformed; inside the TCP header → the source's
 /// verdict plus `L4Truncated`; never XDP_ABORTED.
 #[track_caller]
 fn truncate_everywhere(
@@ -469,7 +480,7 @@ fn truncate_everywhere(
         let f = &full[..cut];
         // The IP header is read whole (20 or 40 bytes) before the source is used.
         if cut < src_end {
-            check(dp, f, XDP_PASS, Stat::PassMalformed, &[]);
+            check(dp, f, XDP_DROP, Stat::DropMalformed, &[]);
         } else if cut < l4_start + 20 {
             check(dp, f, verdict, stat, &[Stat::L4Truncated]);
         } else {
@@ -527,7 +538,7 @@ impl Lcg {
 
 /// Nested random prefixes: v4 under 10.0.0.0/14 (/6../32), v6 under 2001:db8::/30 (/12../128,
 /// short ones included), and one /32 with more prefix lengths than an anchor lists.
-fn random_lists(seed: u64, n: usize) -> ipguard::lists::Compiled {
+fn random_lists(seed: u64, n: usize) -> ipguard::model::Compiled {
     use ipguard_common::{
         ListEntry, LIST_BLACKLIST, LIST_GRAYLIST, LIST_NONE, LIST_RULE_ALLOW, LIST_RULE_DENY,
         LIST_WHITELIST,
@@ -542,7 +553,7 @@ fn random_lists(seed: u64, n: usize) -> ipguard::lists::Compiled {
         LIST_RULE_DENY,
     ];
     let mut rng = Lcg(seed);
-    let mut out = ipguard::lists::Compiled::new();
+    let mut out = ipguard::model::Compiled::new();
     for i in 0..n {
         let list = codes[rng.next() as usize % codes.len()];
         let entry = ListEntry { list, rule_id: 0 };
@@ -573,7 +584,7 @@ fn random_lists(seed: u64, n: usize) -> ipguard::lists::Compiled {
 }
 
 /// Longest-prefix match: what the tables must answer.
-fn naive_verdict(lists: &ipguard::lists::Compiled, ip: IpAddr) -> u32 {
+fn naive_verdict(lists: &ipguard::model::Compiled, ip: IpAddr) -> u32 {
     use ipguard_common::{LIST_BLACKLIST, LIST_GRAYLIST, LIST_RULE_DENY};
     let code = lists
         .iter()
@@ -586,7 +597,7 @@ fn naive_verdict(lists: &ipguard::lists::Compiled, ip: IpAddr) -> u32 {
     }
 }
 
-fn probes(lists: &ipguard::lists::Compiled) -> Vec<IpAddr> {
+fn probes(lists: &ipguard::model::Compiled) -> Vec<IpAddr> {
     let mut out = Vec::new();
     for net in lists.keys() {
         let (a, b) = (net.network(), net.broadcast());
@@ -607,7 +618,7 @@ fn probes(lists: &ipguard::lists::Compiled) -> Vec<IpAddr> {
 }
 
 #[track_caller]
-fn assert_verdicts(dp: &mut Dataplane, lists: &ipguard::lists::Compiled) {
+fn assert_verdicts(dp: &mut Dataplane, lists: &ipguard::model::Compiled) {
     let udp = udp();
     let mut checked = 0;
     for ip in probes(lists) {
@@ -630,29 +641,25 @@ fn assert_verdicts(dp: &mut Dataplane, lists: &ipguard::lists::Compiled) {
 /// after removals, and after a whole-table sync.
 #[test]
 fn tables_answer_like_longest_prefix_match() {
-    use dataplane::ListTable as _;
     let mut dp = program(&[], &[], &[]);
     let lists = random_lists(7, 600);
     for (net, entry) in &lists {
-        dp.table().insert(*net, *entry).unwrap();
+        dp.backend.apply(&[TableOp::Write(*net, *entry)]).unwrap();
     }
     assert_verdicts(&mut dp, &lists);
     // Remove every third entry, the overflowing /32's included.
     let mut kept = lists.clone();
     for net in lists.keys().step_by(3) {
-        dp.table().remove(*net).unwrap();
+        dp.backend.apply(&[TableOp::Delete(*net)]).unwrap();
         kept.remove(net);
     }
     assert_verdicts(&mut dp, &kept);
     // A whole-table sync to other lists writes only the difference and answers the same.
     let other = random_lists(8, 600);
-    let report = dataplane::sync(dp.table(), &other).unwrap();
+    let report = dp.backend.sync(&other).unwrap();
     assert!(report.removed > 0 && report.inserted > 0, "{report:?}");
     assert_verdicts(&mut dp, &other);
-    assert_eq!(
-        dataplane::sync(dp.table(), &other).unwrap(),
-        dataplane::SyncReport::default()
-    );
+    assert_eq!(dp.backend.sync(&other).unwrap(), SyncReport::default());
 }
 
 /// Pinned maps left by a run that did not stop cleanly are read back: a new run's sync
@@ -670,26 +677,26 @@ fn pinned_tables_are_read_back_and_fixed() {
     {
         let (mut dp, adopted) = Dataplane::load_pinned(&maps, &dir).unwrap();
         assert!(!adopted);
-        dataplane::sync(dp.table(), &old_lists).unwrap();
+        dp.backend.sync(&old_lists).unwrap();
         // Dropped without detach: the pins stay, like after kill -9.
     }
     let (mut dp, adopted) = Dataplane::load_pinned(&maps, &dir).unwrap();
     assert!(adopted);
     assert_verdicts(&mut dp, &old_lists);
     let new_lists = random_lists(12, 400);
-    let report = dataplane::sync(dp.table(), &new_lists).unwrap();
+    let report = dp.backend.sync(&new_lists).unwrap();
     assert!(report.removed > 0, "stale entries removed: {report:?}");
     assert_verdicts(&mut dp, &new_lists);
     assert_verdicts_absent(&mut dp, &old_lists, &new_lists);
-    dp.detach().unwrap();
+    dp.program.detach().unwrap();
     assert!(!dir.exists(), "a clean stop removes the pins");
 }
 
 /// Probes of the old lists answer as the new lists say.
 fn assert_verdicts_absent(
     dp: &mut Dataplane,
-    old: &ipguard::lists::Compiled,
-    new: &ipguard::lists::Compiled,
+    old: &ipguard::model::Compiled,
+    new: &ipguard::model::Compiled,
 ) {
     let udp = udp();
     for ip in probes(old).into_iter().take(400) {

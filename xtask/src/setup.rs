@@ -21,6 +21,7 @@ const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "iputils-ping",
     "python3",
+    "python3-venv",
     "bpftool",
     // The benchmark's baselines and testbed (`cargo xtask bench`).
     "xdp-tools",
@@ -41,8 +42,52 @@ pub fn setup() -> Result<()> {
     apt_packages()?;
     bpf_linker()?;
     verify()?;
+    python_tools()?;
     println!("setup: all present");
     Ok(())
+}
+
+/// PyPI tools the tests run, pinned, in a virtual environment of the project's own
+/// (`target/pytools`): nothing is installed into the system's Python.
+const PYTHON_TOOLS: &[&str] = &["schemathesis==4.32.5"];
+
+/// The virtual environment of [`PYTHON_TOOLS`].
+pub fn python_tools_dir() -> Result<PathBuf> {
+    Ok(crate::target_dir()?.join("pytools"))
+}
+
+fn python_tools() -> Result<()> {
+    let venv = python_tools_dir()?;
+    let pip = venv.join("bin/pip");
+    if !pip.is_file() {
+        println!("  python tools   creating {}", venv.display());
+        // Debian's interpreter (the apt packages above), not whichever is first on PATH.
+        run_checked(
+            Command::new("/usr/bin/python3")
+                .args(["-m", "venv"])
+                .arg(&venv),
+        )?;
+    }
+    let installed = Command::new(&pip)
+        .args(["freeze", "--disable-pip-version-check"])
+        .output()
+        .context("running pip freeze")?;
+    let have = String::from_utf8_lossy(&installed.stdout).to_lowercase();
+    let missing: Vec<&str> = PYTHON_TOOLS
+        .iter()
+        .copied()
+        .filter(|t| !have.lines().any(|l| l == t.to_lowercase()))
+        .collect();
+    if missing.is_empty() {
+        println!("  python tools   {}", PYTHON_TOOLS.join(" "));
+        return Ok(());
+    }
+    println!("  python tools   installing {}", missing.join(" "));
+    run_checked(
+        Command::new(&pip)
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(&missing),
+    )
 }
 
 fn apt_packages() -> Result<()> {

@@ -28,6 +28,10 @@ pub fn test(args: TestArgs) -> Result<()> {
     // --no-fail-fast: one failing test binary must not hide the results of the others.
     let mut cmd = cargo();
     cmd.env("IPGUARD_BIN", &bin)
+        .env(
+            "IPGUARD_SCHEMATHESIS",
+            setup::python_tools_dir()?.join("bin/schemathesis"),
+        )
         .args(["test", "--workspace", "--no-fail-fast"])
         .args(HOST_EXCLUDES)
         .args(&args.cargo_test_args)

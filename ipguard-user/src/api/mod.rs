@@ -4,17 +4,18 @@
 //! loop takes the same lock, so every map write has one owner at a time. Bad input is
 //! answered with a 4xx and an [`types::ApiError`] naming the problem, and changes nothing.
 
+mod convert;
+pub mod serve;
 pub mod types;
 
 use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex, MutexGuard},
 };
 
 use axum::{
     extract::{
-        rejection::JsonRejection, ConnectInfo, DefaultBodyLimit, FromRequest, Path, Query, Request,
-        State,
+        rejection::JsonRejection, ConnectInfo, DefaultBodyLimit, FromRequest, Query, Request, State,
     },
     http::{header, HeaderMap, StatusCode},
     middleware::{self, Next},
@@ -22,21 +23,21 @@ use axum::{
     routing::{delete, get, post},
     Router,
 };
-use ipnet::IpNet;
 use serde::Deserialize;
 use subtle::ConstantTimeEq as _;
 
+pub use self::types::MAX_PAGE;
 use self::types::{
     AddRequest, AddResponse, ApiError, Health, RemoveResponse, ReportRequest, ReportResponse,
 };
 use crate::{
-    controller::{outcome_name, Controller, Failure, FailureKind},
-    dataplane::Backend,
+    controller::{Controller, ControllerError},
+    dataplane::{Backend, TableError},
     duration::{parse_lifetime, Lifetime},
-    lists::ListKind,
     metrics,
-    net::parse_net,
-    policy::engine::{Origin, Outcome},
+    model::{ListKind, Now, Origin},
+    net::{parse_net, parse_position, NetError},
+    policy::engine::Outcome,
 };
 
 /// Shared state of the handlers.
@@ -46,7 +47,15 @@ pub struct AppState<B: Backend> {
     pub token: Option<String>,
     /// Woken after every change, so the daemon's loop re-reads the next expiry time.
     pub changed: Arc<tokio::sync::Notify>,
+    /// Where `POST /v1/reload` asks the daemon to reload its config; `None`: not offered.
+    pub reload: Option<tokio::sync::mpsc::Sender<ReloadRequest>>,
+    /// `/metrics` needs the token too.
+    pub metrics_auth: bool,
 }
+
+/// A reload asked through the API: the daemon answers with the settings that need a
+/// restart, or why nothing was reloaded.
+pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<Vec<&'static str>, String>>;
 
 impl<B: Backend> Clone for AppState<B> {
     fn clone(&self) -> Self {
@@ -54,19 +63,43 @@ impl<B: Backend> Clone for AppState<B> {
             ctl: self.ctl.clone(),
             token: self.token.clone(),
             changed: self.changed.clone(),
+            reload: self.reload.clone(),
+            metrics_auth: self.metrics_auth,
         }
     }
 }
 
 impl<B: Backend> AppState<B> {
+    /// Locks the controller (a poisoned lock is taken over, as the daemon does: nothing on
+    /// a controller path panics, and a change is a transaction of the policy).
     fn lock(&self) -> Result<MutexGuard<'_, Controller<B>>, AppError> {
-        self.ctl.lock().map_err(|_| {
-            AppError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error",
-                "the controller lock is poisoned",
-            )
-        })
+        Ok(self.ctl.lock().unwrap_or_else(|poisoned| {
+            self.ctl.clear_poison();
+            poisoned.into_inner()
+        }))
+    }
+
+    /// Like [`AppState::lock`], giving up after `wait` (a health check must answer).
+    async fn lock_within(
+        &self,
+        wait: std::time::Duration,
+    ) -> Option<MutexGuard<'_, Controller<B>>> {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            // The guard must not live across the sleep (it is not Send).
+            let busy = match self.ctl.try_lock() {
+                Ok(guard) => return Some(guard),
+                Err(std::sync::TryLockError::Poisoned(p)) => {
+                    self.ctl.clear_poison();
+                    return Some(p.into_inner());
+                }
+                Err(std::sync::TryLockError::WouldBlock) => true,
+            };
+            if busy && tokio::time::Instant::now() >= until {
+                return None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 }
 
@@ -78,22 +111,30 @@ pub fn router<B: Backend>(state: AppState<B>, max_body: usize) -> Router {
         .route("/lists/{list}", get(list::<B>).post(add::<B>))
         .route("/lists/{list}/{net}", delete(remove::<B>))
         .route("/report", post(report::<B>))
+        .route("/reload", post(reload::<B>))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::<B>));
+    let metrics = Router::new().route("/metrics", get(metrics_text::<B>));
+    let metrics = if state.metrics_auth {
+        metrics.route_layer(middleware::from_fn_with_state(state.clone(), auth::<B>))
+    } else {
+        metrics
+    };
     Router::new()
-        .route(
-            "/healthz",
-            get(|| async {
-                axum::Json(Health {
-                    status: "ok".into(),
-                })
-            }),
-        )
-        .route("/metrics", get(metrics_text::<B>))
+        .route("/healthz", get(healthz::<B>))
+        .merge(metrics)
         .nest("/v1", v1)
         .fallback(|| async {
             AppError::new(StatusCode::NOT_FOUND, "not found", "no such endpoint")
         })
+        .method_not_allowed_fallback(|| async {
+            AppError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed",
+                "this endpoint does not take that method (see openapi.yaml)",
+            )
+        })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(limits))
         .with_state(state)
 }
 
@@ -132,27 +173,92 @@ impl IntoResponse for AppError {
     }
 }
 
-impl From<Failure> for AppError {
-    fn from(f: Failure) -> Self {
-        let status = match f.kind {
-            FailureKind::Invalid => StatusCode::BAD_REQUEST,
-            FailureKind::NotFound => StatusCode::NOT_FOUND,
-            FailureKind::Conflict => StatusCode::CONFLICT,
-            FailureKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            FailureKind::Internal => {
-                tracing::error!(error = %f, "API request failed");
-                StatusCode::INTERNAL_SERVER_ERROR
+impl From<ControllerError> for AppError {
+    fn from(e: ControllerError) -> Self {
+        let detail = e.to_string();
+        match e {
+            ControllerError::Lockout { index, why } => AppError::new(
+                StatusCode::CONFLICT,
+                "would lock out",
+                format!("{why}; send \"force\": true to list it anyway"),
+            )
+            .at(index),
+            ControllerError::ConfigEntry { .. } => {
+                AppError::new(StatusCode::CONFLICT, "config entry", detail)
             }
-        };
-        Self {
-            status,
-            body: ApiError {
-                error: f.error.into(),
-                detail: f.detail,
-                index: f.index,
-            },
+            // 507: the request was fine; the daemon has no room for it now.
+            ControllerError::Table(TableError::Full { .. }) => {
+                AppError::new(StatusCode::INSUFFICIENT_STORAGE, "table full", detail)
+            }
+            ControllerError::Persist(_) => {
+                AppError::new(StatusCode::INSUFFICIENT_STORAGE, "not persisted", detail)
+            }
+            _ => {
+                tracing::error!(error = %detail, "API request failed");
+                AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error", detail)
+            }
         }
     }
+}
+
+/// Path extractor whose rejections (a segment that is not UTF-8 once decoded) are
+/// [`AppError`]s.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> axum::extract::FromRequestParts<S>
+    for Path<T>
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(r) => Err(AppError::bad(
+                "invalid path",
+                crate::model::excerpt(&r.body_text()),
+            )),
+        }
+    }
+}
+
+/// Longest reason accepted (entries and reports), in characters as JSON Schema counts them.
+pub const MAX_REASON: usize = 1024;
+/// Entries one `POST /v1/lists/{list}` takes at most: a larger load goes in several
+/// requests, so that no single one holds the controller for long.
+pub const MAX_ENTRIES: usize = 100_000;
+/// Longest request target accepted (414 beyond).
+const MAX_URI: usize = 8 << 10;
+/// Largest request head (headers) accepted (431 beyond).
+const MAX_HEADERS: usize = 32 << 10;
+
+/// 414 and 431 with an [`ApiError`] body, before anything else looks at the request.
+async fn limits(req: Request, next: Next) -> Response {
+    let uri = req.uri().to_string().len();
+    if uri > MAX_URI {
+        return AppError::new(
+            StatusCode::URI_TOO_LONG,
+            "uri too long",
+            format!("the request target has {uri} bytes, at most {MAX_URI} are read"),
+        )
+        .into_response();
+    }
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if headers > MAX_HEADERS {
+        return AppError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers too large",
+            format!("the headers have {headers} bytes, at most {MAX_HEADERS} are read"),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// JSON body extractor whose rejections are [`AppError`]s (malformed JSON, wrong fields,
@@ -203,6 +309,7 @@ fn json_rejection(r: JsonRejection) -> AppError {
 
 async fn auth<B: Backend>(
     State(st): State<AppState<B>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     req: Request,
     next: Next,
@@ -223,27 +330,99 @@ async fn auth<B: Backend>(
             .into_response();
         }
     }
+    // Whoever administers the daemon is protected from its automatic bans for a while.
+    if let Ok(mut ctl) = st.lock() {
+        ctl.note_api_client(caller(peer), Now::read());
+    }
     next.run(req).await
 }
 
 fn list_kind(name: &str) -> Result<ListKind, AppError> {
     name.parse::<ListKind>()
-        .map_err(|e| AppError::new(StatusCode::NOT_FOUND, "unknown list", e))
+        .map_err(|e| AppError::new(StatusCode::NOT_FOUND, "unknown list", e.to_string()))
+}
+
+/// 200 `ok` (or `degraded`, with the problems, while it still filters); 503 when the XDP
+/// program is known not to filter or the controller does not answer within 2 s.
+async fn healthz<B: Backend>(State(st): State<AppState<B>>) -> Response {
+    let Some(ctl) = st.lock_within(std::time::Duration::from_secs(2)).await else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(Health {
+                status: "unavailable".into(),
+                problems: vec!["the controller did not answer within 2 s".into()],
+            }),
+        )
+            .into_response();
+    };
+    let now = Now::read();
+    let problems: Vec<String> = ctl
+        .health()
+        .problems(now.wall)
+        .iter()
+        .map(|(k, p)| format!("{k}: {}", p.detail))
+        .collect();
+    let filtering = ctl.health().filtering();
+    drop(ctl);
+    let (code, status) = match (filtering, problems.is_empty()) {
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        (true, true) => (StatusCode::OK, "ok"),
+        (true, false) => (StatusCode::OK, "degraded"),
+    };
+    (
+        code,
+        axum::Json(Health {
+            status: status.into(),
+            problems,
+        }),
+    )
+        .into_response()
+}
+
+async fn reload<B: Backend>(
+    State(st): State<AppState<B>>,
+) -> Result<axum::Json<types::ReloadResponse>, AppError> {
+    let Some(tx) = st.reload.clone() else {
+        return Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            "not found",
+            "this server cannot reload a config",
+        ));
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let unavailable = || {
+        AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the daemon is stopping",
+        )
+    };
+    tx.send(reply).await.map_err(|_| unavailable())?;
+    match answer.await.map_err(|_| unavailable())? {
+        Ok(restart) => {
+            st.changed.notify_one();
+            Ok(axum::Json(types::ReloadResponse {
+                reloaded: true,
+                restart_needed: restart.into_iter().map(str::to_owned).collect(),
+            }))
+        }
+        Err(why) => Err(AppError::new(StatusCode::CONFLICT, "not reloaded", why)),
+    }
 }
 
 async fn status<B: Backend>(
     State(st): State<AppState<B>>,
 ) -> Result<axum::Json<types::Status>, AppError> {
-    Ok(axum::Json(st.lock()?.status()?.0))
+    let report = st.lock()?.status(Now::read())?;
+    Ok(axum::Json(types::Status::from(&report)))
 }
 
 async fn metrics_text<B: Backend>(State(st): State<AppState<B>>) -> Result<Response, AppError> {
-    let (status, lost, kept) = {
+    let (report, kept) = {
         let ctl = st.lock()?;
-        let (s, lost) = ctl.status()?;
-        (s, lost, ctl.metrics.clone())
+        (ctl.status(Now::read())?, ctl.telemetry().clone())
     };
-    let text = metrics::render(&status, lost, &kept);
+    let text = metrics::render(&report, &kept);
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -268,7 +447,8 @@ async fn explain<B: Backend>(
     Path(ip): Path<String>,
 ) -> Result<axum::Json<types::IpStatus>, AppError> {
     let ip = parse_ip(&ip)?;
-    Ok(axum::Json(st.lock()?.explain(ip)?))
+    let x = st.lock()?.explain(ip, Now::read())?;
+    Ok(axum::Json(types::IpStatus::from(&x)))
 }
 
 #[derive(Deserialize)]
@@ -277,9 +457,6 @@ struct PageQuery {
     limit: Option<usize>,
     cursor: Option<String>,
 }
-
-/// Largest page `GET /v1/lists/{list}` returns.
-pub const MAX_PAGE: usize = 10_000;
 
 async fn list<B: Backend>(
     State(st): State<AppState<B>>,
@@ -297,11 +474,13 @@ async fn list<B: Backend>(
     }
     let cursor = match q.cursor.as_deref() {
         None | Some("") => None,
-        Some(c) => {
-            Some(parse_net(c).map_err(|e| AppError::bad("invalid query", format!("cursor: {e}")))?)
-        }
+        Some(c) => Some(
+            parse_position(c)
+                .map_err(|e| AppError::bad("invalid query", format!("cursor: {e}")))?,
+        ),
     };
-    Ok(axum::Json(st.lock()?.list_page(list, limit, cursor)))
+    let page = st.lock()?.list_page(list, limit, cursor);
+    Ok(axum::Json(types::ListPage::from(page)))
 }
 
 /// The caller as an address (IPv4-mapped IPv6 callers as IPv4).
@@ -310,23 +489,6 @@ fn caller(addr: SocketAddr) -> IpAddr {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     }
-}
-
-/// Whether listing `net` would cut off the API's own client or loopback.
-fn locks_out(net: IpNet, client: IpAddr) -> Option<String> {
-    if net.contains(&client) {
-        return Some(format!("{net} covers your own address {client}"));
-    }
-    let loopback: [IpNet; 2] = [
-        IpNet::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8)
-            .expect("valid")
-            .trunc(),
-        IpNet::from(IpAddr::V6(Ipv6Addr::LOCALHOST)),
-    ];
-    loopback
-        .iter()
-        .find(|lo| lo.contains(&net) || net.contains(*lo))
-        .map(|lo| format!("{net} overlaps loopback {lo}"))
 }
 
 async fn add<B: Backend>(
@@ -338,6 +500,16 @@ async fn add<B: Backend>(
     let list = list_kind(&list)?;
     if req.entries.is_empty() {
         return Err(AppError::bad("invalid request", "entries is empty"));
+    }
+    if req.entries.len() > MAX_ENTRIES {
+        return Err(AppError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too many entries",
+            format!(
+                "{} entries; at most {MAX_ENTRIES} are taken per request: send the rest in further requests",
+                req.entries.len()
+            ),
+        ));
     }
     let client = caller(peer);
     // Validate everything first: one bad entry and nothing is applied.
@@ -362,46 +534,65 @@ async fn add<B: Backend>(
                 Lifetime::Forever => None,
             },
         };
-        if list != ListKind::Whitelist && !req.force {
-            if let Some(why) = locks_out(net, client) {
-                return Err(AppError::new(
-                    StatusCode::CONFLICT,
-                    "would lock out",
-                    format!("{why}; send \"force\": true to list it anyway"),
-                )
-                .at(i));
-            }
-        }
         let reason = e
             .reason
             .clone()
             .filter(|r| !r.is_empty())
             .unwrap_or_else(|| "api".into());
-        if reason.len() > 1024 {
-            return Err(AppError::bad("invalid entry", "reason: longer than 1024 bytes").at(i));
+        if reason.chars().count() > MAX_REASON {
+            return Err(AppError::bad(
+                "invalid entry",
+                format!("reason: longer than {MAX_REASON} characters"),
+            )
+            .at(i));
         }
         parsed.push((net, ttl, reason));
     }
     let by = format!("api:{client}");
-    let (added, replaced) = st.lock()?.add_entries(list, &parsed, Origin::Api, &by)?;
+    let (added, replaced) = {
+        let mut ctl = st.lock()?;
+        let now = Now::read();
+        // The caller itself is protected from here on (and needs force to list itself).
+        ctl.note_api_client(client, now);
+        ctl.add_entries(list, &parsed, Origin::Api, &by, req.force, now)?
+    };
     st.changed.notify_one();
-    tracing::info!(client = %client, list = list.name(), added, replaced, "entries added through the API");
+    tracing::info!(client = %client, list = list.as_str(), added, replaced, "entries added through the API");
     Ok(axum::Json(AddResponse { added, replaced }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForceQuery {
+    #[serde(default)]
+    force: bool,
 }
 
 async fn remove<B: Backend>(
     State(st): State<AppState<B>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((list, net)): Path<(String, String)>,
+    query: Result<Query<ForceQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<RemoveResponse>, AppError> {
     let list = list_kind(&list)?;
-    let net = parse_net(&net).map_err(|e| AppError::bad("invalid entry", format!("net: {e}")))?;
-    match st
-        .lock()?
-        .remove_entry(list, net, &format!("api:{}", caller(peer)))?
-    {
+    let net = parse_net(&net).map_err(|e| match e {
+        // Well-formed, so not a bad request: no entry can have host bits set.
+        NetError::HostBitsSet { .. } => {
+            AppError::new(StatusCode::NOT_FOUND, "not listed", e.to_string())
+        }
+        e => AppError::bad("invalid entry", format!("net: {e}")),
+    })?;
+    let Query(q) = query.map_err(|e| AppError::bad("invalid query", e.body_text()))?;
+    let removed = st.lock()?.remove_entry(
+        list,
+        net,
+        &format!("api:{}", caller(peer)),
+        q.force,
+        Now::read(),
+    )?;
+    match removed {
         Some(_) => {
-            tracing::info!(client = %caller(peer), list = list.name(), net = %net, "entry removed through the API");
+            tracing::info!(client = %caller(peer), list = list.as_str(), net = %net, "entry removed through the API");
             Ok(axum::Json(RemoveResponse {
                 removed: net.to_string(),
             }))
@@ -424,16 +615,22 @@ async fn report<B: Backend>(
         .reason
         .filter(|r| !r.is_empty())
         .unwrap_or_else(|| "reported".into());
-    let (outcome, status) = st.lock()?.report(ip, reason)?;
+    if reason.chars().count() > MAX_REASON {
+        return Err(AppError::bad(
+            "invalid report",
+            format!("reason: longer than {MAX_REASON} characters"),
+        ));
+    }
+    let (outcome, x) = st.lock()?.report(ip, reason, Now::read())?;
     st.changed.notify_one();
     let reports = match outcome {
         Outcome::Recorded { reports } => Some(reports),
         _ => None,
     };
     Ok(axum::Json(ReportResponse {
-        outcome: outcome_name(&outcome).into(),
+        outcome: outcome.as_str().into(),
         reports,
-        status,
+        status: types::IpStatus::from(&x),
     }))
 }
 

@@ -13,6 +13,7 @@ use axum::{
 };
 use http_body_util::BodyExt as _;
 use ipguard_common::{SourceCounters, Stat, StatCounter};
+use ipnet::IpNet;
 use serde_json::{json, Value};
 use tower::ServiceExt as _;
 
@@ -68,12 +69,14 @@ fn api_as(client: &str, token: Option<&str>, max_body: usize) -> Api {
         interface: "eth9".into(),
         xdp_mode: "native".into(),
     };
-    let (ctl, _) = Controller::new(backend, &config, placement).unwrap();
+    let (ctl, _) = Controller::new(backend, &config, placement, Now::read()).unwrap();
     let ctl = Arc::new(Mutex::new(ctl));
     let state = AppState {
         ctl: ctl.clone(),
         token: token.map(str::to_owned),
         changed: Default::default(),
+        reload: None,
+        metrics_auth: false,
     };
     let peer: SocketAddr = if client.contains(':') {
         format!("[{client}]:40000")
@@ -147,24 +150,25 @@ impl Api {
         )
     }
 
-    /// The engine's entries and the trie contents, to show that a refused request changed
+    /// The engine's entries and the tables' contents, to show that a refused request changed
     /// nothing.
     fn state(&self) -> (Vec<String>, Vec<String>) {
         let c = self.ctl.lock().unwrap();
         let mut entries: Vec<String> = c
-            .engine
+            .policy()
+            .engine()
             .entries()
             .map(|(n, e)| format!("{} {n} {:?} {}", e.list, e.until, e.reason))
             .collect();
         entries.sort();
-        let trie = c
-            .backend
+        let tables = c
+            .backend()
             .table
-            .0
+            .entries()
             .iter()
             .map(|(n, e)| format!("{n} {e:?}"))
             .collect();
-        (entries, trie)
+        (entries, tables)
     }
 }
 
@@ -187,7 +191,8 @@ async fn status_reports_lists_traffic_and_maps() {
     assert_eq!(v["verdicts"]["drop"], json!({"packets": 7, "bytes": 700}));
     assert_eq!(v["verdicts"]["pass"], json!({"packets": 5, "bytes": 500}));
     assert_eq!(v["lists"]["blacklist"]["packets"], 7);
-    assert_eq!(v["maps"]["lpm_v4"], json!({"capacity": 2097152, "used": 3}));
+    // The IPv4 host map holds addresses of prefixes longer than /24: none here.
+    assert_eq!(v["maps"]["lpm_v4"], json!({"capacity": 2097152, "used": 0}));
     assert_eq!(v["maps"]["lpm_v6"]["used"], 1);
     assert_eq!(v["maps"]["sources"]["capacity"], 1048576);
 }
@@ -257,14 +262,14 @@ async fn add_then_explain_list_and_remove() {
             {"net": "2001:db8:bad::/48", "expires": null, "reason": "api", "source": "api"}
         ], "next_cursor": null})
     );
-    // The trie holds the compiled decision.
+    // The tables hold the compiled decision.
     assert!(a
         .ctl
         .lock()
         .unwrap()
-        .backend
+        .backend()
         .table
-        .0
+        .entries()
         .contains_key(&"198.51.100.0/24".parse().unwrap()));
     let (s, v) = a
         .call(
@@ -282,9 +287,9 @@ async fn add_then_explain_list_and_remove() {
         .ctl
         .lock()
         .unwrap()
-        .backend
+        .backend()
         .table
-        .0
+        .entries()
         .contains_key(&"198.51.100.0/24".parse().unwrap()));
     let (s, v) = a
         .call(
@@ -429,7 +434,12 @@ async fn token_is_required_on_v1_only() {
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_eq!(
-        a.ctl.lock().unwrap().engine.count(ListKind::Blacklist),
+        a.ctl
+            .lock()
+            .unwrap()
+            .policy()
+            .engine()
+            .count(ListKind::Blacklist),
         1,
         "unauthorized add applied"
     );
@@ -623,4 +633,211 @@ async fn unknown_endpoint_is_a_json_404() {
     let (s, v) = api().get("/v2/nothing").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert_eq!(v["error"], "not found");
+}
+
+/// What the probe of the running daemon found, each answered with the right class and a
+/// JSON body, changing nothing.
+mod probe_findings {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_expiry_past_the_year_9999_is_refused_not_a_panic() {
+        let a = api();
+        let before = a.state();
+        let (s, v) = a
+            .post(
+                "/v1/lists/blacklist",
+                json!({"entries": [{"net": "198.51.100.0/24", "duration": "213503982334d"}]}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert!(v["detail"].as_str().unwrap().contains("36500d"), "{v}");
+        assert_eq!(a.state(), before);
+        // The controller still answers: nothing was poisoned.
+        assert_eq!(a.get("/v1/status").await.0, StatusCode::OK);
+        assert_eq!(a.get("/healthz").await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_full_table_is_507_table_full_and_changes_nothing() {
+        let config = Config::parse(
+            "[maps]\nlpm_v4_capacity = 2\n[lists]\nwhitelist = [\"127.0.0.0/8\"]\n",
+            "t.toml",
+        )
+        .unwrap();
+        let backend =
+            MemoryBackend::new(crate::dataplane::MemoryStore::with_capacity(&config.maps));
+        let (ctl, _) =
+            Controller::new(backend, &config, Placement::default(), Now::read()).unwrap();
+        let ctl = Arc::new(Mutex::new(ctl));
+        let state = AppState {
+            ctl: ctl.clone(),
+            token: None,
+            changed: Default::default(),
+            reload: None,
+            metrics_auth: false,
+        };
+        let peer: SocketAddr = "192.0.2.50:4000".parse().unwrap();
+        let a = Api {
+            app: router(state, 1 << 20).layer(MockConnectInfo(peer)),
+            ctl,
+        };
+        let before = a.state();
+        let (s, v) = a
+            .post(
+                "/v1/lists/blacklist",
+                json!({"entries": [{"net": "198.51.100.1"}, {"net": "198.51.100.2"}, {"net": "198.51.100.3"}]}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::INSUFFICIENT_STORAGE, "{v}");
+        assert_eq!(v["error"], "table full");
+        assert!(
+            v["detail"].as_str().unwrap().contains("lpm_v4_capacity"),
+            "{v}"
+        );
+        assert_eq!(a.state(), before);
+        let (_, m) = a.get("/metrics").await;
+        assert!(
+            m.as_str()
+                .unwrap()
+                .contains("ipguard_table_full_total{map=\"IPG_V4_HOSTS\"} 1"),
+            "{m}"
+        );
+        let (_, st) = a.get("/v1/status").await;
+        assert_eq!(st["problems"][0]["kind"], "table_full", "{st}");
+    }
+
+    #[tokio::test]
+    async fn broad_prefixes_need_force_on_every_list() {
+        let a = api();
+        let before = a.state();
+        for (list, net) in [
+            ("blacklist", "128.0.0.0/1"),
+            ("blacklist", "8000::/1"),
+            ("graylist", "2000::/3"),
+            ("blacklist", "::ffff:0:0/96"),
+            ("whitelist", "0.0.0.0/0"),
+            ("whitelist", "::/0"),
+        ] {
+            let (s, v) = a
+                .post(
+                    &format!("/v1/lists/{list}"),
+                    json!({"entries": [{"net": net}]}),
+                )
+                .await;
+            assert_eq!(s, StatusCode::CONFLICT, "{list} {net}: {v}");
+            assert!(v["detail"].as_str().unwrap().contains("force"), "{v}");
+        }
+        assert_eq!(a.state(), before);
+    }
+
+    #[tokio::test]
+    async fn a_config_entry_is_not_removed_without_force() {
+        let a = api();
+        let (s, v) = a
+            .call(
+                Method::DELETE,
+                "/v1/lists/whitelist/10.0.0.0%2F8",
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::CONFLICT, "{v}");
+        assert_eq!(v["error"], "config entry");
+        let (s, _) = a
+            .call(
+                Method::DELETE,
+                "/v1/lists/whitelist/10.0.0.0%2F8?force=true",
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn too_many_entries_and_long_reasons_are_refused() {
+        let a = api_as("192.0.2.50", None, 64 << 20);
+        let entries: Vec<Value> = (0..=crate::api::MAX_ENTRIES as u32)
+            .map(|i| json!({"net": format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255)}))
+            .collect();
+        let (s, v) = a
+            .post("/v1/lists/graylist", json!({ "entries": entries }))
+            .await;
+        assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{}", v["detail"]);
+        assert_eq!(v["error"], "too many entries");
+        let (s, v) = a
+            .post(
+                "/v1/report",
+                json!({"ip": "198.51.100.9", "reason": "r".repeat(2000)}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert!(v["detail"].as_str().unwrap().contains("1024"), "{v}");
+    }
+
+    #[tokio::test]
+    async fn odd_requests_get_json_errors() {
+        let a = api();
+        // 405.
+        let (s, v) = a.call(Method::PUT, "/v1/status", None, None).await;
+        assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(v["error"], "method not allowed", "{v}");
+        // 414.
+        let long = format!("/v1/ips/{}", "1".repeat(10_000));
+        let (s, v) = a.get(&long).await;
+        assert_eq!(s, StatusCode::URI_TOO_LONG);
+        assert_eq!(v["error"], "uri too long", "{v}");
+        // 431.
+        let req = Request::builder()
+            .uri("/v1/status")
+            .header("x-big", "a".repeat(40_000))
+            .body(Body::empty())
+            .unwrap();
+        let res = a.app.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        // A path that is not UTF-8 once decoded.
+        let (s, v) = a.get("/v1/ips/%ff%fe").await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(v["error"], "invalid path", "{v}");
+    }
+
+    /// What the spec promises for a well-formed request, the server does: a removal
+    /// with host bits set is 404 naming the network, a cursor may be any prefix, a reason
+    /// is bounded in characters (as JSON Schema counts) not bytes.
+    #[tokio::test]
+    async fn the_server_is_no_stricter_than_the_spec() {
+        let a = api();
+        let (s, v) = a
+            .call(
+                Method::DELETE,
+                "/v1/lists/blacklist/198.51.100.7%2F24",
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+        assert!(
+            v["detail"].as_str().unwrap().contains("198.51.100.0/24"),
+            "{v}"
+        );
+        assert_eq!(
+            a.get("/v1/lists/blacklist?cursor=10.0.0.5%2F8").await.0,
+            StatusCode::OK
+        );
+        let (s, v) = a
+            .post(
+                "/v1/lists/blacklist",
+                json!({"entries": [{"net": "198.51.100.0/24", "reason": "ü".repeat(1024)}]}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let (s, _) = a
+            .post(
+                "/v1/lists/blacklist",
+                json!({"entries": [{"net": "198.51.100.0/24", "reason": "ü".repeat(1025)}]}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+    }
 }

@@ -5,10 +5,25 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// Largest page `GET /v1/lists/{list}` returns (the CLI's `--limit` bound too).
+pub const MAX_PAGE: usize = 10_000;
+
 /// `GET /healthz`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
+    /// `ok`, `degraded` (filtering, with problems) or `unavailable` (503).
     pub status: String,
+    /// What is wrong, one line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+/// Answer to `POST /v1/reload`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadResponse {
+    pub reloaded: bool,
+    /// Changed settings that take effect only after a restart.
+    pub restart_needed: Vec<String>,
 }
 
 /// Packets and bytes.
@@ -43,6 +58,21 @@ pub struct Status {
     pub lists: BTreeMap<String, Traffic>,
     /// `lpm_v4`, `lpm_v6`, `sources`.
     pub maps: BTreeMap<String, MapFill>,
+    /// What is wrong while it filters (a full table, a disk that cannot be written).
+    #[serde(default)]
+    pub problems: Vec<ProblemView>,
+}
+
+/// One problem in `GET /v1/status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProblemView {
+    /// `table_full`, `table_write`, `persist`, `xdp_link`.
+    pub kind: String,
+    pub detail: String,
+    /// RFC 3339.
+    pub since: String,
+    /// Occurrences since then.
+    pub count: u64,
 }
 
 /// Per-source counters in `GET /v1/ips/{ip}`.

@@ -33,6 +33,7 @@ impl Section for ControlPlane {
         let q = cfg.quick;
         push(out, self.name(), policy_bench::startup(q));
         push(out, self.name(), policy_bench::api_load_and_expiry(q));
+        push(out, self.name(), policy_bench::big_batches(q));
         push(out, self.name(), policy_bench::tracked_sources(q));
         push(out, self.name(), policy_bench::engine_scale(q));
         Ok(())

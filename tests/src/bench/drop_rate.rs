@@ -16,37 +16,27 @@
 //! Floods are bounded in packets and in time; `flood_runs` rounds over all cases, the median
 //! of each case's floods is kept.
 
-use std::{
-    io::Write as _,
-    net::Ipv4Addr,
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::{io::Write as _, net::Ipv4Addr, path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context as _, Result};
-use aya::{
-    maps::{Array, MapData},
-    programs::{TestRun as _, TestRunAttrs, TestRunOptions, XdpMode as AyaXdpMode},
-    Ebpf,
-};
+use aya::{programs::XdpMode as AyaXdpMode, Ebpf};
 use ipguard::{
     config::{Lists, MapsConfig, XdpMode},
-    dataplane::{Dataplane, ListTable as _},
-    lists,
+    dataplane::{Backend as _, Dataplane},
+    model::TableOp,
+    policy::compile::compile,
 };
 use ipguard_tests::frames::{self, IPPROTO_UDP};
 use ipnet::{IpNet, Ipv4Net};
 
 use super::{
+    live_tx::{LiveTx, RECEIVER_CPU, SENDER_CPU},
     netns::{sysfs_read, sysfs_write, Testbed},
     objects,
     per_packet::udp,
     prefixes::{disjoint_v4, Rng},
     results::{median, Results, Row},
-    system::{
-        kthreads, online_cpus, run_in, run_status, runtime_ns, set_affinity, set_fifo, InNetns,
-        PinnedThread,
-    },
+    system::{kthreads, run_in, run_status, runtime_ns, set_affinity, set_fifo, InNetns},
     xdp_filter::{XdpFilter, MAX_ADDRESSES},
     Config, Section,
 };
@@ -75,14 +65,8 @@ const SRC_NET: &str = "10.0.0.0/8";
 /// Prefixes in each filter's list (xdp-filter: addresses).
 const LIST_LEN: usize = 10_000;
 const SEED: u64 = 0x1b9a_2d00_0000_0002;
-/// Frames per BPF_PROG_TEST_RUN call (the time limit is checked between calls) and per
-/// live-frames batch.
-const CHUNK: u32 = 1 << 18;
-const BATCH: u32 = 64;
 /// How long the receiver gets to empty its ring after a flood before the count is read.
 const DRAIN: Duration = Duration::from_millis(100);
-const SENDER_CPU: usize = 0;
-const RECEIVER_CPU: usize = 1;
 /// SCHED_FIFO priority of the receiver's NAPI thread.
 const RECEIVER_PRIORITY: i32 = 50;
 /// Names of the nftables table and of the ipset.
@@ -273,11 +257,7 @@ trait Filter {
 /// The testbed, the traffic generator and the lists every filter gets.
 struct Bed {
     bed: Testbed,
-    /// The bench object: `live_tx` runs from it.
-    gen: Ebpf,
-    frame: Vec<u8>,
-    /// `struct xdp_md` for live frames: the sender's veth as the ingress device.
-    ctx: [u8; 24],
+    gen: LiveTx,
     /// [`SRC_NET`] and random disjoint prefixes, [`LIST_LEN`] in all.
     blocked: Vec<Ipv4Net>,
     pin: bool,
@@ -294,22 +274,6 @@ impl Bed {
         let gro_note = run_in(&bed.rx.name, &["ethtool", "-K", &bed.rx_if, "gro", "on"])
             .err()
             .map(|e| format!("GRO not enabled on the receiver ({e:#})"));
-        let tx_ifindex: u32 = sysfs_read(
-            &bed.tx.name,
-            &PathBuf::from(format!("/sys/class/net/{}/ifindex", bed.tx_if)),
-        )?
-        .parse()
-        .context("sender ifindex")?;
-
-        let mut gen = objects::load()?;
-        let mut tx_cfg: Array<&mut MapData, u32> = Array::try_from(
-            gen.map_mut(objects::MAP_TX_CFG)
-                .context("no live_tx config map")?,
-        )?;
-        tx_cfg.set(0, u32::from(SRC_BASE), 0)?;
-        tx_cfg.set(1, SRC_MASK, 0)?;
-        objects::program(&mut gen, objects::LIVE_TX)?;
-
         let mut frame = bed.rx_mac.to_vec();
         frame.extend_from_slice(&bed.tx_mac);
         frame.extend_from_slice(&frames::ETH_P_IP.to_be_bytes());
@@ -322,21 +286,16 @@ impl Bed {
             0,
             &udp(payload),
         ));
-        let mut ctx = [0u8; 24];
-        // data 0, data_end = frame length, data_meta 0, ingress_ifindex, rx queue 0, egress 0.
-        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
-        ctx[12..16].copy_from_slice(&tx_ifindex.to_ne_bytes());
+        let gen = LiveTx::new(&bed, SRC_BASE, SRC_MASK, frame)?;
 
         let src_net: Ipv4Net = SRC_NET.parse().expect("valid");
         let mut blocked = vec![src_net];
         blocked.extend(disjoint_v4(&mut Rng::new(SEED), LIST_LEN - 1, src_net));
         Ok(Bed {
             bed,
+            pin: gen.pinned(),
             gen,
-            frame,
-            ctx,
             blocked,
-            pin: online_cpus() > RECEIVER_CPU,
             gro_note,
             flood_time: cfg.flood_time,
             flood_max: cfg.flood_max_packets,
@@ -405,29 +364,7 @@ impl Bed {
 
     /// One flood: live frames until `flood_time` has passed or `flood_max` were sent.
     fn flood(&mut self) -> Result<(u64, Duration)> {
-        let prog = objects::program(&mut self.gen, objects::LIVE_TX)?;
-        let _pin = if self.pin {
-            Some(PinnedThread::to(SENDER_CPU)?)
-        } else {
-            None
-        };
-        // The kernel looks the ingress device up in the caller's namespace.
-        let _ns = InNetns::enter(&self.bed.tx.name)?;
-        let start = Instant::now();
-        let mut sent = 0u64;
-        while sent < self.flood_max && start.elapsed() < self.flood_time {
-            let n = (self.flood_max - sent).min(u64::from(CHUNK)) as u32;
-            prog.test_run(TestRunOptions {
-                data_in: Some(&self.frame),
-                ctx_in: Some(&self.ctx),
-                repeat: n,
-                attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
-                ..TestRunOptions::new()
-            })
-            .context("BPF_PROG_TEST_RUN with live frames")?;
-            sent += u64::from(n);
-        }
-        Ok((sent, start.elapsed()))
+        self.gen.flood(self.flood_time, self.flood_max)
     }
 
     /// `trivial_drop` or `touch_drop` of the bench object.
@@ -452,11 +389,11 @@ impl Bed {
             lpm_v6_capacity: 65_536,
         };
         let mut dp = Dataplane::load(&maps).context("loading ipguard's XDP program")?;
-        for (net, entry) in &lists::compile(&lists) {
-            dp.table().insert(*net, *entry)?;
+        for (net, entry) in &compile(&lists) {
+            dp.backend.apply(&[TableOp::Write(*net, *entry)])?;
         }
         let _ns = InNetns::enter(&self.bed.rx.name)?;
-        dp.attach(&self.bed.rx_if, mode)?;
+        dp.program.attach(&self.bed.rx_if, mode)?;
         Ok(Box::new(Ipguard(dp)))
     }
 
@@ -536,7 +473,7 @@ struct Ipguard(Dataplane);
 
 impl Filter for Ipguard {
     fn handled(&mut self) -> Result<u64> {
-        Ok(self.0.stats()?.dropped())
+        Ok(self.0.backend.stats()?.dropped())
     }
 }
 

@@ -36,22 +36,18 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use aya::{
-    maps::{Array, MapData},
-    programs::{TestRun as _, TestRunAttrs, TestRunOptions},
-    Ebpf,
-};
 use ipguard_tests::{
     frames::{self, IPPROTO_TCP, TCP_SYN},
     policy_bench::proc_usage,
+    process::terminate,
 };
 use socket2::{Domain, Socket, Type};
 
 use super::{
+    live_tx::{LiveTx, RECEIVER_CPU, SENDER_CPU},
     netns::{ipv4, mac, sysfs_read, sysfs_write, Testbed},
-    objects,
     results::{Results, Row},
-    system::{kthreads, online_cpus, run, run_in, run_status, set_affinity, InNetns, PinnedThread},
+    system::{kthreads, online_cpus, run, run_in, run_status, set_affinity, InNetns},
     Config, Section,
 };
 
@@ -94,12 +90,6 @@ const API_TIMEOUT: Duration = Duration::from_secs(2);
 const GOAL_DELIVERY: f64 = 99.0;
 const GOAL_API_P99_MS: f64 = 100.0;
 
-/// Frames per BPF_PROG_TEST_RUN call (the deadline is checked between calls) and per
-/// live-frames batch.
-const CHUNK: u32 = 1 << 18;
-const BATCH: u32 = 64;
-const SENDER_CPU: usize = 0;
-const RECEIVER_CPU: usize = 1;
 /// How long the receiver and the daemon get after a flood before the counters are read.
 const DRAIN: Duration = Duration::from_millis(300);
 /// Bounds of the daemon's start and stop.
@@ -123,7 +113,12 @@ impl Section for SpoofedFlood {
         let dir = tempfile::tempdir().context("a directory for the daemon")?;
         let daemon = Daemon::start(&bin, &bed, dir.path())?;
         let pin_notes = pin_receiver(&bed);
-        let mut gen = Generator::new(&bed)?;
+        let mut gen = LiveTx::new(
+            &bed,
+            SRC_BASE,
+            SOURCES - 1,
+            syn_frame(bed.rx_mac, bed.tx_mac, rx_ip(&bed)),
+        )?;
         println!(
             "  {:.0} s per phase; flood of at most {max_packets} 64-byte SYNs from {SOURCES} \
              sources; {}",
@@ -332,22 +327,11 @@ impl Daemon {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        let status = loop {
-            if let Some(status) = child.try_wait()? {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "the daemon ignored SIGTERM for {STOP_TIMEOUT:?}: {}",
-                    self.log_text()
-                );
-            }
-            sleep(Duration::from_millis(20));
+        let Some(status) = terminate(&mut child, STOP_TIMEOUT)? else {
+            bail!(
+                "the daemon ignored SIGTERM for {STOP_TIMEOUT:?}: {}",
+                self.log_text()
+            );
         };
         if !status.success() {
             bail!("the daemon exited with {status}: {}", self.log_text());
@@ -359,14 +343,7 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-            let deadline = Instant::now() + STOP_TIMEOUT;
-            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-                sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            let _ = terminate(&mut child, STOP_TIMEOUT);
         }
         let _ = std::fs::remove_dir_all(&self.pin_dir);
     }
@@ -393,74 +370,6 @@ fn pin_receiver(bed: &Testbed) -> String {
         }
     }
     notes.join("; ")
-}
-
-/// `live_tx` set up for the flood: a SYN to the server, sources from [`SRC_BASE`].
-struct Generator {
-    ebpf: Ebpf,
-    frame: Vec<u8>,
-    /// `struct xdp_md` for live frames: the sender's veth as the ingress device.
-    ctx: [u8; 24],
-    tx_ns: String,
-    pin: bool,
-}
-
-impl Generator {
-    fn new(bed: &Testbed) -> Result<Self> {
-        let tx_ifindex: u32 = sysfs_read(
-            &bed.tx.name,
-            &PathBuf::from(format!("/sys/class/net/{}/ifindex", bed.tx_if)),
-        )?
-        .parse()
-        .context("sender ifindex")?;
-        let mut ebpf = objects::load()?;
-        let mut cfg: Array<&mut MapData, u32> = Array::try_from(
-            ebpf.map_mut(objects::MAP_TX_CFG)
-                .context("no live_tx config map")?,
-        )?;
-        cfg.set(0, u32::from(SRC_BASE), 0)?;
-        cfg.set(1, SOURCES - 1, 0)?;
-        objects::program(&mut ebpf, objects::LIVE_TX)?;
-        let frame = syn_frame(bed.rx_mac, bed.tx_mac, rx_ip(bed));
-        let mut ctx = [0u8; 24];
-        // data 0, data_end = frame length, data_meta 0, ingress_ifindex, rx queue 0, egress 0.
-        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
-        ctx[12..16].copy_from_slice(&tx_ifindex.to_ne_bytes());
-        Ok(Generator {
-            ebpf,
-            frame,
-            ctx,
-            tx_ns: bed.tx.name.clone(),
-            pin: online_cpus() > RECEIVER_CPU,
-        })
-    }
-
-    /// Live frames until `deadline` or `max` frames: how many were sent, in how long.
-    fn flood(&mut self, deadline: Instant, max: u64) -> Result<(u64, Duration)> {
-        let prog = objects::program(&mut self.ebpf, objects::LIVE_TX)?;
-        let _pin = if self.pin {
-            Some(PinnedThread::to(SENDER_CPU)?)
-        } else {
-            None
-        };
-        // The kernel looks the ingress device up in the caller's namespace.
-        let _ns = InNetns::enter(&self.tx_ns)?;
-        let start = Instant::now();
-        let mut sent = 0u64;
-        while sent < max && Instant::now() < deadline {
-            let n = (max - sent).min(u64::from(CHUNK)) as u32;
-            prog.test_run(TestRunOptions {
-                data_in: Some(&self.frame),
-                ctx_in: Some(&self.ctx),
-                repeat: n,
-                attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
-                ..TestRunOptions::new()
-            })
-            .context("BPF_PROG_TEST_RUN with live frames")?;
-            sent += u64::from(n);
-        }
-        Ok((sent, start.elapsed()))
-    }
 }
 
 /// A 64-byte frame: Ethernet, IPv4, a TCP SYN with MSS and SACK-permitted options (28
@@ -645,7 +554,7 @@ impl Drop for StopOnDrop<'_> {
     }
 }
 
-fn phase(bed: &Testbed, gen: Option<&mut Generator>, length: Duration, max: u64) -> Result<Phase> {
+fn phase(bed: &Testbed, gen: Option<&mut LiveTx>, length: Duration, max: u64) -> Result<Phase> {
     let stop = AtomicBool::new(false);
     let start = Instant::now();
     let deadline = start + length;
@@ -664,7 +573,7 @@ fn phase(bed: &Testbed, gen: Option<&mut Generator>, length: Duration, max: u64)
         let rx = bed.rx.name.as_str();
         let api = s.spawn(move || poll_api(rx, start, deadline, stop));
         let flood = match gen {
-            Some(g) => Some(g.flood(deadline, max)?),
+            Some(g) => Some(g.flood(deadline.saturating_duration_since(Instant::now()), max)?),
             None => {
                 sleep(deadline.saturating_duration_since(Instant::now()));
                 None

@@ -9,6 +9,8 @@
 pub mod control;
 pub mod drop_rate;
 pub mod flood;
+pub mod live_cost;
+pub mod live_tx;
 pub mod netns;
 pub mod objects;
 pub mod per_packet;
@@ -80,6 +82,7 @@ pub fn sections() -> Vec<Box<dyn Section>> {
     vec![
         Box::new(per_packet::PerPacket),
         Box::new(drop_rate::DropRate),
+        Box::new(live_cost::LiveCost),
         Box::new(flood::SpoofedFlood),
         Box::new(control::Reaction),
         Box::new(control::ControlPlane),

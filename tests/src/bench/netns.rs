@@ -14,29 +14,11 @@ pub const PREFIX: &str = "ipgb-";
 /// Where the bench mounts private BPF filesystems (see `xdp_filter`).
 pub const RUN_DIR: &str = "/run/ipguard-bench";
 
-/// A network namespace, deleted on drop.
-pub struct Netns {
-    pub name: String,
-}
+pub use ipguard_tests::netns::Netns;
 
-impl Netns {
-    /// Creates `PREFIX + tag` (deleting a stale one of that name first), loopback up.
-    pub fn create(tag: &str) -> Result<Self> {
-        let name = format!("{PREFIX}{tag}");
-        let _ = run_status(&["ip", "netns", "del", &name]);
-        run(&["ip", "netns", "add", &name])?;
-        let ns = Netns { name };
-        run(&["ip", "-n", &ns.name, "link", "set", "lo", "up"])?;
-        Ok(ns)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        if let Err(e) = run(&["ip", "netns", "del", &self.name]) {
-            eprintln!("warning: cannot delete namespace {}: {e:#}", self.name);
-        }
-    }
+/// `PREFIX + tag` (deleting a stale one of that name first), loopback up.
+fn create(tag: &str) -> Result<Netns> {
+    Netns::create(&format!("{PREFIX}{tag}"))
 }
 
 /// Removes what an earlier, killed run left: namespaces named `PREFIX*` and private BPF
@@ -79,8 +61,8 @@ impl Testbed {
     /// `ipgb<tag>r/t`. Interface names stay short: a NAPI thread is named
     /// `napi/<ifname>-<id>`, cut at 15 characters.
     pub fn new(tag: &str) -> Result<Self> {
-        let rx = Netns::create(&format!("{tag}-rx"))?;
-        let tx = Netns::create(&format!("{tag}-tx"))?;
+        let rx = create(&format!("{tag}-rx"))?;
+        let tx = create(&format!("{tag}-tx"))?;
         let bed = Testbed {
             rx_if: format!("ipgb{tag}r"),
             tx_if: format!("ipgb{tag}t"),

@@ -17,8 +17,9 @@ use anyhow::{bail, Context as _, Result};
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 use ipguard::{
     config::{Lists, MapsConfig},
-    dataplane::{self, Dataplane},
-    lists,
+    dataplane::{Backend as _, Dataplane},
+    model::longest_match,
+    policy::compile::compile,
 };
 use ipguard_tests::frames::{self, ETH_P_8021Q, IPPROTO_UDP};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -391,7 +392,7 @@ fn ipguard(
     let name = format!("ipguard {label}");
     let lists = pop.lists(n);
     let t = Instant::now();
-    let compiled = lists::compile(&lists);
+    let compiled = compile(&lists);
     let compile_s = t.elapsed().as_secs_f64();
     // Room for the largest lists (1M+1M and the probes, IPv4 prefixes longer than /24
     // expanded to addresses). The list maps are not preallocated: the capacity costs
@@ -405,7 +406,7 @@ fn ipguard(
     let mut dp = Dataplane::load(&maps).context("loading ipguard's XDP program")?;
     // As the daemon does at start-up: one whole-table sync.
     let t = Instant::now();
-    let written = dataplane::sync(dp.table(), &compiled).context("writing the lists")?;
+    let written = dp.backend.sync(&compiled).context("writing the lists")?;
     let insert_s = t.elapsed().as_secs_f64();
     out.push(
         Row::new(
@@ -426,14 +427,14 @@ fn ipguard(
     // The probes must get the verdicts their cases expect from these lists.
     for c in cases {
         let ip = probe_of(pop, c);
-        let listed = lists::longest_match(&compiled, ip).map(|(_, e)| e.list);
+        let listed = longest_match(&compiled, ip).map(|(_, e)| e.list);
         let drop = matches!(listed, Some(ipguard_common::LIST_BLACKLIST));
         if drop != (c.verdict == XDP_DROP) {
             bail!("probe {ip} of case {:?} is listed as {listed:?}", c.name);
         }
     }
 
-    let prog = dp.program_mut()?;
+    let prog = dp.program.xdp()?;
     for c in cases {
         let ns = test_run_ns(prog, &c.frame, cfg, c.verdict)
             .with_context(|| format!("{name}: {}", c.name))?;

@@ -2,14 +2,14 @@
 //! and what the machine is.
 
 use std::{
-    fs::File,
     io::Read as _,
-    os::fd::{AsRawFd as _, OwnedFd},
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{bail, Context as _, Result};
+pub use ipguard_tests::netns::InNetns;
+use ipguard_tests::process::wait_timeout;
 
 /// Time limit of one external command (nft with 10k elements, ipset restore, xdp-filter).
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -60,56 +60,12 @@ pub fn run_status(args: &[&str]) -> Result<(bool, String, String)> {
         let _ = err.read_to_string(&mut s);
         s
     });
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!("`{}` timed out after {COMMAND_TIMEOUT:?}", args.join(" "));
-        }
-        std::thread::sleep(Duration::from_millis(2));
+    let Some(status) = wait_timeout(&mut child, COMMAND_TIMEOUT)? else {
+        bail!("`{}` timed out after {COMMAND_TIMEOUT:?}", args.join(" "));
     };
     let stdout = out_t.join().unwrap_or_default();
     let stderr = err_t.join().unwrap_or_default();
     Ok((status.success(), stdout, stderr))
-}
-
-/// While alive, the current thread is in network namespace `ns` (setns is per thread);
-/// dropping it returns the thread to the namespace it was in.
-pub struct InNetns {
-    home: OwnedFd,
-}
-
-impl InNetns {
-    pub fn enter(ns: &str) -> Result<Self> {
-        let home: OwnedFd = File::open("/proc/thread-self/ns/net")
-            .context("open /proc/thread-self/ns/net")?
-            .into();
-        let path = format!("/run/netns/{ns}");
-        let target = File::open(&path).with_context(|| format!("open {path}"))?;
-        // SAFETY: a valid namespace fd; only this thread's namespace changes.
-        if unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            bail!("setns({path}): {}", std::io::Error::last_os_error());
-        }
-        Ok(InNetns { home })
-    }
-}
-
-impl Drop for InNetns {
-    fn drop(&mut self) {
-        // SAFETY: the fd of the namespace this thread came from.
-        let rc = unsafe { libc::setns(self.home.as_raw_fd(), libc::CLONE_NEWNET) };
-        // Carrying on in the wrong namespace would make every later step lie.
-        assert_eq!(
-            rc,
-            0,
-            "cannot return to the original network namespace: {}",
-            std::io::Error::last_os_error()
-        );
-    }
 }
 
 /// While alive, the current thread runs only on one CPU; dropping it restores the old mask.

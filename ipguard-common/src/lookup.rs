@@ -1,0 +1,219 @@
+//! The list lookup, written once: the XDP program runs it over its maps, the daemon's
+//! in-memory store over hash maps, and the host tests below over a plain model. A change
+//! to the table layout changes this file and [`Tables`]' implementations, nothing else.
+//!
+//! IPv4: one load of the address's /24 slot ([`Tables::slot`]); only if the slot has
+//! [`SLOT_HOSTS`] a lookup of the address itself ([`Tables::host`]).
+//!
+//! IPv6: the anchor of the address's /32 ([`Tables::anchor`]), then one lookup per prefix
+//! length present under it, longest first ([`Tables::long`]); the short-prefix trie
+//! ([`Tables::lpm`]) only for an overflowing anchor or when the table flags say it holds
+//! prefixes shorter than /32.
+//!
+//! Everything is `#[inline(always)]` and the loops are bounded by constants: the verifier
+//! sees one straight function per program.
+
+use crate::{
+    ListCode, Tbl24Slot, V6Anchor, V6LongKey, ANCHOR_OVERFLOW, ANCHOR_OWN, LIST_NONE, SLOT_HOSTS,
+    SLOT_LIST, TABLE_FLAG_V6_SHORT, V6_ANCHOR_LENS,
+};
+
+/// Read access to the list tables, one call per map lookup.
+pub trait Tables {
+    /// The slot of the /24 `s24` (the address shifted right by 8); 0 if out of range.
+    fn slot(&self, s24: u32) -> Tbl24Slot;
+    /// The code of one IPv4 address (network byte order) in the host map.
+    fn host(&self, addr: &[u8; 4]) -> Option<ListCode>;
+    /// The anchor of one IPv6 /32, by its first four bytes.
+    fn anchor(&self, top: &[u8; 4]) -> Option<V6Anchor>;
+    /// The code of one IPv6 prefix of /33 or longer.
+    fn long(&self, key: &V6LongKey) -> Option<ListCode>;
+    /// The table flags (`TABLE_FLAG_*`).
+    fn flags(&self) -> u32;
+    /// Longest-prefix match of the address in the short-prefix trie; [`LIST_NONE`] if none.
+    fn lpm(&self, addr: &[u8; 16]) -> ListCode;
+}
+
+/// The list code of the longest prefix holding the IPv4 address `src` (network byte
+/// order), [`LIST_NONE`] if none does.
+#[inline(always)]
+pub fn lookup_v4<T: Tables + ?Sized>(t: &T, src: [u8; 4]) -> ListCode {
+    let slot = t.slot(u32::from_be_bytes(src) >> 8);
+    if slot & SLOT_HOSTS != 0 {
+        if let Some(code) = t.host(&src) {
+            return code;
+        }
+    }
+    (slot & SLOT_LIST) as ListCode
+}
+
+/// Like [`lookup_v4`] for an IPv6 address (network byte order).
+#[inline(always)]
+pub fn lookup_v6<T: Tables + ?Sized>(t: &T, src: &[u8; 16]) -> ListCode {
+    let top = [src[0], src[1], src[2], src[3]];
+    if let Some(anchor) = t.anchor(&top) {
+        if anchor.flags & ANCHOR_OVERFLOW != 0 {
+            return t.lpm(src);
+        }
+        let hi = u64::from_be_bytes([
+            src[0], src[1], src[2], src[3], src[4], src[5], src[6], src[7],
+        ]);
+        let lo = u64::from_be_bytes([
+            src[8], src[9], src[10], src[11], src[12], src[13], src[14], src[15],
+        ]);
+        for i in 0..V6_ANCHOR_LENS {
+            if i >= anchor.n_lens as usize {
+                break;
+            }
+            let key = V6LongKey::new(hi, lo, anchor.lens[i] as u32);
+            if let Some(code) = t.long(&key) {
+                return code;
+            }
+        }
+        if anchor.flags & ANCHOR_OWN != 0 {
+            return anchor.own as ListCode;
+        }
+    }
+    if t.flags() & TABLE_FLAG_V6_SHORT != 0 {
+        return t.lpm(src);
+    }
+    LIST_NONE
+}
+
+#[cfg(test)]
+mod tests {
+    //! The lookup over a hand-built model of the tables, host-side (the XDP program and
+    //! the daemon's memory store run this same code).
+    extern crate std;
+
+    use std::{collections::BTreeMap, vec::Vec};
+
+    use super::*;
+    use crate::{LIST_BLACKLIST, LIST_GRAYLIST, LIST_WHITELIST, V6_ANCHOR_LENS};
+
+    #[derive(Default)]
+    struct Model {
+        slots: BTreeMap<u32, Tbl24Slot>,
+        hosts: BTreeMap<[u8; 4], ListCode>,
+        anchors: BTreeMap<[u8; 4], V6Anchor>,
+        longs: BTreeMap<V6LongKey, ListCode>,
+        flags: u32,
+        /// (address, length, code): matched naively, longest first.
+        lpm: Vec<(u128, u32, ListCode)>,
+    }
+
+    impl Tables for Model {
+        fn slot(&self, s24: u32) -> Tbl24Slot {
+            self.slots.get(&s24).copied().unwrap_or(0)
+        }
+        fn host(&self, addr: &[u8; 4]) -> Option<ListCode> {
+            self.hosts.get(addr).copied()
+        }
+        fn anchor(&self, top: &[u8; 4]) -> Option<V6Anchor> {
+            self.anchors.get(top).copied()
+        }
+        fn long(&self, key: &V6LongKey) -> Option<ListCode> {
+            self.longs.get(key).copied()
+        }
+        fn flags(&self) -> u32 {
+            self.flags
+        }
+        fn lpm(&self, addr: &[u8; 16]) -> ListCode {
+            let a = u128::from_be_bytes(*addr);
+            self.lpm
+                .iter()
+                .filter(|(net, len, _)| *len == 0 || (a ^ net) >> (128 - len) == 0)
+                .max_by_key(|(_, len, _)| *len)
+                .map_or(LIST_NONE, |(_, _, code)| *code)
+        }
+    }
+
+    fn v6(s: &str) -> [u8; 16] {
+        s.parse::<std::net::Ipv6Addr>().unwrap().octets()
+    }
+
+    fn halves(a: [u8; 16]) -> (u64, u64) {
+        let x = u128::from_be_bytes(a);
+        ((x >> 64) as u64, x as u64)
+    }
+
+    #[test]
+    fn v4_slot_decides_unless_the_slot_has_hosts() {
+        let mut m = Model::default();
+        m.slots.insert(0xc0_00_02, LIST_BLACKLIST as Tbl24Slot);
+        assert_eq!(lookup_v4(&m, [192, 0, 2, 9]), LIST_BLACKLIST);
+        assert_eq!(lookup_v4(&m, [192, 0, 3, 9]), LIST_NONE);
+        // A host entry is only read when the slot says so.
+        m.hosts.insert([192, 0, 2, 9], LIST_WHITELIST);
+        assert_eq!(lookup_v4(&m, [192, 0, 2, 9]), LIST_BLACKLIST);
+        m.slots
+            .insert(0xc0_00_02, LIST_BLACKLIST as Tbl24Slot | SLOT_HOSTS);
+        assert_eq!(lookup_v4(&m, [192, 0, 2, 9]), LIST_WHITELIST);
+        assert_eq!(lookup_v4(&m, [192, 0, 2, 10]), LIST_BLACKLIST);
+    }
+
+    #[test]
+    fn v6_lengths_are_tried_longest_first_then_the_anchor_itself() {
+        let mut m = Model::default();
+        let a = v6("2001:db8:1:2::5");
+        let (hi, lo) = halves(a);
+        let mut anchor = V6Anchor {
+            flags: ANCHOR_OWN,
+            own: LIST_GRAYLIST as u8,
+            n_lens: 2,
+            ..Default::default()
+        };
+        anchor.lens[..2].copy_from_slice(&[128, 48]);
+        m.anchors.insert([0x20, 0x01, 0x0d, 0xb8], anchor);
+        m.longs.insert(V6LongKey::new(hi, lo, 48), LIST_BLACKLIST);
+        assert_eq!(lookup_v6(&m, &a), LIST_BLACKLIST);
+        m.longs.insert(V6LongKey::new(hi, lo, 128), LIST_WHITELIST);
+        assert_eq!(lookup_v6(&m, &a), LIST_WHITELIST);
+        // Another /48 of the same /32: the anchor's own verdict.
+        assert_eq!(lookup_v6(&m, &v6("2001:db8:9::1")), LIST_GRAYLIST);
+        // Another /32: nothing (no short prefixes).
+        assert_eq!(lookup_v6(&m, &v6("2001:db9::1")), LIST_NONE);
+    }
+
+    #[test]
+    fn v6_lengths_past_n_lens_are_ignored() {
+        let mut m = Model::default();
+        let a = v6("2001:db8::1");
+        let (hi, lo) = halves(a);
+        let mut anchor = V6Anchor {
+            n_lens: 1,
+            ..Default::default()
+        };
+        anchor.lens[..2].copy_from_slice(&[128, 64]);
+        m.anchors.insert([0x20, 0x01, 0x0d, 0xb8], anchor);
+        m.longs.insert(V6LongKey::new(hi, lo, 64), LIST_BLACKLIST);
+        assert_eq!(lookup_v6(&m, &a), LIST_NONE);
+        anchor.n_lens = V6_ANCHOR_LENS as u8;
+        m.anchors.insert([0x20, 0x01, 0x0d, 0xb8], anchor);
+        assert_eq!(lookup_v6(&m, &a), LIST_BLACKLIST);
+    }
+
+    #[test]
+    fn v6_trie_serves_overflowing_anchors_and_short_prefixes() {
+        let mut m = Model::default();
+        let a = v6("2001:db8::1");
+        m.lpm
+            .push((u128::from_be_bytes(v6("2001:db8::")), 40, LIST_BLACKLIST));
+        m.lpm
+            .push((u128::from_be_bytes(v6("2000::")), 3, LIST_GRAYLIST));
+        // The trie is not read unless a flag or an anchor says so.
+        assert_eq!(lookup_v6(&m, &a), LIST_NONE);
+        m.flags = TABLE_FLAG_V6_SHORT;
+        assert_eq!(lookup_v6(&m, &a), LIST_BLACKLIST);
+        assert_eq!(lookup_v6(&m, &v6("2400::1")), LIST_GRAYLIST);
+        m.flags = 0;
+        m.anchors.insert(
+            [0x20, 0x01, 0x0d, 0xb8],
+            V6Anchor {
+                flags: ANCHOR_OVERFLOW,
+                ..Default::default()
+            },
+        );
+        assert_eq!(lookup_v6(&m, &a), LIST_BLACKLIST);
+    }
+}

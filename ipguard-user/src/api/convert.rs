@@ -1,0 +1,115 @@
+//! Domain answers of the controller as the API's JSON shapes ([`super::types`]).
+
+use std::collections::BTreeMap;
+
+use ipguard_common::Stat;
+
+use super::types::{
+    IpCounters, IpStatus, ListEntryView, ListPage, MapFill, ProblemView, Status, Traffic,
+};
+use crate::{
+    controller::view::{DecidedBy, Explanation, Fill, Page, StatusReport, VERDICT_STATS},
+    model::{ListKind, Ts},
+};
+
+impl From<&Explanation> for IpStatus {
+    fn from(x: &Explanation) -> Self {
+        IpStatus {
+            ip: x.ip.to_string(),
+            verdict: if x.drop { "drop" } else { "pass" }.into(),
+            list: x.list.map(|l| l.as_str().into()),
+            prefix: x.prefix.map(|p| p.to_string()),
+            reason: x.reason.clone(),
+            source: x.decided_by.as_ref().map(|d| match d {
+                DecidedBy::Entry(origin) => origin.as_str().into(),
+                DecidedBy::Rule(_) => "rule".into(),
+            }),
+            strikes: x.strikes,
+            expires: x.expires.map(Ts::rfc3339),
+            // Whole seconds, rounded up: a client that waits this long finds it expired.
+            retry_after: x
+                .retry_after
+                .map(|d| u64::try_from(d.as_millis().div_ceil(1000)).unwrap_or(u64::MAX)),
+            counters: IpCounters {
+                packets: x.counters.packets,
+                bytes: x.counters.bytes,
+                syns: x.counters.syns,
+                dropped: x.counters.dropped,
+            },
+        }
+    }
+}
+
+impl From<Page> for ListPage {
+    fn from(page: Page) -> Self {
+        ListPage {
+            entries: page
+                .entries
+                .into_iter()
+                .map(|(n, e)| ListEntryView {
+                    net: n.to_string(),
+                    expires: e.until.map(Ts::rfc3339),
+                    reason: e.reason,
+                    source: e.origin.as_str().into(),
+                })
+                .collect(),
+            next_cursor: page.next.map(|n| n.to_string()),
+        }
+    }
+}
+
+impl From<&StatusReport> for Status {
+    fn from(r: &StatusReport) -> Self {
+        let t = |s: Stat| {
+            let c = r.stats.get(s);
+            Traffic {
+                packets: c.packets,
+                bytes: c.bytes,
+            }
+        };
+        let mut pass = Traffic::default();
+        let mut drop = Traffic::default();
+        for (_, stat, dropped) in VERDICT_STATS {
+            let sum = if dropped { &mut drop } else { &mut pass };
+            sum.packets += t(stat).packets;
+            sum.bytes += t(stat).bytes;
+        }
+        let fill = |f: Fill| MapFill {
+            capacity: f.capacity,
+            used: f.used,
+        };
+        let mut entries: BTreeMap<String, u64> = ListKind::ALL
+            .iter()
+            .map(|l| (l.as_str().to_owned(), r.entries[l.index()]))
+            .collect();
+        entries.insert("rules".into(), r.rules);
+        Status {
+            interface: r.interface.clone(),
+            xdp_mode: r.xdp_mode.clone(),
+            uptime_seconds: r.uptime.as_secs(),
+            entries,
+            tracked_sources: r.tracked_sources,
+            verdicts: [("pass".to_owned(), pass), ("drop".to_owned(), drop)].into(),
+            lists: VERDICT_STATS
+                .iter()
+                .map(|(name, stat, _)| ((*name).to_owned(), t(*stat)))
+                .collect(),
+            maps: [
+                ("lpm_v4".to_owned(), fill(r.v4_hosts)),
+                ("lpm_v6".to_owned(), fill(r.v6_prefixes)),
+                ("sources".to_owned(), fill(r.sources)),
+            ]
+            .into(),
+            problems: r
+                .problems
+                .iter()
+                .map(|(kind, p)| ProblemView {
+                    kind: (*kind).into(),
+                    detail: p.detail.clone(),
+                    since: p.since.rfc3339(),
+                    count: p.count,
+                })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! Answers as text for people: tables, key/value blocks, one-line confirmations.
+
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use crate::{
+    api::types::{
+        AddResponse, IpStatus, ListPage, RemoveResponse, ReportResponse, Status, Traffic,
+    },
+    model::ListKind,
+};
+
+pub(super) fn json_line(mut body: String) -> String {
+    if !body.ends_with('\n') {
+        body.push('\n');
+    }
+    body
+}
+
+// ---- Output formatting: pure functions of the API's answers. ----
+
+/// Escapes control characters: reasons come from API callers and must not be able to
+/// move the cursor or recolour an operator's terminal.
+pub(super) fn clean(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+pub(super) fn or_dash(value: Option<&str>) -> String {
+    match value {
+        Some(v) if !v.is_empty() => clean(v),
+        _ => "-".to_owned(),
+    }
+}
+
+/// `key  value` lines, the values aligned.
+pub(super) fn key_values(rows: &[(&str, String)]) -> String {
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (key, value) in rows {
+        let _ = writeln!(out, "{key:<width$}  {value}");
+    }
+    out
+}
+
+/// A table with a header line; columns two spaces apart, numbers right-aligned, no
+/// trailing spaces.
+pub(super) fn table(header: &[&str], numeric: &[bool], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            let width = widths[i];
+            if numeric.get(i).copied().unwrap_or(false) {
+                let _ = write!(line, "{cell:>width$}");
+            } else {
+                let _ = write!(line, "{cell:<width$}");
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `1d 2h`, `5m 3s`, `42s`: the largest unit and the next one when it is not zero.
+pub fn format_seconds(seconds: u64) -> String {
+    const UNITS: [(&str, u64); 4] = [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)];
+    let Some(i) = UNITS.iter().position(|(_, len)| seconds >= *len) else {
+        return "0s".to_owned();
+    };
+    let (unit, len) = UNITS[i];
+    let mut out = format!("{}{unit}", seconds / len);
+    if let Some((next_unit, next_len)) = UNITS.get(i + 1) {
+        let n = seconds % len / next_len;
+        if n > 0 {
+            let _ = write!(out, " {n}{next_unit}");
+        }
+    }
+    out
+}
+
+pub(super) fn ip_status_rows(status: &IpStatus) -> Vec<(&'static str, String)> {
+    let expires = match (&status.expires, status.retry_after) {
+        (Some(at), Some(left)) => format!("{} (in {})", clean(at), format_seconds(left)),
+        (Some(at), None) => clean(at),
+        // Null means "never" only when an entry decides.
+        (None, _) if status.list.is_some() || status.prefix.is_some() => "never".to_owned(),
+        (None, _) => "-".to_owned(),
+    };
+    let c = &status.counters;
+    vec![
+        ("ip", clean(&status.ip)),
+        ("verdict", clean(&status.verdict)),
+        ("list", or_dash(status.list.as_deref())),
+        ("prefix", or_dash(status.prefix.as_deref())),
+        ("reason", or_dash(status.reason.as_deref())),
+        ("source", or_dash(status.source.as_deref())),
+        ("strikes", status.strikes.to_string()),
+        ("expires", expires),
+        (
+            "counters",
+            format!(
+                "packets {}, bytes {}, syns {}, dropped {}",
+                c.packets, c.bytes, c.syns, c.dropped
+            ),
+        ),
+    ]
+}
+
+/// `ipguard status IP`: one `key  value` line per field.
+pub fn format_ip_status(status: &IpStatus) -> String {
+    key_values(&ip_status_rows(status))
+}
+
+/// `ipguard report IP`: the outcome, then the address's new state.
+pub fn format_report(report: &ReportResponse) -> String {
+    let mut rows = vec![
+        ("outcome", clean(&report.outcome)),
+        (
+            "reports",
+            report
+                .reports
+                .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+        ),
+    ];
+    rows.extend(ip_status_rows(&report.status));
+    key_values(&rows)
+}
+
+/// `ipguard list LIST`: a `NET  EXPIRES  SOURCE  REASON` table, with a note when more
+/// pages follow.
+pub fn format_list(page: &ListPage) -> String {
+    if page.entries.is_empty() && page.next_cursor.is_none() {
+        return "no entries\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = page
+        .entries
+        .iter()
+        .map(|e| {
+            vec![
+                clean(&e.net),
+                e.expires
+                    .as_deref()
+                    .map_or_else(|| "never".to_owned(), clean),
+                or_dash(Some(&e.source)),
+                or_dash(Some(&e.reason)),
+            ]
+        })
+        .collect();
+    let mut out = table(&["NET", "EXPIRES", "SOURCE", "REASON"], &[], &rows);
+    if page.next_cursor.is_some() {
+        out.push_str("(more entries: use --all to list them all)\n");
+    }
+    out
+}
+
+/// The entries of `map` in `order` first, then any others alphabetically.
+pub(super) fn ordered<'a, V>(
+    map: &'a BTreeMap<String, V>,
+    order: &[&str],
+) -> Vec<(&'a str, &'a V)> {
+    let known = order
+        .iter()
+        .filter_map(|key| map.get_key_value(*key))
+        .map(|(k, v)| (k.as_str(), v));
+    let others = map
+        .iter()
+        .filter(|(k, _)| !order.contains(&k.as_str()))
+        .map(|(k, v)| (k.as_str(), v));
+    known.chain(others).collect()
+}
+
+/// `ipguard status`: the daemon in a few lines, then traffic and map tables.
+pub fn format_status(status: &Status) -> String {
+    let entries = ordered(
+        &status.entries,
+        &["whitelist", "graylist", "blacklist", "rules"],
+    )
+    .iter()
+    .map(|(name, n)| format!("{} {n}", clean(name)))
+    .collect::<Vec<_>>()
+    .join(", ");
+    let mut out = key_values(&[
+        ("interface", clean(&status.interface)),
+        ("xdp mode", clean(&status.xdp_mode)),
+        ("uptime", format_seconds(status.uptime_seconds)),
+        ("tracked sources", status.tracked_sources.to_string()),
+        (
+            "entries",
+            if entries.is_empty() {
+                "-".to_owned()
+            } else {
+                entries
+            },
+        ),
+    ]);
+    let traffic_rows = |map: &BTreeMap<String, Traffic>, order: &[&str]| -> Vec<Vec<String>> {
+        ordered(map, order)
+            .into_iter()
+            .map(|(name, t)| vec![clean(name), t.packets.to_string(), t.bytes.to_string()])
+            .collect()
+    };
+    out.push('\n');
+    out.push_str(&table(
+        &["VERDICT", "PACKETS", "BYTES"],
+        &[false, true, true],
+        &traffic_rows(&status.verdicts, &["pass", "drop"]),
+    ));
+    out.push('\n');
+    out.push_str(&table(
+        &["LIST", "PACKETS", "BYTES"],
+        &[false, true, true],
+        &traffic_rows(
+            &status.lists,
+            &[
+                "unlisted",
+                "whitelist",
+                "graylist",
+                "blacklist",
+                "rule",
+                "non_ip",
+                "malformed",
+            ],
+        ),
+    ));
+    out.push('\n');
+    let maps: Vec<Vec<String>> = ordered(&status.maps, &["lpm_v4", "lpm_v6", "sources"])
+        .into_iter()
+        .map(|(name, m)| {
+            let fill = if m.capacity == 0 {
+                "-".to_owned()
+            } else {
+                // Tenths of a percent, rounded down so a full map is the only 100.0%.
+                let permille = u128::from(m.used) * 1000 / u128::from(m.capacity);
+                format!("{}.{}%", permille / 10, permille % 10)
+            };
+            vec![
+                clean(name),
+                m.used.to_string(),
+                m.capacity.to_string(),
+                fill,
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["MAP", "USED", "CAPACITY", "FILL"],
+        &[false, true, true, true],
+        &maps,
+    ));
+    out
+}
+
+/// `ipguard add`: how many entries were new and how many replaced one.
+pub fn format_add(list: ListKind, answer: &AddResponse) -> String {
+    format!(
+        "{list}: added {}, replaced {}\n",
+        answer.added, answer.replaced
+    )
+}
+
+/// `ipguard remove`: the entry that is gone.
+pub fn format_remove(list: ListKind, answer: &RemoveResponse) -> String {
+    format!("{list}: removed {}\n", clean(&answer.removed))
+}

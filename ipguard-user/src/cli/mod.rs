@@ -1,0 +1,272 @@
+//! The REST API's command-line client: `ipguard status|list|add|remove|report`.
+//!
+//! Three layers, each testable alone: [`Call`] builds a request (method, path, JSON body)
+//! from validated arguments, [`Client`] sends it and turns failures into one-line
+//! [`ClientError`]s (`client.rs`), and the `format_*` functions turn answers into text
+//! (`format.rs`).
+//!
+//! Arguments are validated by clap before anything is sent (list names, addresses and
+//! networks with [`crate::net::parse_net`], durations with [`crate::duration`]), so a
+//! typo is a usage error (exit 2) and never a request.
+
+use std::{
+    io::{self, Write as _},
+    net::IpAddr,
+    path::PathBuf,
+};
+
+use clap::builder::{PossibleValuesParser, TypedValueParser as _};
+use ipnet::IpNet;
+
+mod client;
+mod format;
+
+pub use self::{client::*, format::*};
+use crate::{
+    api::types::{
+        AddEntry, AddRequest, AddResponse, IpStatus, ListPage, RemoveResponse, ReportRequest,
+        ReportResponse, Status, MAX_PAGE,
+    },
+    duration::{parse_lifetime, DurationError},
+    model::ListKind,
+};
+
+/// Where the CLI looks for the API unless told otherwise (the daemon's default `[api] listen`).
+pub const DEFAULT_API: &str = "http://127.0.0.1:9180";
+/// Environment variable naming the API's base URL.
+pub const API_ENV: &str = "IPGUARD_API";
+/// Environment variable holding the API token itself (not a file name).
+pub const TOKEN_ENV: &str = "IPGUARD_TOKEN";
+/// Page size of `list --all` without `--limit`: few round trips, modest answers.
+const ALL_PAGE_SIZE: u32 = 1_000;
+
+/// Options every client command takes: where the API is, how to authenticate, how to print.
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
+pub struct ApiOpts {
+    /// Base URL of the daemon's REST API (plain http://; a bare HOST:PORT means http://HOST:PORT).
+    #[arg(long, value_name = "URL", env = API_ENV, default_value = DEFAULT_API, value_parser = parse_api_url)]
+    pub api: String,
+    /// File holding the API token (the daemon's `[api] token_file`). Without it, the
+    /// environment variable IPGUARD_TOKEN may hold the token itself.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Print the API's JSON answer as is (for scripts) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The client subcommands of `ipguard` (flattened into its command list by `main.rs`).
+#[derive(Clone, Debug, PartialEq, Eq, clap::Subcommand)]
+pub enum ClientCommand {
+    /// Show the daemon's status, or explain what it does with one address and why.
+    Status {
+        /// Address to explain (IPv4 or IPv6); without it, the daemon's overall status.
+        ip: Option<IpAddr>,
+        #[command(flatten)]
+        api: ApiOpts,
+    },
+    /// Show the entries of a list.
+    List {
+        /// Which list.
+        #[arg(value_name = "LIST", value_parser = list_parser())]
+        list: ListKind,
+        /// Entries per page (1-10000; the API's default is 100). With --all, the page size
+        /// of each request (default 1000).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=MAX_PAGE as i64))]
+        limit: Option<u32>,
+        /// Follow the pages to the end and show every entry.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        api: ApiOpts,
+    },
+    /// Add addresses or networks to a list: all of them, or none.
+    Add {
+        /// Which list.
+        #[arg(value_name = "LIST", value_parser = list_parser())]
+        list: ListKind,
+        /// Address or network in CIDR form (host bits clear); several are added together.
+        #[arg(value_name = "NET", required = true, value_parser = crate::net::parse_net)]
+        nets: Vec<IpNet>,
+        /// How long the entries last: 90s, 15m, 2h, 30d or forever (the default).
+        #[arg(long, value_name = "D", value_parser = parse_duration_arg)]
+        duration: Option<String>,
+        /// Why, shown by `status IP` and `list`.
+        #[arg(long, value_name = "R")]
+        reason: Option<String>,
+        /// Allow an entry that covers your own address or loopback.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        api: ApiOpts,
+    },
+    /// Remove an address or network from a list.
+    Remove {
+        /// Which list.
+        #[arg(value_name = "LIST", value_parser = list_parser())]
+        list: ListKind,
+        /// The entry, as listed (a bare address means /32 or /128).
+        #[arg(value_name = "NET", value_parser = crate::net::parse_net)]
+        net: IpNet,
+        #[command(flatten)]
+        api: ApiOpts,
+    },
+    /// Report an abusive address; enough reports within the window ban it.
+    Report {
+        /// The address to report (IPv4 or IPv6).
+        ip: IpAddr,
+        /// Why, e.g. "ssh brute force".
+        #[arg(long, value_name = "R")]
+        reason: Option<String>,
+        #[command(flatten)]
+        api: ApiOpts,
+    },
+}
+
+impl ClientCommand {
+    /// The options common to all commands.
+    pub fn api_opts(&self) -> &ApiOpts {
+        match self {
+            ClientCommand::Status { api, .. }
+            | ClientCommand::List { api, .. }
+            | ClientCommand::Add { api, .. }
+            | ClientCommand::Remove { api, .. }
+            | ClientCommand::Report { api, .. } => api,
+        }
+    }
+}
+
+fn list_parser() -> impl clap::builder::TypedValueParser<Value = ListKind> {
+    PossibleValuesParser::new(ListKind::ALL.map(ListKind::as_str))
+        .try_map(|name| name.parse::<ListKind>())
+}
+
+fn parse_duration_arg(s: &str) -> Result<String, DurationError> {
+    parse_lifetime(s)?;
+    // Sent as written: the daemon parses it with the same function.
+    Ok(s.to_owned())
+}
+
+/// Runs a client command against the API its options name and prints the answer.
+pub fn run(command: &ClientCommand) -> Result<(), ClientError> {
+    let opts = command.api_opts();
+    let token = resolve_token(opts.token_file.as_deref(), std::env::var_os(TOKEN_ENV))?;
+    let client = Client::new(&opts.api, token);
+    let output = execute(command, &client)?;
+    let mut stdout = io::stdout().lock();
+    match stdout
+        .write_all(output.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        // `ipguard list --all | head` is not an error.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        result => result.map_err(ClientError::Output),
+    }
+}
+
+/// Performs a client command through `client`; the text to print (ending in a newline).
+pub fn execute(command: &ClientCommand, client: &Client) -> Result<String, ClientError> {
+    let json = command.api_opts().json;
+    match command {
+        ClientCommand::Status { ip, .. } => {
+            let call = ip.map_or_else(Call::status, Call::ip);
+            if json {
+                Ok(json_line(client.send(&call)?))
+            } else if ip.is_some() {
+                Ok(format_ip_status(&client.fetch::<IpStatus>(&call)?))
+            } else {
+                Ok(format_status(&client.fetch::<Status>(&call)?))
+            }
+        }
+        ClientCommand::List {
+            list, limit, all, ..
+        } => {
+            if !*all {
+                let call = Call::list(*list, *limit, None);
+                return if json {
+                    Ok(json_line(client.send(&call)?))
+                } else {
+                    Ok(format_list(&client.fetch::<ListPage>(&call)?))
+                };
+            }
+            let page = fetch_all(client, *list, limit.unwrap_or(ALL_PAGE_SIZE))?;
+            if json {
+                Ok(json_line(serde_json::to_string(&page)?))
+            } else {
+                Ok(format_list(&page))
+            }
+        }
+        ClientCommand::Add {
+            list,
+            nets,
+            duration,
+            reason,
+            force,
+            ..
+        } => {
+            let request = AddRequest {
+                entries: nets
+                    .iter()
+                    .map(|net| AddEntry {
+                        net: net.to_string(),
+                        duration: duration.clone(),
+                        reason: reason.clone(),
+                    })
+                    .collect(),
+                force: *force,
+            };
+            let call = Call::add(*list, &request)?;
+            if json {
+                Ok(json_line(client.send(&call)?))
+            } else {
+                Ok(format_add(*list, &client.fetch::<AddResponse>(&call)?))
+            }
+        }
+        ClientCommand::Remove { list, net, .. } => {
+            let call = Call::remove(*list, net);
+            if json {
+                Ok(json_line(client.send(&call)?))
+            } else {
+                Ok(format_remove(
+                    *list,
+                    &client.fetch::<RemoveResponse>(&call)?,
+                ))
+            }
+        }
+        ClientCommand::Report { ip, reason, .. } => {
+            let call = Call::report(&ReportRequest {
+                ip: ip.to_string(),
+                reason: reason.clone(),
+            })?;
+            if json {
+                Ok(json_line(client.send(&call)?))
+            } else {
+                Ok(format_report(&client.fetch::<ReportResponse>(&call)?))
+            }
+        }
+    }
+}
+
+/// Follows `next_cursor` to the last page; all entries as one page without a cursor.
+fn fetch_all(client: &Client, list: ListKind, page_size: u32) -> Result<ListPage, ClientError> {
+    let mut entries = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page: ListPage = client.fetch(&Call::list(list, Some(page_size), cursor.as_deref()))?;
+        entries.extend(page.entries);
+        match page.next_cursor {
+            None => break,
+            Some(next) if cursor.as_deref() == Some(next.as_str()) => {
+                return Err(ClientError::CursorLoop(next))
+            }
+            Some(next) => cursor = Some(next),
+        }
+    }
+    Ok(ListPage {
+        entries,
+        next_cursor: None,
+    })
+}
+
+#[cfg(test)]
+mod tests;

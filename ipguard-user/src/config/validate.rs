@@ -1,0 +1,639 @@
+//! From the raw file to the validated [`Config`](super::Config): every check, each error
+//! naming the key and its place.
+
+use std::{
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
+
+use ipnet::IpNet;
+
+use ipguard_common::{MAX_RATE_RULES, MAX_RULE_PORTS};
+use toml::Spanned;
+
+use super::{
+    list_file::{dedup_in_order, parse_list_file, read_bounded, MAX_LIST_FILE_BYTES},
+    raw::*,
+    types::*,
+    ConfigError, Position,
+};
+use crate::{
+    duration::{parse_duration, parse_lifetime, DurationError, Lifetime},
+    model::UnknownVariant,
+    net::parse_net,
+};
+
+/// What a path from the config file names.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PathKind {
+    File,
+    Dir,
+}
+
+/// The text being validated and the name to report it under.
+pub(super) struct Source<'a> {
+    pub(super) text: &'a str,
+    pub(super) origin: &'a str,
+}
+
+impl Source<'_> {
+    pub(super) fn at<T>(&self, value: &Spanned<T>) -> Position {
+        Position::at_offset(self.text, value.span().start)
+    }
+
+    pub(super) fn interface(
+        &self,
+        raw: Option<Spanned<String>>,
+    ) -> Result<Option<String>, ConfigError> {
+        let Some(raw) = raw else { return Ok(None) };
+        match interface_name_problem(raw.get_ref()) {
+            None => Ok(Some(raw.into_inner())),
+            Some(reason) => Err(ConfigError::Interface {
+                origin: self.origin.to_owned(),
+                at: self.at(&raw),
+                name: crate::model::excerpt(raw.get_ref()),
+                reason,
+            }),
+        }
+    }
+
+    pub(super) fn xdp_mode(&self, raw: Option<Spanned<String>>) -> Result<XdpMode, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(XdpMode::default());
+        };
+        raw.get_ref().parse().map_err(|error| ConfigError::XdpMode {
+            origin: self.origin.to_owned(),
+            at: self.at(&raw),
+            error,
+        })
+    }
+
+    /// A list's inline entries, then those of its files in order.
+    pub(super) fn list(
+        &self,
+        name: &str,
+        raw: &[Spanned<String>],
+        files: &[Spanned<String>],
+        min: MinPrefix,
+    ) -> Result<Vec<IpNet>, ConfigError> {
+        let mut nets = Vec::with_capacity(raw.len());
+        for (index, entry) in raw.iter().enumerate() {
+            let key = || format!("lists.{name}[{index}]");
+            let net = parse_net(entry.get_ref()).map_err(|error| ConfigError::ListEntry {
+                origin: self.origin.to_owned(),
+                at: self.at(entry),
+                key: key(),
+                error,
+            })?;
+            if let Some(min) = min.violated_by(&net) {
+                return Err(ConfigError::TooBroad {
+                    origin: self.origin.to_owned(),
+                    at: self.at(entry),
+                    key: key(),
+                    net,
+                    min,
+                    setting: MinPrefix::setting(&net),
+                });
+            }
+            nets.push(net);
+        }
+        for (index, file) in files.iter().enumerate() {
+            let path = file.get_ref();
+            let err = |problem: String| ConfigError::ListFile {
+                origin: self.origin.to_owned(),
+                at: self.at(file),
+                key: format!("lists.{name}_files[{index}]"),
+                path: path.clone(),
+                problem,
+            };
+            if !Path::new(path).is_absolute() {
+                return Err(err("is not an absolute path".into()));
+            }
+            // A regular file of bounded size: a FIFO or /dev/zero must not hang the daemon.
+            let text = read_bounded(Path::new(path), MAX_LIST_FILE_BYTES)
+                .map_err(|e| err(format!("cannot be read: {e}")))?;
+            nets.extend(parse_list_file(path, &text, min)?);
+        }
+        Ok(dedup_in_order(nets))
+    }
+
+    pub(super) fn capacity(
+        &self,
+        key: &'static str,
+        raw: Option<Spanned<i64>>,
+        default: u32,
+        max: u32,
+    ) -> Result<u32, ConfigError> {
+        const MIN: u32 = 1;
+        let Some(raw) = raw else { return Ok(default) };
+        let value = *raw.get_ref();
+        match u32::try_from(value) {
+            Ok(capacity) if (MIN..=max).contains(&capacity) => Ok(capacity),
+            _ => Err(ConfigError::Capacity {
+                origin: self.origin.to_owned(),
+                at: self.at(&raw),
+                key,
+                value,
+                min: MIN,
+                max,
+            }),
+        }
+    }
+
+    /// A required key of the table `table` (e.g. `rate_limit[0]`), which starts at `at`.
+    fn required<'v, T>(
+        &self,
+        table: &str,
+        at: Position,
+        field: &'static str,
+        value: &'v Option<T>,
+    ) -> Result<&'v T, ConfigError> {
+        value.as_ref().ok_or_else(|| ConfigError::MissingField {
+            origin: self.origin.to_owned(),
+            at,
+            key: table.to_owned(),
+            field,
+        })
+    }
+
+    /// An integer in `min ..= T::MAX`. Integers are read as `i64` (TOML's integer
+    /// type) so that negative and oversized values get this error, naming the key.
+    fn integer<T>(&self, key: &str, raw: &Spanned<i64>, min: T) -> Result<T, ConfigError>
+    where
+        T: TryFrom<i64> + Into<i64> + Bounded + Copy,
+    {
+        let value = *raw.get_ref();
+        match T::try_from(value) {
+            Ok(number) if value >= min.into() => Ok(number),
+            _ => Err(ConfigError::OutOfRange {
+                origin: self.origin.to_owned(),
+                at: self.at(raw),
+                key: key.to_owned(),
+                value,
+                min: min.into(),
+                max: T::MAX.into(),
+            }),
+        }
+    }
+
+    fn variant<T: FromStr<Err = UnknownVariant>>(
+        &self,
+        key: &str,
+        raw: &Spanned<String>,
+    ) -> Result<T, ConfigError> {
+        raw.get_ref()
+            .parse()
+            .map_err(|error| ConfigError::UnknownVariant {
+                origin: self.origin.to_owned(),
+                at: self.at(raw),
+                key: key.to_owned(),
+                error,
+            })
+    }
+
+    fn duration_error(
+        &self,
+        key: &str,
+        raw: &Spanned<String>,
+        error: DurationError,
+    ) -> ConfigError {
+        ConfigError::Duration {
+            origin: self.origin.to_owned(),
+            at: self.at(raw),
+            key: key.to_owned(),
+            error,
+        }
+    }
+
+    /// A finite duration in `min ..= max` (`max` `None`: unbounded).
+    fn duration(
+        &self,
+        key: &str,
+        raw: &Spanned<String>,
+        min: Duration,
+        max: Option<Duration>,
+    ) -> Result<Duration, ConfigError> {
+        let duration =
+            parse_duration(raw.get_ref()).map_err(|error| self.duration_error(key, raw, error))?;
+        if duration < min || max.is_some_and(|max| duration > max) {
+            return Err(ConfigError::DurationRange {
+                origin: self.origin.to_owned(),
+                at: self.at(raw),
+                key: key.to_owned(),
+                given: crate::model::excerpt(raw.get_ref()),
+                min,
+                max,
+            });
+        }
+        Ok(duration)
+    }
+
+    /// An optional positive duration with no other bound.
+    fn duration_or(
+        &self,
+        key: &str,
+        raw: &Option<Spanned<String>>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match raw {
+            Some(raw) => self.duration(key, raw, Duration::ZERO, None),
+            None => Ok(default),
+        }
+    }
+
+    /// An optional duration or `forever`.
+    fn lifetime_or(
+        &self,
+        key: &str,
+        raw: &Option<Spanned<String>>,
+        default: Lifetime,
+    ) -> Result<Lifetime, ConfigError> {
+        match raw {
+            Some(raw) => {
+                parse_lifetime(raw.get_ref()).map_err(|error| self.duration_error(key, raw, error))
+            }
+            None => Ok(default),
+        }
+    }
+
+    pub(super) fn rules_refresh(
+        &self,
+        raw: &Option<Spanned<String>>,
+    ) -> Result<Duration, ConfigError> {
+        match raw {
+            Some(raw) => self.duration("rules_refresh", raw, MIN_RULES_REFRESH, None),
+            None => Ok(DEFAULT_RULES_REFRESH),
+        }
+    }
+
+    pub(super) fn rate_limits(
+        &self,
+        raw: &Option<Spanned<Vec<Spanned<RawRateLimit>>>>,
+    ) -> Result<Vec<RateLimit>, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(Vec::new());
+        };
+        let raw = raw.get_ref();
+        if let Some(first_too_many) = raw.get(MAX_RATE_RULES) {
+            return Err(ConfigError::TooMany {
+                origin: self.origin.to_owned(),
+                at: self.at(first_too_many),
+                key: "rate_limit".to_owned(),
+                what: "rules",
+                max: MAX_RATE_RULES,
+                found: raw.len(),
+            });
+        }
+        raw.iter()
+            .enumerate()
+            .map(|(index, rule)| self.rate_limit(index, rule))
+            .collect()
+    }
+
+    fn rate_limit(
+        &self,
+        index: usize,
+        raw: &Spanned<RawRateLimit>,
+    ) -> Result<RateLimit, ConfigError> {
+        let table = format!("rate_limit[{index}]");
+        let at = self.at(raw);
+        let rule = raw.get_ref();
+        let kind = self.required(&table, at, "kind", &rule.kind)?;
+        let count = self.required(&table, at, "count", &rule.count)?;
+        let window = self.required(&table, at, "window", &rule.window)?;
+        Ok(RateLimit {
+            kind: self.variant(&format!("{table}.kind"), kind)?,
+            count: self.integer(&format!("{table}.count"), count, 1)?,
+            window: self.duration(
+                &format!("{table}.window"),
+                window,
+                MIN_RATE_WINDOW,
+                Some(MAX_RATE_WINDOW),
+            )?,
+            ports: self.ports(&format!("{table}.ports"), &rule.ports)?,
+        })
+    }
+
+    fn ports(
+        &self,
+        key: &str,
+        raw: &Option<Spanned<Vec<Spanned<i64>>>>,
+    ) -> Result<Vec<u16>, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(Vec::new());
+        };
+        let mut ports = Vec::new();
+        // Where each distinct port is, to point at the first one past the limit.
+        let mut first_seen = Vec::new();
+        for (index, entry) in raw.get_ref().iter().enumerate() {
+            let port: u16 = self.integer(&format!("{key}[{index}]"), entry, 1)?;
+            if !ports.contains(&port) {
+                ports.push(port);
+                first_seen.push(entry);
+            }
+        }
+        if let Some(first_too_many) = first_seen.get(MAX_RULE_PORTS) {
+            return Err(ConfigError::TooMany {
+                origin: self.origin.to_owned(),
+                at: self.at(first_too_many),
+                key: key.to_owned(),
+                what: "distinct ports",
+                max: MAX_RULE_PORTS,
+                found: ports.len(),
+            });
+        }
+        Ok(ports)
+    }
+
+    pub(super) fn escalation(&self, raw: &RawEscalation) -> Result<Escalation, ConfigError> {
+        let defaults = Escalation::default();
+        let ban_growth = match &raw.ban_growth {
+            None => defaults.ban_growth,
+            Some(growth) => {
+                let value = *growth.get_ref();
+                if !(value.is_finite() && value >= 1.0) {
+                    return Err(ConfigError::BanGrowth {
+                        origin: self.origin.to_owned(),
+                        at: self.at(growth),
+                        value: toml_float(value),
+                    });
+                }
+                value
+            }
+        };
+        Ok(Escalation {
+            graylist_duration: self.duration_or(
+                "escalation.graylist_duration",
+                &raw.graylist_duration,
+                defaults.graylist_duration,
+            )?,
+            strikes_to_blacklist: match &raw.strikes_to_blacklist {
+                Some(strikes) => self.integer("escalation.strikes_to_blacklist", strikes, 1)?,
+                None => defaults.strikes_to_blacklist,
+            },
+            strike_window: self.duration_or(
+                "escalation.strike_window",
+                &raw.strike_window,
+                defaults.strike_window,
+            )?,
+            blacklist_duration: self.lifetime_or(
+                "escalation.blacklist_duration",
+                &raw.blacklist_duration,
+                defaults.blacklist_duration,
+            )?,
+            ban_growth,
+            max_ban: self.lifetime_or("escalation.max_ban", &raw.max_ban, defaults.max_ban)?,
+            relative_block: raw.relative_block.unwrap_or(defaults.relative_block),
+            reset_strikes_after_blacklist: raw
+                .reset_strikes_after_blacklist
+                .unwrap_or(defaults.reset_strikes_after_blacklist),
+            state_retention: self.duration_or(
+                "escalation.state_retention",
+                &raw.state_retention,
+                defaults.state_retention,
+            )?,
+            grace_violations: match &raw.grace_violations {
+                Some(grace) => self.integer("escalation.grace_violations", grace, 0)?,
+                None => defaults.grace_violations,
+            },
+            promote_when_full: match &raw.promote_when_full {
+                Some(n) => self.integer("escalation.promote_when_full", n, 0)?,
+                None => defaults.promote_when_full,
+            },
+        })
+    }
+
+    pub(super) fn report(
+        &self,
+        raw: &Option<RawReport>,
+    ) -> Result<Option<ReportRule>, ConfigError> {
+        let Some(raw) = raw else { return Ok(None) };
+        let defaults = ReportRule::default();
+        Ok(Some(ReportRule {
+            count: match &raw.count {
+                Some(count) => self.integer("report.count", count, 1)?,
+                None => defaults.count,
+            },
+            window: self.duration_or("report.window", &raw.window, defaults.window)?,
+            duration: self.duration_or("report.duration", &raw.duration, defaults.duration)?,
+        }))
+    }
+
+    pub(super) fn rules(&self, raw: &[Spanned<RawRule>]) -> Result<Vec<Rule>, ConfigError> {
+        raw.iter()
+            .enumerate()
+            .map(|(index, raw)| {
+                let table = format!("rules[{index}]");
+                let at = self.at(raw);
+                let rule = raw.get_ref();
+                let action = self.required(&table, at, "action", &rule.action)?;
+                let source = self.required(&table, at, "source", &rule.source)?;
+                Ok(Rule {
+                    action: self.variant(&format!("{table}.action"), action)?,
+                    source: source
+                        .get_ref()
+                        .parse()
+                        .map_err(|error| ConfigError::RuleSource {
+                            origin: self.origin.to_owned(),
+                            at: self.at(source),
+                            key: format!("{table}.source"),
+                            error,
+                        })?,
+                })
+            })
+            .collect()
+    }
+
+    /// An optional integer in `min ..= max`, or `default`.
+    pub(super) fn ranged(
+        &self,
+        key: &str,
+        raw: &Option<Spanned<i64>>,
+        min: i64,
+        max: i64,
+        default: i64,
+    ) -> Result<i64, ConfigError> {
+        let Some(raw) = raw else { return Ok(default) };
+        let value = *raw.get_ref();
+        if (min..=max).contains(&value) {
+            return Ok(value);
+        }
+        Err(ConfigError::OutOfRange {
+            origin: self.origin.to_owned(),
+            at: self.at(raw),
+            key: key.to_owned(),
+            value,
+            min,
+            max,
+        })
+    }
+
+    /// An optional absolute path. A file's path must also have a last component
+    /// that is not `/`, `.` or `..`, so that it can be created.
+    fn path(
+        &self,
+        key: &'static str,
+        raw: &Option<Spanned<String>>,
+        kind: PathKind,
+    ) -> Result<Option<PathBuf>, ConfigError> {
+        let Some(raw) = raw else { return Ok(None) };
+        let given = raw.get_ref();
+        let path = Path::new(given);
+        let problem = if given.contains('\0') {
+            Some("contains a NUL byte")
+        } else if !path.is_absolute() {
+            Some("is not an absolute path")
+        } else if kind == PathKind::File
+            && (given.ends_with('/') || given.ends_with("/.") || given.ends_with("/.."))
+        {
+            Some("names a directory: give the path of a file")
+        } else {
+            None
+        };
+        match problem {
+            None => Ok(Some(path.to_owned())),
+            Some(problem) => Err(ConfigError::Path {
+                origin: self.origin.to_owned(),
+                at: self.at(raw),
+                key,
+                given: crate::model::excerpt(given),
+                problem,
+            }),
+        }
+    }
+
+    pub(super) fn api(&self, raw: &RawApi) -> Result<ApiConfig, ConfigError> {
+        let defaults = ApiConfig::default();
+        let listen = match &raw.listen {
+            None => defaults.listen,
+            Some(listen) => listen
+                .get_ref()
+                .parse()
+                .map_err(|_| ConfigError::SocketAddr {
+                    origin: self.origin.to_owned(),
+                    at: self.at(listen),
+                    key: "api.listen",
+                    given: crate::model::excerpt(listen.get_ref()),
+                })?,
+        };
+        let max_body_bytes = self.ranged(
+            "api.max_body_bytes",
+            &raw.max_body_bytes,
+            MIN_MAX_BODY_BYTES as i64,
+            MAX_MAX_BODY_BYTES as i64,
+            defaults.max_body_bytes as i64,
+        )?;
+        Ok(ApiConfig {
+            listen,
+            token_file: self.path("api.token_file", &raw.token_file, PathKind::File)?,
+            max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(defaults.max_body_bytes),
+            metrics_auth: raw.metrics_auth.unwrap_or(defaults.metrics_auth),
+        })
+    }
+
+    pub(super) fn log(&self, raw: &RawLog) -> Result<LogConfig, ConfigError> {
+        let defaults = LogConfig::default();
+        let max_bytes = self.ranged(
+            "log.max_bytes",
+            &raw.max_bytes,
+            MIN_LOG_MAX_BYTES as i64,
+            i64::MAX,
+            defaults.max_bytes as i64,
+        )?;
+        let backups = self.ranged(
+            "log.backups",
+            &raw.backups,
+            0,
+            MAX_LOG_BACKUPS.into(),
+            defaults.backups.into(),
+        )?;
+        let max_lines_per_sec = self.ranged(
+            "log.max_lines_per_sec",
+            &raw.max_lines_per_sec,
+            1,
+            u32::MAX.into(),
+            defaults.max_lines_per_sec.into(),
+        )?;
+        let drop_interval = match &raw.drop_interval {
+            Some(raw) => self.duration("log.drop_interval", raw, MIN_DROP_INTERVAL, None)?,
+            None => defaults.drop_interval,
+        };
+        // The ranges above are the types' own, so the defaults are never used here.
+        Ok(LogConfig {
+            path: self.path("log.path", &raw.path, PathKind::File)?,
+            max_bytes: u64::try_from(max_bytes).unwrap_or(defaults.max_bytes),
+            backups: u32::try_from(backups).unwrap_or(defaults.backups),
+            max_lines_per_sec: u32::try_from(max_lines_per_sec)
+                .unwrap_or(defaults.max_lines_per_sec),
+            drop_interval,
+        })
+    }
+
+    pub(super) fn state(&self, raw: &RawState) -> Result<StateConfig, ConfigError> {
+        let defaults = StateConfig::default();
+        Ok(StateConfig {
+            dir: self
+                .path("state.dir", &raw.dir, PathKind::Dir)?
+                .unwrap_or(defaults.dir),
+            pin_dir: self
+                .path("state.pin_dir", &raw.pin_dir, PathKind::Dir)?
+                .unwrap_or(defaults.pin_dir),
+            keep_attached: raw.keep_attached.unwrap_or(defaults.keep_attached),
+        })
+    }
+}
+
+/// The unsigned integer types config values are read into.
+trait Bounded: Sized {
+    const MAX: Self;
+}
+
+impl Bounded for u16 {
+    const MAX: Self = u16::MAX;
+}
+
+impl Bounded for u32 {
+    const MAX: Self = u32::MAX;
+}
+
+/// `value` as TOML writes it, for error messages (`nan` rather than Rust's `NaN`).
+fn toml_float(value: f64) -> String {
+    if value.is_nan() {
+        "nan".to_owned()
+    } else {
+        value.to_string()
+    }
+}
+
+/// Why the kernel would refuse `name` as an interface name (`dev_valid_name()` in
+/// net/core/dev.c), or `None` if it is acceptable. Checked here so that a typo fails at
+/// startup with the file position instead of as an ioctl error at attach time.
+fn interface_name_problem(name: &str) -> Option<&'static str> {
+    // IFNAMSIZ is 16 bytes including the terminating NUL.
+    const MAX_LEN: usize = 15;
+    if name.is_empty() {
+        Some("it is empty")
+    } else if name.len() > MAX_LEN {
+        Some("it is longer than 15 bytes")
+    } else if name == "." || name == ".." {
+        Some("`.` and `..` are reserved")
+    } else if name
+        .chars()
+        .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace())
+    {
+        Some("it contains `/`, `:`, NUL or whitespace")
+    } else {
+        None
+    }
+}
+
+/// Joins a multi-line parser message ("invalid table header\nexpected `.`, `]`").
+pub(super) fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}

@@ -1,0 +1,281 @@
+//! T0: the controller against the real table layout over in-memory maps (with the
+//! kernel's capacities), time stepped by hand. What the XDP program would answer is read
+//! with its own lookup ([`MemoryBackend::lookup`]).
+
+use std::time::Duration;
+
+use ipguard_common::{LIST_BLACKLIST, LIST_GRAYLIST, LIST_NONE, LIST_WHITELIST};
+
+use super::*;
+use crate::testing::{ip, net, T0};
+use crate::{
+    config::Config,
+    dataplane::{MemoryBackend, MemoryStore},
+    model::Origin,
+    policy::engine::Outcome,
+};
+
+fn at(secs: u64) -> Now {
+    Now {
+        wall: T0.plus(Duration::from_secs(secs)),
+        mono_ns: 1_000_000_000 + secs * 1_000_000_000,
+    }
+}
+
+const CONFIG: &str = r#"
+[lists]
+whitelist = ["10.0.0.0/8"]
+blacklist = ["203.0.113.0/24"]
+[maps]
+lpm_v4_capacity = 4
+[report]
+count = 2
+window = "60s"
+duration = "10m"
+"#;
+
+fn controller(text: &str) -> Controller<MemoryBackend> {
+    let config = Config::parse(text, "test.toml").unwrap();
+    let backend = MemoryBackend::new(MemoryStore::with_capacity(&config.maps));
+    let (c, drift) = Controller::new(backend, &config, Placement::default(), at(0)).unwrap();
+    // A fresh table: the sync wrote the config's lists, nothing had drifted away.
+    assert_eq!(drift.removed, 0);
+    c
+}
+
+/// The kernel's verdict for `ip` and the compiled policy agree with the tables.
+fn code(c: &Controller<MemoryBackend>, addr: &str) -> u32 {
+    assert_eq!(&c.backend().table.entries(), c.policy().compiled());
+    c.backend().lookup(ip(addr))
+}
+
+fn hosts(entries: &[&str], ttl: Option<Duration>) -> Vec<(IpNet, Option<Duration>, String)> {
+    entries
+        .iter()
+        .map(|n| (net(n), ttl, "test".to_owned()))
+        .collect()
+}
+
+#[test]
+fn start_writes_the_config_lists() {
+    let c = controller(CONFIG);
+    assert_eq!(code(&c, "203.0.113.9"), LIST_BLACKLIST);
+    assert_eq!(code(&c, "10.1.2.3"), LIST_WHITELIST);
+    assert_eq!(code(&c, "192.0.2.1"), LIST_NONE);
+}
+
+#[test]
+fn add_remove_and_expire_reach_the_tables() {
+    let mut c = controller(CONFIG);
+    let (added, replaced) = c
+        .add_entries(
+            ListKind::Graylist,
+            &hosts(&["192.0.2.1/32"], Some(Duration::from_secs(2))),
+            Origin::Api,
+            "api:test",
+            false,
+            at(0),
+        )
+        .unwrap();
+    assert_eq!((added, replaced), (1, 0));
+    assert_eq!(code(&c, "192.0.2.1"), LIST_GRAYLIST);
+    assert_eq!(c.next_deadline(at(0)), Some(Duration::from_secs(2)));
+    c.tick(at(1)).unwrap();
+    assert_eq!(code(&c, "192.0.2.1"), LIST_GRAYLIST);
+    c.tick(at(2)).unwrap();
+    assert_eq!(code(&c, "192.0.2.1"), LIST_NONE);
+    assert_eq!(c.next_deadline(at(2)), None);
+
+    c.add_entries(
+        ListKind::Blacklist,
+        &hosts(&["192.0.2.5/32"], None),
+        Origin::Api,
+        "api:test",
+        false,
+        at(3),
+    )
+    .unwrap();
+    assert_eq!(code(&c, "192.0.2.5"), LIST_BLACKLIST);
+    let removed = c
+        .remove_entry(
+            ListKind::Blacklist,
+            net("192.0.2.5/32"),
+            "api:test",
+            false,
+            at(9),
+        )
+        .unwrap();
+    assert_eq!(removed.map(|e| e.origin), Some(Origin::Api));
+    assert_eq!(code(&c, "192.0.2.5"), LIST_NONE);
+    assert!(c
+        .remove_entry(
+            ListKind::Blacklist,
+            net("192.0.2.5/32"),
+            "api:test",
+            false,
+            at(9)
+        )
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn a_batch_the_tables_cannot_hold_is_refused_whole() {
+    let mut c = controller(CONFIG);
+    c.add_entries(
+        ListKind::Blacklist,
+        &hosts(&["192.0.2.1/32", "192.0.2.2/32", "192.0.2.3/32"], None),
+        Origin::Api,
+        "api:test",
+        false,
+        at(0),
+    )
+    .unwrap();
+    let before = c.policy().compiled().clone();
+    // lpm_v4_capacity = 4: three more host entries do not fit.
+    let err = c
+        .add_entries(
+            ListKind::Blacklist,
+            &hosts(
+                &["198.51.100.1/32", "198.51.100.2/32", "198.51.100.3/32"],
+                None,
+            ),
+            Origin::Api,
+            "api:test",
+            false,
+            at(1),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, ControllerError::Table(TableError::Full { .. })),
+        "{err}"
+    );
+    // Nothing of the batch is listed, in the policy or in the tables.
+    assert_eq!(c.policy().compiled(), &before);
+    assert_eq!(c.policy().engine().count(ListKind::Blacklist), 4);
+    for a in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
+        assert_eq!(code(&c, a), LIST_NONE, "{a}");
+    }
+    assert_eq!(code(&c, "192.0.2.2"), LIST_BLACKLIST);
+    // What fits still goes in.
+    c.add_entries(
+        ListKind::Blacklist,
+        &hosts(&["198.51.100.1/32"], None),
+        Origin::Api,
+        "api:test",
+        false,
+        at(2),
+    )
+    .unwrap();
+    assert_eq!(code(&c, "198.51.100.1"), LIST_BLACKLIST);
+}
+
+#[test]
+fn reports_ban_and_a_ban_that_does_not_fit_is_not_kept() {
+    let mut c = controller(CONFIG);
+    let (o, x) = c.report(ip("192.0.2.9"), "login".into(), at(0)).unwrap();
+    assert_eq!(o, Outcome::Recorded { reports: 1 });
+    assert!(!x.drop);
+    let (o, x) = c.report(ip("192.0.2.9"), "login".into(), at(1)).unwrap();
+    assert!(matches!(o, Outcome::Banned { .. }), "{o:?}");
+    assert!(x.drop);
+    assert_eq!(code(&c, "192.0.2.9"), LIST_GRAYLIST);
+    // Fill the host map (capacity 4, one used), then have another source banned.
+    c.add_entries(
+        ListKind::Blacklist,
+        &hosts(
+            &["198.51.100.1/32", "198.51.100.2/32", "198.51.100.3/32"],
+            None,
+        ),
+        Origin::Api,
+        "api:test",
+        false,
+        at(2),
+    )
+    .unwrap();
+    c.report(ip("192.0.2.77"), "login".into(), at(3)).unwrap();
+    let err = c
+        .report(ip("192.0.2.77"), "login".into(), at(4))
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        ControllerError::Table(TableError::Full { .. })
+    ));
+    // The engine holds no ban the kernel does not, and the report history is as before
+    // the refused one: the next report after room is made bans.
+    assert!(c.policy().engine().ban_of(ip("192.0.2.77")).is_none());
+    assert_eq!(code(&c, "192.0.2.77"), LIST_NONE);
+    c.remove_entry(
+        ListKind::Blacklist,
+        net("198.51.100.1/32"),
+        "api:test",
+        false,
+        at(9),
+    )
+    .unwrap();
+    let (o, _) = c.report(ip("192.0.2.77"), "login".into(), at(5)).unwrap();
+    assert!(matches!(o, Outcome::Banned { .. }), "{o:?}");
+    assert_eq!(code(&c, "192.0.2.77"), LIST_GRAYLIST);
+}
+
+#[test]
+fn explain_names_the_deciding_entry() {
+    let mut c = controller(CONFIG);
+    c.add_entries(
+        ListKind::Graylist,
+        &hosts(&["192.0.2.0/24"], Some(Duration::from_secs(90))),
+        Origin::Api,
+        "api:test",
+        false,
+        at(0),
+    )
+    .unwrap();
+    let x = c.explain(ip("192.0.2.7"), at(30)).unwrap();
+    assert!(x.drop);
+    assert_eq!(x.list, Some(ListKind::Graylist));
+    assert_eq!(x.prefix, Some(net("192.0.2.0/24")));
+    assert_eq!(x.decided_by, Some(view::DecidedBy::Entry(Origin::Api)));
+    assert_eq!(x.expires, Some(T0.plus(Duration::from_secs(90))));
+    assert_eq!(x.retry_after, Some(Duration::from_secs(60)));
+    let x = c.explain(ip("10.9.9.9"), at(30)).unwrap();
+    assert!(!x.drop);
+    assert_eq!(x.decided_by, Some(view::DecidedBy::Entry(Origin::Config)));
+}
+
+#[test]
+fn reload_applies_the_new_lists_and_names_what_needs_a_restart() {
+    let mut c = controller(CONFIG);
+    let old = Config::parse(CONFIG, "test.toml").unwrap();
+    let text = CONFIG
+        .replace("203.0.113.0/24", "198.51.100.0/24")
+        .replace("lpm_v4_capacity = 4", "lpm_v4_capacity = 8");
+    let new = Config::parse(&text, "test.toml").unwrap();
+    let restart = c.reload(&new, &old, at(10)).unwrap();
+    assert_eq!(restart, ["maps"]);
+    assert_eq!(code(&c, "203.0.113.9"), LIST_NONE);
+    assert_eq!(code(&c, "198.51.100.9"), LIST_BLACKLIST);
+    assert_eq!(code(&c, "10.1.1.1"), LIST_WHITELIST);
+}
+
+/// The upgrade procedure sets `keep_attached` with a reload: it is read at the stop, so it
+/// needs no restart, while the state and pin directories do.
+#[test]
+fn keep_attached_is_taken_by_a_reload() {
+    let mut c = controller(CONFIG);
+    let mut old = Config::parse(CONFIG, "test.toml").unwrap();
+    let mut new = old.clone();
+    new.state.keep_attached = true;
+    assert!(c.reload(&new, &old, at(10)).unwrap().is_empty());
+    old = new.clone();
+    new.state.pin_dir = "/sys/fs/bpf/elsewhere".into();
+    assert_eq!(c.reload(&new, &old, at(11)).unwrap(), ["state"]);
+}
+
+#[test]
+fn status_counts_entries_and_uptime_from_the_clock_given() {
+    let c = controller(CONFIG);
+    let s = c.status(at(42)).unwrap();
+    assert_eq!(s.entries, [1, 0, 1]);
+    assert_eq!(s.uptime, Duration::from_secs(42));
+    assert_eq!(s.v4_hosts.capacity, 4);
+}

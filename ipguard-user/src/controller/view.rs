@@ -1,0 +1,207 @@
+//! What the controller answers about the state, as domain values: the API turns them into
+//! its JSON shapes, the metrics into Prometheus text.
+
+use std::{net::IpAddr, time::Duration};
+
+use ipguard_common::{
+    SourceCounters, Stat, LIST_BLACKLIST, LIST_GRAYLIST, LIST_RULE_ALLOW, LIST_RULE_DENY,
+    LIST_WHITELIST,
+};
+use ipnet::IpNet;
+
+use super::{Controller, Problem, Result};
+use crate::{
+    dataplane::{Backend, GlobalStats},
+    model::{ListKind, Now, Origin, Ts},
+    policy::engine::Entry,
+};
+
+/// What decided a packet, as the status and the metrics name it: the kernel counter of
+/// each, and whether its packets are dropped. Every packet is counted in exactly one.
+pub const VERDICT_STATS: [(&str, Stat, bool); 7] = [
+    ("unlisted", Stat::PassUnlisted, false),
+    ("whitelist", Stat::PassWhitelist, false),
+    ("graylist", Stat::DropGraylist, true),
+    ("blacklist", Stat::DropBlacklist, true),
+    ("rule", Stat::DropRule, true),
+    ("non_ip", Stat::PassNonIp, false),
+    ("malformed", Stat::DropMalformed, true),
+];
+
+/// What decided a verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DecidedBy {
+    /// A list entry, put there by this origin.
+    Entry(Origin),
+    /// The ordered rule at this index (0-based).
+    Rule(usize),
+}
+
+/// What the data path does with one address, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Explanation {
+    pub ip: IpAddr,
+    /// Dropped (by a list or a deny rule); otherwise passed.
+    pub drop: bool,
+    /// The list that decided, if one did.
+    pub list: Option<ListKind>,
+    /// The prefix that decided.
+    pub prefix: Option<IpNet>,
+    pub reason: Option<String>,
+    pub decided_by: Option<DecidedBy>,
+    pub strikes: u32,
+    /// When the deciding entry expires; `None`: never, or no entry.
+    pub expires: Option<Ts>,
+    /// Until `expires`.
+    pub retry_after: Option<Duration>,
+    /// The source's counters, summed over CPUs.
+    pub counters: SourceCounters,
+}
+
+/// One page of a list, ordered by prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page {
+    pub entries: Vec<(IpNet, Entry)>,
+    /// The last prefix of this page, if there are more.
+    pub next: Option<IpNet>,
+}
+
+/// Capacity and use of one kernel map.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fill {
+    pub capacity: u64,
+    pub used: u64,
+}
+
+/// Everything the status reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusReport {
+    pub interface: String,
+    pub xdp_mode: String,
+    pub uptime: Duration,
+    /// Entries per list, by [`ListKind::index`].
+    pub entries: [u64; 3],
+    pub rules: u64,
+    /// Sources with policy history.
+    pub tracked_sources: u64,
+    /// The kernel's global counters.
+    pub stats: GlobalStats,
+    /// IPv4 host addresses (prefixes longer than /24), IPv6 prefixes, sources.
+    pub v4_hosts: Fill,
+    pub v6_prefixes: Fill,
+    pub sources: Fill,
+    /// What is wrong now, by kind.
+    pub problems: Vec<(&'static str, Problem)>,
+}
+
+impl<B: Backend> Controller<B> {
+    /// What the data path does with `ip`, and why.
+    pub fn explain(&self, ip: IpAddr, now: Now) -> Result<Explanation> {
+        let engine = self.policy.engine();
+        let mut x = Explanation {
+            ip,
+            drop: false,
+            list: None,
+            prefix: None,
+            reason: None,
+            decided_by: None,
+            strikes: engine.strikes(ip, now.wall),
+            expires: None,
+            retry_after: None,
+            counters: self.backend.source(ip)?.unwrap_or_default(),
+        };
+        let Some((prefix, decided)) = self.policy.decide(ip) else {
+            return Ok(x);
+        };
+        x.prefix = Some(prefix);
+        match decided.list {
+            LIST_WHITELIST | LIST_GRAYLIST | LIST_BLACKLIST => {
+                let list = ListKind::from_code(decided.list);
+                x.list = list;
+                x.drop = list != Some(ListKind::Whitelist);
+                if let Some(e) = list.and_then(|l| engine.entry(l, prefix)) {
+                    x.reason = Some(e.reason.clone());
+                    x.decided_by = Some(DecidedBy::Entry(e.origin));
+                    x.expires = e.until;
+                    x.retry_after = e.until.map(|u| u.since(now.wall));
+                }
+            }
+            LIST_RULE_ALLOW | LIST_RULE_DENY => {
+                x.drop = decided.list == LIST_RULE_DENY;
+                let i = decided.rule_id.saturating_sub(1) as usize;
+                x.decided_by = Some(DecidedBy::Rule(i));
+                x.reason = Some(match self.settings.rules.get(i) {
+                    Some(r) => format!("rule {}: {} {}", i + 1, r.action, r.source),
+                    None => format!("rule {}", i + 1),
+                });
+            }
+            _ => {}
+        }
+        Ok(x)
+    }
+
+    /// Up to `limit` entries of `list` after the prefix `cursor`.
+    pub fn list_page(&self, list: ListKind, limit: usize, cursor: Option<IpNet>) -> Page {
+        let mut entries: Vec<(IpNet, Entry)> = self
+            .policy
+            .engine()
+            .page(list, cursor, limit.saturating_add(1))
+            .into_iter()
+            .map(|(n, e)| (n, e.into_owned()))
+            .collect();
+        let more = entries.len() > limit;
+        entries.truncate(limit);
+        let next = if more {
+            entries.last().map(|(n, _)| *n)
+        } else {
+            None
+        };
+        Page { entries, next }
+    }
+
+    /// Everything the status reports.
+    pub fn status(&self, now: Now) -> Result<StatusReport> {
+        let stats = self.backend.stats()?;
+        let usage = self.backend.usage();
+        let engine = self.policy.engine();
+        let maps = &self.settings.maps;
+        let sources_cap = u64::from(maps.sources_capacity);
+        Ok(StatusReport {
+            interface: self.placement.interface.clone(),
+            xdp_mode: self.placement.xdp_mode.clone(),
+            uptime: Duration::from_nanos(now.mono_ns.saturating_sub(self.started.mono_ns)),
+            entries: ListKind::ALL.map(|l| engine.count(l) as u64),
+            rules: self.settings.rules.len() as u64,
+            tracked_sources: engine.tracked() as u64,
+            stats,
+            v4_hosts: Fill {
+                capacity: u64::from(maps.lpm_v4_capacity),
+                used: usage.v4,
+            },
+            v6_prefixes: Fill {
+                capacity: u64::from(maps.lpm_v6_capacity),
+                used: usage.v6,
+            },
+            // The map only loses entries by LRU eviction when full.
+            sources: Fill {
+                capacity: sources_cap,
+                used: stats.get(Stat::SourceInserted).packets.min(sources_cap),
+            },
+            problems: self
+                .health
+                .problems(now.wall)
+                .into_iter()
+                .map(|(k, p)| (k, p.clone()))
+                .collect(),
+        })
+    }
+
+    /// Entries per list and prefixes compiled, for the start-up line.
+    pub fn sizes(&self) -> ([usize; 3], usize) {
+        let engine = self.policy.engine();
+        (
+            ListKind::ALL.map(|l| engine.count(l)),
+            self.policy.compiled().len(),
+        )
+    }
+}

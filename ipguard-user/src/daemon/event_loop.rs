@@ -1,0 +1,239 @@
+//! The daemon's event loop: rate events, expiries, reloads, the resolver's answers and
+//! periodic upkeep, until SIGTERM or SIGINT. It never stops on an error: a failed write
+//! is rolled back, counted and shown in the status, and the loop goes on; nothing on it
+//! waits for the network (DNS runs on its own task) or for a large file (reloads read the
+//! config on a blocking thread).
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::unix::AsyncFd,
+    net::TcpListener,
+    signal::unix::{signal, Signal, SignalKind},
+    sync::{mpsc, oneshot, watch},
+    time::Instant,
+};
+
+use super::{
+    dedup_events, drain, locked, read_config,
+    resolver::{self, Job, Resolved},
+    Shared, EVENT_CHUNK,
+};
+use crate::{
+    api::{self, AppState, ReloadRequest},
+    config::Config,
+    controller,
+    dataplane::Program,
+    model::Now,
+};
+
+/// How often the host's addresses are read again, protected API clients expire and an
+/// owed state snapshot is retried.
+const UPKEEP_EVERY: Duration = Duration::from_secs(2);
+/// After a failed expiry pass, the next is tried this much later (not at once: the same
+/// entries would be due again).
+const TICK_RETRY: Duration = Duration::from_secs(1);
+
+/// The signal handlers, installed before anything else is done.
+pub struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    pub fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
+    }
+}
+
+pub struct EventLoop {
+    ctl: Shared,
+    config: Config,
+    config_path: PathBuf,
+    events: AsyncFd<RingBuf<MapData>>,
+    signals: Signals,
+    program: Program,
+    interface: String,
+}
+
+impl EventLoop {
+    pub fn new(
+        ctl: Shared,
+        config: Config,
+        config_path: PathBuf,
+        events: AsyncFd<RingBuf<MapData>>,
+        signals: Signals,
+        program: Program,
+        interface: String,
+    ) -> Self {
+        Self {
+            ctl,
+            config,
+            config_path,
+            events,
+            signals,
+            program,
+            interface,
+        }
+    }
+
+    /// Serves the API on `listener` and runs the loop; returns the signal that ended it,
+    /// the config in force then and the program (to detach, or leave attached).
+    pub async fn run(
+        mut self,
+        listener: TcpListener,
+        token: Option<String>,
+    ) -> anyhow::Result<(&'static str, Config, Program)> {
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
+        let app = api::router(
+            AppState {
+                ctl: self.ctl.clone(),
+                token,
+                changed: changed.clone(),
+                reload: Some(reload_tx),
+                metrics_auth: self.config.api.metrics_auth,
+            },
+            self.config.api.max_body_bytes,
+        );
+        let (stop_api, api_stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(api::serve::serve(listener, app, async {
+            let _ = api_stopped.await;
+        }));
+
+        let (jobs_tx, jobs_rx) = watch::channel(self.job());
+        let (resolved_tx, mut resolved_rx) = mpsc::channel::<Resolved>(2);
+        let last = locked(&self.ctl).rules().1;
+        let resolver = tokio::spawn(resolver::run(jobs_rx, last, resolved_tx));
+
+        let mut drops = tokio::time::interval(self.config.log.drop_interval);
+        let mut upkeep = tokio::time::interval_at(Instant::now() + UPKEEP_EVERY, UPKEEP_EVERY);
+        let mut batch = Vec::new();
+        let mut tick_after: Option<Instant> = None;
+        let which = loop {
+            let deadline = locked(&self.ctl)
+                .next_deadline(Now::read())
+                .map(|d| (Instant::now() + d).max(tick_after.unwrap_or_else(Instant::now)));
+            let logging = self.config.log.path.is_some();
+            tokio::select! {
+                _ = self.signals.term.recv() => break "SIGTERM",
+                _ = self.signals.int.recv() => break "SIGINT",
+                // The API changed the state: recompute the next deadline.
+                _ = changed.notified() => {}
+                _ = self.signals.hup.recv() => {
+                    match self.reload().await {
+                        Ok(restart) => {
+                            let _ = jobs_tx.send(self.job());
+                            if !restart.is_empty() {
+                                tracing::warn!(keys = ?restart, "SIGHUP: these settings need a restart to take effect");
+                            }
+                            tracing::info!("SIGHUP: config reloaded");
+                        }
+                        Err(e) => tracing::error!(error = %e, "SIGHUP: the new config is invalid or cannot be applied; the running one stays in force"),
+                    }
+                }
+                Some(reply) = reload_rx.recv() => {
+                    let result = self.reload().await;
+                    if result.is_ok() {
+                        let _ = jobs_tx.send(self.job());
+                    }
+                    let _ = reply.send(result.map_err(|e| format!("{e:#}")));
+                }
+                ready = self.events.readable_mut() => {
+                    match ready {
+                        Ok(mut guard) => {
+                            batch.clear();
+                            drain(guard.get_inner_mut(), &mut batch);
+                            guard.clear_ready();
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "waiting for rate events failed");
+                            tokio::time::sleep(TICK_RETRY).await;
+                            continue;
+                        }
+                    }
+                    // A burst (a flood's first second: thousands of bans) is handled a chunk
+                    // at a time, letting the API in between: the lock is never held long.
+                    dedup_events(&mut batch);
+                    for chunk in batch.chunks(EVENT_CHUNK) {
+                        if let Err(e) = locked(&self.ctl).on_events(chunk, Now::read()) {
+                            tracing::debug!(error = %e, "rate events: not every ban was made");
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                }
+                _ = async { if let Some(d) = deadline { tokio::time::sleep_until(d).await } }, if deadline.is_some() => {
+                    tick_after = None;
+                    if let Err(e) = locked(&self.ctl).tick(Now::read()) {
+                        tracing::warn!(error = %e, "expiry failed; trying again in {TICK_RETRY:?}");
+                        tick_after = Some(Instant::now() + TICK_RETRY);
+                    }
+                }
+                Some((compiled, cache)) = resolved_rx.recv() => {
+                    if let Err(e) = locked(&self.ctl).set_rules(&compiled, cache) {
+                        tracing::error!(error = %e, "cannot write the rules to the tables");
+                    }
+                }
+                _ = upkeep.tick() => self.upkeep(),
+                _ = drops.tick(), if logging => {
+                    locked(&self.ctl).log_drops(self.config.log.drop_interval);
+                }
+            }
+        };
+        resolver.abort();
+        let _ = stop_api.send(());
+        let _ = server.await;
+        Ok((which, self.config, self.program))
+    }
+
+    fn job(&self) -> Job {
+        Job {
+            rules: self.config.rules.clone(),
+            refresh: self.config.rules_refresh,
+        }
+    }
+
+    /// Reads the config file again and applies it whole, or nothing of it: returns the
+    /// keys that need a restart.
+    async fn reload(&mut self) -> anyhow::Result<Vec<&'static str>> {
+        let new = read_config(self.config_path.clone()).await?;
+        let restart = locked(&self.ctl).reload(&new, &self.config, Now::read())?;
+        self.config = new;
+        Ok(restart)
+    }
+
+    /// The host's addresses, expired API clients, an owed snapshot, and the XDP link: if
+    /// something outside ipguard detached the program or removed its pin, it is attached
+    /// or pinned again (and reported until it is).
+    fn upkeep(&mut self) {
+        let now = Now::read();
+        let addrs = controller::interface_addresses();
+        let link = match self.program.check_link(&self.interface) {
+            Ok(()) => None,
+            Err(why) => {
+                tracing::error!("{why}; repairing");
+                match self
+                    .program
+                    .repair_link(&self.interface, self.config.xdp_mode)
+                {
+                    Ok(()) => self.program.check_link(&self.interface).err(),
+                    Err(e) => Some(format!("{why}; repairing failed: {e}")),
+                }
+            }
+        };
+        let mut c = locked(&self.ctl);
+        match addrs {
+            Ok(addrs) => c.set_interface_addresses(addrs, now),
+            Err(e) => tracing::debug!(error = %e, "cannot read this host's addresses"),
+        }
+        c.retry_persist(now);
+        c.set_problem("xdp_link", now, link);
+    }
+}

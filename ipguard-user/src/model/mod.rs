@@ -1,0 +1,175 @@
+//! The vocabulary every layer shares: the lists, who decided an entry, the compiled
+//! table contents and the operations that change them, and time. Nothing here decides
+//! or does I/O; `policy`, `dataplane`, `store` and `controller` all speak these types.
+
+mod names;
+pub mod time;
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use ipguard_common::{ListCode, ListEntry, LIST_BLACKLIST, LIST_GRAYLIST, LIST_WHITELIST};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+pub(crate) use names::named_enum;
+pub use names::UnknownVariant;
+pub use time::{Now, Ts};
+
+named_enum! {
+    /// One of the three lists an operator manages.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub enum ListKind {
+        Whitelist = "whitelist",
+        Graylist = "graylist",
+        Blacklist = "blacklist",
+    }
+}
+
+impl ListKind {
+    /// The code the XDP program understands.
+    pub const fn code(self) -> ListCode {
+        match self {
+            ListKind::Whitelist => LIST_WHITELIST,
+            ListKind::Graylist => LIST_GRAYLIST,
+            ListKind::Blacklist => LIST_BLACKLIST,
+        }
+    }
+
+    pub fn from_code(code: ListCode) -> Option<Self> {
+        match code {
+            LIST_WHITELIST => Some(ListKind::Whitelist),
+            LIST_GRAYLIST => Some(ListKind::Graylist),
+            LIST_BLACKLIST => Some(ListKind::Blacklist),
+            _ => None,
+        }
+    }
+
+    /// The layer of the compiled policy that holds this list.
+    pub const fn layer(self) -> Layer {
+        match self {
+            ListKind::Whitelist => Layer::White,
+            ListKind::Graylist => Layer::Gray,
+            ListKind::Blacklist => Layer::Black,
+        }
+    }
+
+    /// The position in [`ListKind::ALL`], for per-list arrays.
+    pub const fn index(self) -> usize {
+        match self {
+            ListKind::Whitelist => 0,
+            ListKind::Graylist => 1,
+            ListKind::Blacklist => 2,
+        }
+    }
+}
+
+named_enum! {
+    /// Who put an entry on a list. Persisted and shown as its name.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Origin {
+        /// The config file's `[lists]`.
+        Config = "config",
+        /// An operator, through the API or the CLI.
+        Api = "api",
+        /// A rate rule violation.
+        RateLimit = "rate_limit",
+        /// Reports from the protected application.
+        Report = "report",
+    }
+}
+
+impl Origin {
+    /// Bans the policy made itself (and may therefore extend under `relative_block`).
+    pub const fn is_policy(self) -> bool {
+        matches!(self, Origin::RateLimit | Origin::Report)
+    }
+}
+
+/// Where a membership of the compiled policy comes from: one of the lists, or an ordered
+/// rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Layer {
+    White,
+    Gray,
+    Black,
+    /// Position `index` (0-based) in the ordered rules; `deny` is its action.
+    Rule {
+        index: u32,
+        deny: bool,
+    },
+}
+
+/// The compiled policy: prefix → entry, the longest prefix holding an address decides
+/// (see `policy::compile`). `dataplane::Layout` lays it out in the kernel's tables.
+pub type Compiled = BTreeMap<IpNet, ListEntry>;
+
+/// One change to the compiled policy, as the tables must apply it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableOp {
+    Write(IpNet, ListEntry),
+    Delete(IpNet),
+}
+
+/// Longest-prefix match over compiled entries: what the kernel's tables must answer for
+/// `ip`. The reference the table layout is tested against.
+pub fn longest_match(entries: &Compiled, ip: IpAddr) -> Option<(IpNet, ListEntry)> {
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    (0..=max).rev().find_map(|len| {
+        let net = IpNet::new(ip, len).ok()?.trunc();
+        entries.get(&net).map(|e| (net, *e))
+    })
+}
+
+/// Longest value an error message repeats back: a hostile input is not echoed whole.
+pub const MAX_ECHO: usize = 256;
+
+/// `s`, cut to [`MAX_ECHO`] bytes (at a character boundary) with an ellipsis.
+pub fn excerpt(s: &str) -> String {
+    if s.len() <= MAX_ECHO {
+        return s.to_owned();
+    }
+    let mut end = MAX_ECHO;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &s[..end], s.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_names_and_codes_round_trip() {
+        for k in ListKind::ALL {
+            assert_eq!(k.as_str().parse::<ListKind>(), Ok(k));
+            assert_eq!(ListKind::from_code(k.code()), Some(k));
+            assert_eq!(ListKind::ALL[k.index()], k);
+        }
+        let err = "whitelst".parse::<ListKind>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown variant `whitelst`, expected one of `whitelist`, `graylist`, `blacklist`"
+        );
+    }
+
+    #[test]
+    fn long_values_are_cut_when_echoed() {
+        assert_eq!(excerpt("eth0"), "eth0");
+        let long = "é".repeat(1000);
+        let cut = excerpt(&long);
+        assert!(cut.len() < 300, "{cut}");
+        assert!(cut.ends_with("(2000 bytes)"), "{cut}");
+    }
+
+    #[test]
+    fn origins_serialize_as_their_names() {
+        for o in Origin::ALL {
+            assert_eq!(
+                serde_json::to_string(&o).unwrap(),
+                format!("\"{}\"", o.as_str())
+            );
+        }
+    }
+}

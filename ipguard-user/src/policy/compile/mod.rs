@@ -1,0 +1,608 @@
+//! Compiles list and rule memberships into the prefix → verdict table the XDP program reads
+//! (longest prefix wins; `dataplane::Layout` lays it out in the kernel's maps), and keeps it
+//! up to date change by change.
+//!
+//! The data path does a single longest-prefix-match lookup and acts on the entry's `list`,
+//! so the table must hold the *result* of the precedence for every address:
+//! 1. any whitelisted prefix containing the address: [`LIST_WHITELIST`];
+//! 2. else the longest graylisted or blacklisted prefix containing it (the blacklist wins
+//!    on an identical prefix): [`LIST_GRAYLIST`] / [`LIST_BLACKLIST`];
+//! 3. else the ordered rules, first match wins: the lowest rule index among the rules with a
+//!    prefix containing the address ([`LIST_RULE_ALLOW`] / [`LIST_RULE_DENY`], `rule_id` =
+//!    index + 1; should one index carry both actions, deny wins);
+//! 4. else no decision (no entry, i.e. [`LIST_NONE`]).
+//!
+//! Lists' entries get `rule_id` 0.
+//!
+//! # Representation
+//! Let P be the set of all member prefixes (every layer, both families). For an address whose
+//! longest match within P is `p`, the P-prefixes containing the address are exactly `p` and
+//! its ancestors in P, so the decision is constant over that region and is the value to
+//! store at `p`. `p` is left out when that decision equals its parent's in P (or is "no
+//! decision" without a parent): the kernel's longest match then lands on the nearest written
+//! ancestor, which holds the same decision. This form is canonical — a prefix is written iff
+//! `decision(p) != decision(parent_P(p))` — so incremental updates and a full rebuild give
+//! identical tables, which the tests check.
+//!
+//! A change at `p` alters the decisions of `p` and its descendants only, and a prefix's
+//! written state depends on its own and its parent's decisions only, so only the subtree of
+//! `p` is recomputed. `ipnet` orders truncated prefixes by (network address, length): a
+//! depth-first order of the prefix tree in which a subtree is one contiguous range, so both
+//! the full rebuild and a subtree recomputation are one ordered pass with a stack of
+//! ancestors.
+//!
+//! # Order of the table operations
+//! The kernel applies each update atomically, but a batch is applied one element at a time.
+//! Writes come first, deepest prefix first (reverse depth-first order), then deletes,
+//! shallowest first. With that order every address sees, at every moment, either its
+//! decision from before the batch or its decision after it — never a third value, so never
+//! a verdict less restrictive than both. (Ancestors first would briefly expose an allowing
+//! ancestor's new value to a subtree whose denying entry is not written yet.)
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+use ipguard_common::{
+    ListCode, ListEntry, LIST_BLACKLIST, LIST_GRAYLIST, LIST_NONE, LIST_RULE_ALLOW, LIST_RULE_DENY,
+    LIST_WHITELIST,
+};
+use ipnet::IpNet;
+
+use super::lens::LenCounts;
+use crate::{
+    config::Lists,
+    model::{Compiled, Layer, ListKind, TableOp},
+};
+
+/// One membership change, for [`ListState::apply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Insert(IpNet, Layer),
+    Remove(IpNet, Layer),
+}
+
+/// A batch with more changes than this, and at least 1/[`FULL_REBUILD_FRACTION`] of the
+/// known prefixes, is applied by a full rebuild rather than subtree by subtree: each subtree
+/// costs a lookup per prefix length present to seed its ancestors, a full pass costs a
+/// step per prefix.
+const FULL_REBUILD_MIN: usize = 64;
+const FULL_REBUILD_FRACTION: usize = 16;
+
+/// The entry of an address that nothing decides; never written (see [`Acc::decision`]).
+const NO_DECISION: ListEntry = ListEntry {
+    list: LIST_NONE,
+    rule_id: 0,
+};
+
+/// The memberships of one prefix.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Members {
+    white: bool,
+    gray: bool,
+    black: bool,
+    /// `(index, deny)`, sorted by [`rule_rank`] so the first element is the one that counts.
+    rules: Vec<(u32, bool)>,
+}
+
+/// Sort key of a rule: lower wins (lowest index; on one index, deny before allow).
+fn rule_rank(&(index, deny): &(u32, bool)) -> (u32, bool) {
+    (index, !deny)
+}
+
+impl Members {
+    fn is_empty(&self) -> bool {
+        !self.white && !self.gray && !self.black && self.rules.is_empty()
+    }
+
+    fn has(&self, layer: Layer) -> bool {
+        match layer {
+            Layer::White => self.white,
+            Layer::Gray => self.gray,
+            Layer::Black => self.black,
+            Layer::Rule { index, deny } => self
+                .rules
+                .binary_search_by_key(&rule_rank(&(index, deny)), rule_rank)
+                .is_ok(),
+        }
+    }
+
+    /// Adds (`on`) or removes a membership; returns whether anything changed.
+    fn set(&mut self, layer: Layer, on: bool) -> bool {
+        let flag = match layer {
+            Layer::White => &mut self.white,
+            Layer::Gray => &mut self.gray,
+            Layer::Black => &mut self.black,
+            Layer::Rule { index, deny } => {
+                let rule = (index, deny);
+                return match (
+                    self.rules
+                        .binary_search_by_key(&rule_rank(&rule), rule_rank),
+                    on,
+                ) {
+                    (Err(at), true) => {
+                        self.rules.insert(at, rule);
+                        true
+                    }
+                    (Ok(at), false) => {
+                        self.rules.remove(at);
+                        true
+                    }
+                    _ => false,
+                };
+            }
+        };
+        let changed = *flag != on;
+        *flag = on;
+        changed
+    }
+
+    fn ban(&self) -> Option<ListCode> {
+        if self.black {
+            Some(LIST_BLACKLIST)
+        } else if self.gray {
+            Some(LIST_GRAYLIST)
+        } else {
+            None
+        }
+    }
+}
+
+/// The memberships accumulated along a chain of nested prefixes, shortest first: all that
+/// the decision of the innermost one depends on.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Acc {
+    white: bool,
+    /// The ban of the longest banned prefix so far.
+    ban: Option<ListCode>,
+    /// The winning rule so far (see [`rule_rank`]).
+    rule: Option<(u32, bool)>,
+}
+
+impl Acc {
+    /// Adds a prefix longer than every one accumulated so far.
+    fn with(self, m: &Members) -> Acc {
+        let rule = match (self.rule, m.rules.first()) {
+            (Some(a), Some(b)) if rule_rank(b) < rule_rank(&a) => Some(*b),
+            (None, Some(b)) => Some(*b),
+            (a, _) => a,
+        };
+        Acc {
+            white: self.white || m.white,
+            ban: m.ban().or(self.ban),
+            rule,
+        }
+    }
+
+    fn decision(self) -> ListEntry {
+        if self.white {
+            ListEntry {
+                list: LIST_WHITELIST,
+                rule_id: 0,
+            }
+        } else if let Some(list) = self.ban {
+            ListEntry { list, rule_id: 0 }
+        } else if let Some((index, deny)) = self.rule {
+            ListEntry {
+                list: if deny {
+                    LIST_RULE_DENY
+                } else {
+                    LIST_RULE_ALLOW
+                },
+                rule_id: index.saturating_add(1),
+            }
+        } else {
+            NO_DECISION
+        }
+    }
+}
+
+/// How [`ListState::apply_with`] recomputes the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "the tests force each path to compare them")
+)]
+enum Recompute {
+    /// By the size of the batch.
+    Auto,
+    /// One ordered pass over every prefix.
+    Full,
+    /// The subtree of each changed prefix.
+    Subtrees,
+}
+
+/// The memberships of every prefix and the table contents they compile to.
+#[derive(Debug, Default, Clone)]
+pub struct ListState {
+    members: BTreeMap<IpNet, Members>,
+    /// The prefixes with at least one rule membership, so that [`ListState::set_rules`]
+    /// does not scan every list entry.
+    rule_nets: BTreeSet<IpNet>,
+    lens: LenCounts,
+    written: Compiled,
+}
+
+/// The last prefix of `net`'s subtree in `IpNet` order: the subtree is `net..=subtree_end`.
+fn subtree_end(net: &IpNet) -> IpNet {
+    IpNet::new(net.broadcast(), net.max_prefix_len())
+        .unwrap_or(*net)
+        .trunc()
+}
+
+/// The prefix of length `len` containing `ip` (`len` is at most the family's width).
+fn prefix_of(ip: IpAddr, len: u8) -> Option<IpNet> {
+    IpNet::new(ip, len).ok().map(|n| n.trunc())
+}
+
+/// Appends to `out` the entries to write for `iter` — prefixes in `IpNet` order, all inside
+/// one subtree (or the whole state) — given `base`, the memberships of their common
+/// ancestors outside `iter`.
+fn desired<'a>(
+    iter: impl Iterator<Item = (&'a IpNet, &'a Members)>,
+    base: Acc,
+    out: &mut Vec<(IpNet, ListEntry)>,
+) {
+    let base_decision = base.decision();
+    // The chain of ancestors of the current prefix within `iter`: at most one per length.
+    let mut stack: Vec<(IpNet, Acc, ListEntry)> = Vec::with_capacity(130);
+    for (net, m) in iter {
+        while stack.last().is_some_and(|(top, _, _)| !top.contains(net)) {
+            stack.pop();
+        }
+        let (parent, parent_decision) = stack.last().map_or((base, base_decision), |t| (t.1, t.2));
+        let acc = parent.with(m);
+        let decision = acc.decision();
+        if decision != parent_decision {
+            out.push((*net, decision));
+        }
+        stack.push((*net, acc, decision));
+    }
+}
+
+/// Merges the current entries `old` and the wanted ones `new` (both sorted) into writes and
+/// deletes.
+fn diff<'a>(
+    old: impl Iterator<Item = (&'a IpNet, &'a ListEntry)>,
+    new: &[(IpNet, ListEntry)],
+    writes: &mut Vec<(IpNet, ListEntry)>,
+    deletes: &mut Vec<IpNet>,
+) {
+    let mut old = old.peekable();
+    let mut new = new.iter().peekable();
+    loop {
+        match (old.peek(), new.peek()) {
+            (None, None) => break,
+            (Some(&(o, _)), None) => {
+                deletes.push(*o);
+                old.next();
+            }
+            (None, Some(&&n)) => {
+                writes.push(n);
+                new.next();
+            }
+            (Some(&(o, oe)), Some(&&(n, ne))) => match o.cmp(&n) {
+                std::cmp::Ordering::Less => {
+                    deletes.push(*o);
+                    old.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    writes.push((n, ne));
+                    new.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if *oe != ne {
+                        writes.push((n, ne));
+                    }
+                    old.next();
+                    new.next();
+                }
+            },
+        }
+    }
+}
+
+/// The ops for `writes` and `deletes` (each in `IpNet` order) in the safe order (see the
+/// module documentation).
+fn ordered_ops(writes: Vec<(IpNet, ListEntry)>, deletes: Vec<IpNet>) -> Vec<TableOp> {
+    let mut ops = Vec::with_capacity(writes.len() + deletes.len());
+    ops.extend(writes.into_iter().rev().map(|(n, e)| TableOp::Write(n, e)));
+    ops.extend(deletes.into_iter().map(TableOp::Delete));
+    ops
+}
+
+impl ListState {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `net` (host bits are cleared) to a layer. Returns the table operations that make
+    /// the kernel's tables match, writes first, then deletes (see the module documentation
+    /// for why this order). Adding an already-present membership returns no ops.
+    pub fn insert(&mut self, net: IpNet, layer: Layer) -> Vec<TableOp> {
+        self.apply([Change::Insert(net, layer)])
+    }
+
+    /// Removes `net` (host bits are cleared) from a layer; like [`ListState::insert`].
+    pub fn remove(&mut self, net: IpNet, layer: Layer) -> Vec<TableOp> {
+        self.apply([Change::Remove(net, layer)])
+    }
+
+    /// Applies many changes at once, then returns the net table operations (same order as
+    /// [`ListState::insert`]). A large batch is applied by one full ordered pass, a small one
+    /// by recomputing the subtree of each changed prefix.
+    pub fn apply(&mut self, changes: impl IntoIterator<Item = Change>) -> Vec<TableOp> {
+        self.apply_with(changes, Recompute::Auto)
+    }
+
+    fn apply_with(
+        &mut self,
+        changes: impl IntoIterator<Item = Change>,
+        strategy: Recompute,
+    ) -> Vec<TableOp> {
+        let mut changes: Vec<(IpNet, Layer, bool)> = changes
+            .into_iter()
+            .map(|change| match change {
+                Change::Insert(net, layer) => (net.trunc(), layer, true),
+                Change::Remove(net, layer) => (net.trunc(), layer, false),
+            })
+            .collect();
+        let full = match strategy {
+            Recompute::Full => true,
+            Recompute::Subtrees => false,
+            Recompute::Auto => {
+                let n = changes.len();
+                n > FULL_REBUILD_MIN && n.saturating_mul(FULL_REBUILD_FRACTION) >= self.len()
+            }
+        };
+        let mut touched = Vec::new();
+        let mut any = false;
+        if full {
+            // In prefix order the map is visited sequentially, which is several times faster
+            // than in random order for a million prefixes. The sort is stable: the changes
+            // to one prefix keep their order.
+            changes.sort_by_key(|c| c.0);
+        }
+        if full && self.members.is_empty() {
+            any = self.build_members(changes);
+        } else {
+            for (net, layer, on) in changes {
+                if self.set_member(net, layer, on) {
+                    any = true;
+                    if !full {
+                        touched.push(net);
+                    }
+                }
+            }
+        }
+        if !any {
+            return Vec::new();
+        }
+        if full {
+            self.rebuild()
+        } else {
+            self.recompute_subtrees(touched)
+        }
+    }
+
+    /// Fills the empty membership map from `changes` sorted by prefix, by a bulk build;
+    /// returns whether any membership resulted.
+    fn build_members(&mut self, changes: Vec<(IpNet, Layer, bool)>) -> bool {
+        let mut built: Vec<(IpNet, Members)> = Vec::with_capacity(changes.len());
+        for (net, layer, on) in changes {
+            match built.last_mut() {
+                Some((last, m)) if *last == net => {
+                    m.set(layer, on);
+                }
+                _ => {
+                    let mut m = Members::default();
+                    m.set(layer, on);
+                    built.push((net, m));
+                }
+            }
+        }
+        built.retain(|(_, m)| !m.is_empty());
+        for (net, _) in &built {
+            *self.lens.of(net) += 1;
+        }
+        self.rule_nets = built
+            .iter()
+            .filter(|(_, m)| !m.rules.is_empty())
+            .map(|(net, _)| *net)
+            .collect();
+        // Sorted and without duplicates: collecting is a linear bulk build.
+        self.members = built.into_iter().collect();
+        !self.members.is_empty()
+    }
+
+    /// Records one membership; returns whether it changed.
+    fn set_member(&mut self, net: IpNet, layer: Layer, on: bool) -> bool {
+        use std::collections::btree_map::Entry;
+        let changed = match self.members.entry(net) {
+            Entry::Vacant(_) if !on => false,
+            Entry::Vacant(v) => {
+                v.insert(Members::default()).set(layer, true);
+                *self.lens.of(&net) += 1;
+                true
+            }
+            Entry::Occupied(mut o) => {
+                let changed = o.get_mut().set(layer, on);
+                if o.get().is_empty() {
+                    o.remove();
+                    *self.lens.of(&net) -= 1;
+                }
+                changed
+            }
+        };
+        if changed && matches!(layer, Layer::Rule { .. }) {
+            if self.members.get(&net).is_some_and(|m| !m.rules.is_empty()) {
+                self.rule_nets.insert(net);
+            } else {
+                self.rule_nets.remove(&net);
+            }
+        }
+        changed
+    }
+
+    /// Recomputes every entry in one ordered pass.
+    fn rebuild(&mut self) -> Vec<TableOp> {
+        let mut new = Vec::with_capacity(self.written.len().max(self.members.len() / 2));
+        desired(self.members.iter(), Acc::default(), &mut new);
+        let (mut writes, mut deletes) = (Vec::new(), Vec::new());
+        diff(self.written.iter(), &new, &mut writes, &mut deletes);
+        // `new` is sorted: collecting it is a linear bulk build.
+        self.written = new.into_iter().collect();
+        ordered_ops(writes, deletes)
+    }
+
+    /// Recomputes the subtrees of the changed prefixes (`touched`, in any order).
+    fn recompute_subtrees(&mut self, mut touched: Vec<IpNet>) -> Vec<TableOp> {
+        touched.sort_unstable();
+        touched.dedup();
+        let (mut writes, mut deletes) = (Vec::new(), Vec::new());
+        let mut new = Vec::new();
+        // In depth-first order a prefix inside an already-recomputed subtree follows its
+        // root, with nothing outside that subtree in between.
+        let mut last_root: Option<IpNet> = None;
+        for root in touched {
+            if last_root.is_some_and(|r| r.contains(&root)) {
+                continue;
+            }
+            last_root = Some(root);
+            let range = root..=subtree_end(&root);
+            new.clear();
+            desired(
+                self.members.range(range.clone()),
+                self.ancestors(&root),
+                &mut new,
+            );
+            diff(self.written.range(range), &new, &mut writes, &mut deletes);
+        }
+        for (net, entry) in &writes {
+            self.written.insert(*net, *entry);
+        }
+        for net in &deletes {
+            self.written.remove(net);
+        }
+        ordered_ops(writes, deletes)
+    }
+
+    /// The accumulated memberships of the strict ancestors of `net` in P.
+    fn ancestors(&self, net: &IpNet) -> Acc {
+        self.lens
+            .present(net.addr(), net.prefix_len())
+            .filter_map(|len| self.members.get(&prefix_of(net.addr(), len)?))
+            .fold(Acc::default(), Acc::with)
+    }
+
+    /// Replaces every Rule-layer membership by `rules` (index, deny, nets) — used after
+    /// hostnames are resolved again. Returns the net table operations.
+    pub fn set_rules(&mut self, rules: &[(u32, bool, Vec<IpNet>)]) -> Vec<TableOp> {
+        let mut wanted: BTreeMap<IpNet, Vec<(u32, bool)>> = BTreeMap::new();
+        for (index, deny, nets) in rules {
+            for net in nets {
+                wanted.entry(net.trunc()).or_default().push((*index, *deny));
+            }
+        }
+        for v in wanted.values_mut() {
+            v.sort_unstable_by_key(rule_rank);
+            v.dedup();
+        }
+        let rule = |(index, deny): (u32, bool)| Layer::Rule { index, deny };
+        let mut changes = Vec::new();
+        for net in &self.rule_nets {
+            let now = self.members.get(net).map_or(&[][..], |m| &m.rules[..]);
+            let want = wanted.get(net).map_or(&[][..], |v| &v[..]);
+            changes.extend(
+                now.iter()
+                    .filter(|r| !want.contains(r))
+                    .map(|r| Change::Remove(*net, rule(*r))),
+            );
+        }
+        for (net, want) in &wanted {
+            let now = self.members.get(net).map_or(&[][..], |m| &m.rules[..]);
+            changes.extend(
+                want.iter()
+                    .filter(|r| !now.contains(r))
+                    .map(|r| Change::Insert(*net, rule(*r))),
+            );
+        }
+        self.apply(changes)
+    }
+
+    /// What the tables must hold now (the union of all ops so far).
+    pub fn written(&self) -> &Compiled {
+        &self.written
+    }
+
+    /// The decision for `ip`, computed from the memberships (not from [`Self::written`]),
+    /// with the prefix that decided it, for explaining a verdict: the longest whitelisted
+    /// prefix containing `ip`, else the longest banned one, else the longest prefix of the
+    /// winning rule. `None` when no prefix contains `ip`.
+    pub fn decide(&self, ip: IpAddr) -> Option<(IpNet, ListEntry)> {
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let mut acc = Acc::default();
+        let (mut white, mut ban, mut rule) = (None, None, None);
+        for len in self.lens.present(ip, max + 1) {
+            let Some(net) = prefix_of(ip, len) else {
+                continue;
+            };
+            let Some(m) = self.members.get(&net) else {
+                continue;
+            };
+            if m.white {
+                white = Some(net);
+            }
+            if m.ban().is_some() {
+                ban = Some(net);
+            }
+            acc = acc.with(m);
+            if m.rules.first().is_some_and(|r| Some(*r) == acc.rule) {
+                rule = Some(net);
+            }
+        }
+        let entry = acc.decision();
+        let by = match entry.list {
+            LIST_WHITELIST => white,
+            LIST_GRAYLIST | LIST_BLACKLIST => ban,
+            LIST_RULE_ALLOW | LIST_RULE_DENY => rule,
+            _ => None,
+        }?;
+        Some((by, entry))
+    }
+
+    /// Whether `net` (host bits are cleared) is a member of `layer`.
+    pub fn contains(&self, net: IpNet, layer: Layer) -> bool {
+        self.members.get(&net.trunc()).is_some_and(|m| m.has(layer))
+    }
+
+    /// Number of distinct prefixes with at least one membership (the number written is
+    /// `written().len()`).
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+}
+
+/// Compiles the configured lists alone (no rules) into table entries: what `check-config`
+/// reports and what the benchmark loads.
+pub fn compile(lists: &Lists) -> Compiled {
+    let mut state = ListState::new();
+    state.apply(ListKind::ALL.into_iter().flat_map(|kind| {
+        let nets = match kind {
+            ListKind::Whitelist => &lists.whitelist,
+            ListKind::Graylist => &lists.graylist,
+            ListKind::Blacklist => &lists.blacklist,
+        };
+        nets.iter()
+            .map(move |net| Change::Insert(*net, kind.layer()))
+    }));
+    state.written().clone()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,769 @@
+use std::{cmp::Reverse, collections::BTreeSet};
+
+use super::*;
+use crate::model::longest_match;
+use crate::testing::{ip, net as n};
+
+fn entry(list: ListCode, rule_id: u32) -> ListEntry {
+    ListEntry { list, rule_id }
+}
+
+const WHITE: ListEntry = ListEntry {
+    list: LIST_WHITELIST,
+    rule_id: 0,
+};
+const GRAY: ListEntry = ListEntry {
+    list: LIST_GRAYLIST,
+    rule_id: 0,
+};
+const BLACK: ListEntry = ListEntry {
+    list: LIST_BLACKLIST,
+    rule_id: 0,
+};
+
+fn allow(index: u32) -> Layer {
+    Layer::Rule { index, deny: false }
+}
+
+fn deny(index: u32) -> Layer {
+    Layer::Rule { index, deny: true }
+}
+
+/// What the kernel's tables answer for `addr` (no entry = no decision).
+fn verdict(s: &ListState, addr: &str) -> ListEntry {
+    lpm(s.written(), ip(addr))
+}
+
+fn lpm(w: &BTreeMap<IpNet, ListEntry>, addr: IpAddr) -> ListEntry {
+    longest_match(w, addr).map_or(NO_DECISION, |(_, e)| e)
+}
+
+fn state(members: &[(&str, Layer)]) -> ListState {
+    let mut s = ListState::new();
+    s.apply(members.iter().map(|&(net, l)| Change::Insert(n(net), l)));
+    s
+}
+
+/// The precedence, evaluated directly over the memberships.
+fn naive(model: &BTreeSet<(IpNet, Layer)>, addr: IpAddr) -> Option<(IpNet, ListEntry)> {
+    let containing: Vec<(IpNet, Layer)> = model
+        .iter()
+        .filter(|(net, _)| net.contains(&addr))
+        .copied()
+        .collect();
+    if let Some(net) = containing
+        .iter()
+        .filter(|(_, l)| *l == Layer::White)
+        .map(|(net, _)| *net)
+        .max_by_key(IpNet::prefix_len)
+    {
+        return Some((net, WHITE));
+    }
+    let ban = containing
+        .iter()
+        .filter_map(|&(net, l)| match l {
+            Layer::Gray => Some((net.prefix_len(), false, net)),
+            Layer::Black => Some((net.prefix_len(), true, net)),
+            _ => None,
+        })
+        .max();
+    if let Some((_, black, net)) = ban {
+        return Some((net, if black { BLACK } else { GRAY }));
+    }
+    containing
+        .iter()
+        .filter_map(|&(net, l)| match l {
+            Layer::Rule { index, deny } => Some((index, !deny, Reverse(net.prefix_len()), net)),
+            _ => None,
+        })
+        .min()
+        .map(|(index, allow, _, net)| {
+            let list = if allow {
+                LIST_RULE_ALLOW
+            } else {
+                LIST_RULE_DENY
+            };
+            (net, entry(list, index + 1))
+        })
+}
+
+fn model_of(members: &[(&str, Layer)]) -> BTreeSet<(IpNet, Layer)> {
+    members.iter().map(|&(net, l)| (n(net), l)).collect()
+}
+
+#[test]
+fn whitelist_wins_over_longer_bans_and_rules() {
+    let s = state(&[
+        ("10.0.0.0/8", Layer::White),
+        ("10.1.0.0/16", Layer::Black),
+        ("10.1.1.0/24", Layer::Gray),
+        ("10.1.1.1/32", deny(0)),
+    ]);
+    for a in ["10.1.1.1", "10.1.1.2", "10.1.2.1", "10.2.0.0"] {
+        assert_eq!(verdict(&s, a), WHITE, "{a}");
+    }
+    assert_eq!(s.written().len(), 1);
+    assert_eq!(verdict(&s, "11.0.0.1"), NO_DECISION);
+}
+
+#[test]
+fn longest_ban_decides_and_blacklist_wins_a_tie() {
+    let s = state(&[
+        ("10.0.0.0/8", Layer::Gray),
+        ("10.1.0.0/16", Layer::Black),
+        ("10.1.1.0/24", Layer::Gray),
+        ("10.2.0.0/16", Layer::Gray),
+        ("10.2.0.0/16", Layer::Black),
+    ]);
+    assert_eq!(verdict(&s, "10.0.0.1"), GRAY);
+    assert_eq!(verdict(&s, "10.1.0.1"), BLACK);
+    assert_eq!(verdict(&s, "10.1.1.1"), GRAY);
+    assert_eq!(verdict(&s, "10.2.0.1"), BLACK);
+}
+
+#[test]
+fn bans_win_over_rules_whatever_the_lengths() {
+    let s = state(&[
+        ("10.0.0.0/8", Layer::Gray),
+        ("10.1.1.0/24", allow(0)),
+        ("192.0.2.0/24", allow(0)),
+        ("192.0.2.7/32", Layer::Black),
+    ]);
+    assert_eq!(verdict(&s, "10.1.1.1"), GRAY);
+    assert_eq!(verdict(&s, "192.0.2.7"), BLACK);
+    assert_eq!(verdict(&s, "192.0.2.8"), entry(LIST_RULE_ALLOW, 1));
+}
+
+#[test]
+fn first_matching_rule_wins_and_rule_ids_are_index_plus_one() {
+    let s = state(&[
+        ("10.1.0.0/16", deny(3)),
+        ("10.1.1.0/24", allow(5)),
+        ("10.0.0.0/8", allow(1)),
+        ("10.2.0.0/16", deny(0)),
+    ]);
+    assert_eq!(verdict(&s, "10.1.1.1"), entry(LIST_RULE_ALLOW, 2));
+    assert_eq!(verdict(&s, "10.2.1.1"), entry(LIST_RULE_DENY, 1));
+    assert_eq!(verdict(&s, "10.3.1.1"), entry(LIST_RULE_ALLOW, 2));
+    // Everything under 10/8 but 10.2/16 is decided by rule 1: only two entries.
+    assert_eq!(s.written().len(), 2);
+}
+
+#[test]
+fn shadowed_later_rule_does_not_win() {
+    let s = state(&[("10.0.0.0/8", deny(0)), ("10.1.0.0/16", allow(1))]);
+    assert_eq!(verdict(&s, "10.1.2.3"), entry(LIST_RULE_DENY, 1));
+    assert_eq!(
+        s.written().iter().collect::<Vec<_>>(),
+        [(&n("10.0.0.0/8"), &entry(LIST_RULE_DENY, 1))]
+    );
+    assert_eq!(
+        s.decide(ip("10.1.2.3")),
+        Some((n("10.0.0.0/8"), entry(LIST_RULE_DENY, 1)))
+    );
+}
+
+#[test]
+fn deny_inside_allow_inside_deny() {
+    let s = state(&[
+        ("10.1.1.0/24", deny(0)),
+        ("10.1.0.0/16", allow(1)),
+        ("10.0.0.0/8", deny(2)),
+    ]);
+    assert_eq!(verdict(&s, "10.1.1.9"), entry(LIST_RULE_DENY, 1));
+    assert_eq!(verdict(&s, "10.1.2.9"), entry(LIST_RULE_ALLOW, 2));
+    assert_eq!(verdict(&s, "10.2.2.9"), entry(LIST_RULE_DENY, 3));
+    assert_eq!(verdict(&s, "11.0.0.1"), NO_DECISION);
+    assert_eq!(s.written().len(), 3);
+}
+
+#[test]
+fn families_do_not_shadow_each_other() {
+    let s = state(&[("::/0", Layer::White), ("0.0.0.0/0", Layer::Black)]);
+    assert_eq!(verdict(&s, "192.0.2.1"), BLACK);
+    assert_eq!(verdict(&s, "::ffff:192.0.2.1"), WHITE);
+    assert_eq!(verdict(&s, "2001:db8::1"), WHITE);
+    let s = state(&[("0.0.0.0/0", Layer::White), ("::/0", deny(0))]);
+    assert_eq!(verdict(&s, "2001:db8::1"), entry(LIST_RULE_DENY, 1));
+    assert_eq!(verdict(&s, "192.0.2.1"), WHITE);
+}
+
+#[test]
+fn entry_equal_to_its_ancestors_decision_is_not_written() {
+    let mut s = state(&[("10.0.0.0/8", Layer::Black)]);
+    assert!(s.insert(n("10.1.2.3/32"), Layer::Black).is_empty());
+    assert!(s.insert(n("10.1.0.0/16"), Layer::Black).is_empty());
+    assert!(s.insert(n("10.1.0.0/16"), deny(0)).is_empty());
+    assert_eq!(s.written().len(), 1);
+    assert_eq!(s.len(), 3);
+    // A longer gray entry changes the decision, so it is written; the black /32 under
+    // it now differs from its new parent: written too, and before its parent.
+    assert_eq!(
+        s.insert(n("10.1.2.0/24"), Layer::Gray),
+        [
+            TableOp::Write(n("10.1.2.3/32"), BLACK),
+            TableOp::Write(n("10.1.2.0/24"), GRAY)
+        ]
+    );
+    assert_eq!(verdict(&s, "10.1.2.3"), BLACK);
+    assert_eq!(verdict(&s, "10.1.2.4"), GRAY);
+}
+
+#[test]
+fn omission_is_reevaluated_when_an_ancestor_changes() {
+    let mut s = state(&[("10.0.0.0/8", Layer::Black), ("10.1.0.0/16", Layer::Black)]);
+    assert_eq!(s.written().len(), 1);
+    // Removing the /8 leaves the /16 deciding on its own: it must be written first.
+    assert_eq!(
+        s.remove(n("10.0.0.0/8"), Layer::Black),
+        [
+            TableOp::Write(n("10.1.0.0/16"), BLACK),
+            TableOp::Delete(n("10.0.0.0/8"))
+        ]
+    );
+    // Whitelisting above makes both the /16 entry redundant.
+    assert_eq!(
+        s.insert(n("10.0.0.0/8"), Layer::White),
+        [
+            TableOp::Write(n("10.0.0.0/8"), WHITE),
+            TableOp::Delete(n("10.1.0.0/16"))
+        ]
+    );
+    assert_eq!(verdict(&s, "10.1.0.1"), WHITE);
+}
+
+#[test]
+fn removal_restores_the_ancestors_decision() {
+    let mut s = state(&[("10.0.0.0/8", deny(0)), ("10.1.0.0/16", Layer::White)]);
+    assert_eq!(verdict(&s, "10.1.0.1"), WHITE);
+    assert_eq!(
+        s.remove(n("10.1.0.0/16"), Layer::White),
+        [TableOp::Delete(n("10.1.0.0/16"))]
+    );
+    assert_eq!(verdict(&s, "10.1.0.1"), entry(LIST_RULE_DENY, 1));
+    // A ban inside an allowing rule: removing it goes back to the rule.
+    let mut s = state(&[("10.0.0.0/8", allow(4))]);
+    s.insert(n("10.9.9.9/32"), Layer::Gray);
+    assert_eq!(verdict(&s, "10.9.9.9"), GRAY);
+    s.remove(n("10.9.9.9/32"), Layer::Gray);
+    assert_eq!(verdict(&s, "10.9.9.9"), entry(LIST_RULE_ALLOW, 5));
+    assert_eq!(s.len(), 1);
+}
+
+#[test]
+fn identical_prefix_in_several_layers() {
+    let mut s = state(&[
+        ("192.0.2.0/24", Layer::Gray),
+        ("192.0.2.0/24", Layer::Black),
+        ("192.0.2.0/24", deny(0)),
+    ]);
+    assert_eq!(verdict(&s, "192.0.2.1"), BLACK);
+    s.insert(n("192.0.2.0/24"), Layer::White);
+    assert_eq!(verdict(&s, "192.0.2.1"), WHITE);
+    s.remove(n("192.0.2.0/24"), Layer::White);
+    s.remove(n("192.0.2.0/24"), Layer::Black);
+    assert_eq!(verdict(&s, "192.0.2.1"), GRAY);
+    s.remove(n("192.0.2.0/24"), Layer::Gray);
+    assert_eq!(verdict(&s, "192.0.2.1"), entry(LIST_RULE_DENY, 1));
+    assert!(s.contains(n("192.0.2.0/24"), deny(0)));
+    assert!(!s.contains(n("192.0.2.0/24"), Layer::Gray));
+    assert_eq!(s.len(), 1);
+}
+
+#[test]
+fn duplicate_and_absent_memberships_give_no_ops() {
+    let mut s = state(&[("10.0.0.0/8", Layer::Gray)]);
+    assert!(s.insert(n("10.0.0.0/8"), Layer::Gray).is_empty());
+    assert!(s.insert(n("10.1.2.3/8"), Layer::Gray).is_empty());
+    assert!(s.remove(n("10.0.0.0/8"), Layer::Black).is_empty());
+    assert!(s.remove(n("11.0.0.0/8"), Layer::Gray).is_empty());
+    assert!(s.apply([]).is_empty());
+}
+
+#[test]
+fn host_bits_are_cleared() {
+    let mut s = ListState::new();
+    s.insert(n("10.1.2.3/8"), Layer::Black);
+    assert!(s.contains(n("10.0.0.0/8"), Layer::Black));
+    assert!(s.contains(n("10.9.9.9/8"), Layer::Black));
+    assert_eq!(
+        s.written().keys().copied().collect::<Vec<_>>(),
+        [n("10.0.0.0/8")]
+    );
+    s.remove(n("10.200.0.0/8"), Layer::Black);
+    assert!(s.is_empty());
+    assert!(s.written().is_empty());
+}
+
+#[test]
+fn set_rules_replaces_only_rule_memberships() {
+    let mut s = state(&[("10.0.0.0/8", allow(0)), ("10.1.0.0/16", Layer::Gray)]);
+    s.set_rules(&[
+        (0, true, vec![n("10.0.0.0/8"), n("2001:db8::/32")]),
+        (1, false, vec![n("10.1.0.0/16"), n("10.2.0.0/16")]),
+    ]);
+    assert!(!s.contains(n("10.0.0.0/8"), allow(0)));
+    assert!(s.contains(n("10.1.0.0/16"), Layer::Gray));
+    assert_eq!(verdict(&s, "10.3.0.1"), entry(LIST_RULE_DENY, 1));
+    assert_eq!(verdict(&s, "10.2.0.1"), entry(LIST_RULE_DENY, 1));
+    assert_eq!(verdict(&s, "10.1.0.1"), GRAY);
+    assert_eq!(verdict(&s, "2001:db8::1"), entry(LIST_RULE_DENY, 1));
+    // Same rules again: nothing to do.
+    assert!(s
+        .set_rules(&[
+            (1, false, vec![n("10.2.0.0/16"), n("10.1.0.0/16")]),
+            (0, true, vec![n("2001:db8::/32"), n("10.0.0.0/8")]),
+        ])
+        .is_empty());
+    s.set_rules(&[]);
+    assert_eq!(verdict(&s, "10.3.0.1"), NO_DECISION);
+    assert_eq!(verdict(&s, "10.1.0.1"), GRAY);
+    assert_eq!(s.len(), 1);
+}
+
+#[test]
+fn one_index_with_both_actions_denies() {
+    let s = state(&[("10.0.0.0/8", allow(2)), ("10.1.0.0/16", deny(2))]);
+    assert_eq!(verdict(&s, "10.1.0.1"), entry(LIST_RULE_DENY, 3));
+    assert_eq!(verdict(&s, "10.2.0.1"), entry(LIST_RULE_ALLOW, 3));
+}
+
+#[test]
+fn decide_names_the_deciding_prefix() {
+    let members = [
+        ("10.0.0.0/8", Layer::Gray),
+        ("10.1.0.0/16", Layer::White),
+        ("10.1.1.0/24", Layer::Black),
+        ("10.2.0.0/16", Layer::Black),
+        ("10.2.2.0/24", deny(0)),
+        ("192.0.2.0/24", allow(1)),
+        ("192.0.2.128/25", deny(0)),
+    ];
+    let s = state(&members);
+    let model = model_of(&members);
+    assert_eq!(s.decide(ip("10.1.1.1")), Some((n("10.1.0.0/16"), WHITE)));
+    assert_eq!(s.decide(ip("10.2.2.2")), Some((n("10.2.0.0/16"), BLACK)));
+    assert_eq!(
+        s.decide(ip("192.0.2.200")),
+        Some((n("192.0.2.128/25"), entry(LIST_RULE_DENY, 1)))
+    );
+    assert_eq!(s.decide(ip("11.0.0.1")), None);
+    for a in [
+        "10.1.1.1",
+        "10.2.2.2",
+        "10.3.0.0",
+        "192.0.2.1",
+        "192.0.2.129",
+        "::1",
+    ] {
+        assert_eq!(s.decide(ip(a)), naive(&model, ip(a)), "{a}");
+    }
+}
+
+#[test]
+fn large_batch_and_subtrees_agree() {
+    // More than FULL_REBUILD_MIN changes: the full pass; then each one alone.
+    let members: Vec<(IpNet, Layer)> = (0u32..200)
+        .map(|i| {
+            let layer = [
+                Layer::White,
+                Layer::Gray,
+                Layer::Black,
+                deny(i % 7),
+                allow(i % 5),
+            ][(i % 5) as usize];
+            let len = [8, 16, 24, 32][(i % 4) as usize];
+            let addr = std::net::Ipv4Addr::from(0x0a00_0000 | (i.wrapping_mul(0x9e37_79b9) >> 8));
+            (IpNet::new(addr.into(), len).unwrap().trunc(), layer)
+        })
+        .collect();
+    let mut batch = ListState::new();
+    batch.apply(members.iter().map(|&(net, l)| Change::Insert(net, l)));
+    let mut one_by_one = ListState::new();
+    for &(net, l) in &members {
+        one_by_one.insert(net, l);
+    }
+    assert_eq!(batch.written(), one_by_one.written());
+}
+
+mod properties {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use proptest::{prelude::*, sample::Index};
+
+    use super::*;
+
+    // A small address space so that random prefixes and addresses overlap often.
+    fn v4_addr() -> impl Strategy<Value = IpAddr> {
+        any::<u8>().prop_map(|b| IpAddr::V4(Ipv4Addr::new(10, b & 0x0f, b >> 4, b)))
+    }
+    fn v6_addr() -> impl Strategy<Value = IpAddr> {
+        any::<u8>().prop_map(|b| {
+            IpAddr::V6(Ipv6Addr::new(
+                0x2001,
+                0xdb8,
+                u16::from(b & 3),
+                0,
+                0,
+                0,
+                0,
+                u16::from(b),
+            ))
+        })
+    }
+    fn addr() -> impl Strategy<Value = IpAddr> {
+        prop_oneof![v4_addr(), v6_addr()]
+    }
+    fn net() -> impl Strategy<Value = IpNet> {
+        prop_oneof![
+            (v4_addr(), 0u8..=32).prop_map(|(a, len)| IpNet::new(a, len).unwrap().trunc()),
+            (v6_addr(), 0u8..=128).prop_map(|(a, len)| IpNet::new(a, len).unwrap().trunc()),
+        ]
+    }
+    fn layer() -> impl Strategy<Value = Layer> {
+        prop_oneof![
+            Just(Layer::White),
+            Just(Layer::Gray),
+            Just(Layer::Black),
+            (0u32..4, any::<bool>()).prop_map(|(index, deny)| Layer::Rule { index, deny }),
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Insert(IpNet, Layer),
+        Remove(IpNet, Layer),
+        /// Removes an existing membership (random removes would mostly miss).
+        RemoveExisting(Index),
+        SetRules(Vec<(u32, bool, Vec<IpNet>)>),
+        /// `(insert?, net, layer)` changes, applied by `strategy`.
+        Batch(Vec<(bool, IpNet, Layer)>, Recompute),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => (net(), layer()).prop_map(|(n, l)| Step::Insert(n, l)),
+            1 => (net(), layer()).prop_map(|(n, l)| Step::Remove(n, l)),
+            3 => any::<Index>().prop_map(Step::RemoveExisting),
+            1 => prop::collection::vec(
+                (0u32..4, any::<bool>(), prop::collection::vec(net(), 0..3)),
+                0..4
+            )
+            .prop_map(Step::SetRules),
+            1 => (
+                prop::collection::vec((any::<bool>(), net(), layer()), 0..8),
+                prop_oneof![Just(Recompute::Auto), Just(Recompute::Full), Just(Recompute::Subtrees)],
+            )
+                .prop_map(|(c, s)| Step::Batch(c, s)),
+        ]
+    }
+
+    /// Runs one step on both the state and the membership model.
+    fn run(s: &mut ListState, model: &mut BTreeSet<(IpNet, Layer)>, step: &Step) -> Vec<TableOp> {
+        match step {
+            Step::Insert(net, l) => {
+                model.insert((net.trunc(), *l));
+                s.insert(*net, *l)
+            }
+            Step::Remove(net, l) => {
+                model.remove(&(net.trunc(), *l));
+                s.remove(*net, *l)
+            }
+            Step::RemoveExisting(i) => {
+                let Some(&(net, l)) = (!model.is_empty())
+                    .then(|| model.iter().nth(i.index(model.len())))
+                    .flatten()
+                else {
+                    return Vec::new();
+                };
+                model.remove(&(net, l));
+                s.remove(net, l)
+            }
+            Step::SetRules(rules) => {
+                model.retain(|(_, l)| !matches!(l, Layer::Rule { .. }));
+                for (index, deny, nets) in rules {
+                    for net in nets {
+                        model.insert((
+                            net.trunc(),
+                            Layer::Rule {
+                                index: *index,
+                                deny: *deny,
+                            },
+                        ));
+                    }
+                }
+                s.set_rules(rules)
+            }
+            Step::Batch(changes, strategy) => {
+                for &(ins, net, l) in changes {
+                    if ins {
+                        model.insert((net.trunc(), l));
+                    } else {
+                        model.remove(&(net.trunc(), l));
+                    }
+                }
+                s.apply_with(
+                    changes.iter().map(|&(ins, net, l)| {
+                        if ins {
+                            Change::Insert(net, l)
+                        } else {
+                            Change::Remove(net, l)
+                        }
+                    }),
+                    *strategy,
+                )
+            }
+        }
+    }
+
+    fn op_net(op: &TableOp) -> IpNet {
+        match op {
+            TableOp::Write(net, _) | TableOp::Delete(net) => *net,
+        }
+    }
+
+    fn replay(w: &mut BTreeMap<IpNet, ListEntry>, op: &TableOp) {
+        match op {
+            TableOp::Write(net, e) => {
+                w.insert(*net, *e);
+            }
+            TableOp::Delete(net) => {
+                w.remove(net);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn incremental_trie_agrees_with_precedence_rebuild_and_its_ops(
+            steps in prop::collection::vec(step(), 1..24),
+            probes in prop::collection::vec(addr(), 1..24),
+        ) {
+            let mut s = ListState::new();
+            let mut model = BTreeSet::new();
+            let mut replayed = BTreeMap::new();
+            for step in &steps {
+                let before = s.written().clone();
+                let ops = run(&mut s, &mut model, step);
+                let after = s.written();
+
+                // (d) writes, then deletes.
+                let first_delete = ops.iter().position(|o| matches!(o, TableOp::Delete(_)));
+                prop_assert!(
+                    ops[first_delete.unwrap_or(ops.len())..]
+                        .iter()
+                        .all(|o| matches!(o, TableOp::Delete(_))),
+                    "write after delete in {:?}", ops
+                );
+
+                // (c) the ops replayed give `written`; every address sees its old or its
+                // new decision after each single op.
+                let mut watched = probes.clone();
+                watched.extend(ops.iter().flat_map(|o| {
+                    let net = op_net(o);
+                    [net.network(), net.broadcast()]
+                }));
+                for op in &ops {
+                    replay(&mut replayed, op);
+                    for &a in &watched {
+                        let now = lpm(&replayed, a);
+                        prop_assert!(
+                            now == lpm(&before, a) || now == lpm(after, a),
+                            "{} sees {:?} during {:?}", a, now, ops
+                        );
+                    }
+                }
+                prop_assert_eq!(&replayed, after);
+
+                // (a) the table and `decide` agree with the naive precedence.
+                for &a in &watched {
+                    let want = naive(&model, a);
+                    prop_assert_eq!(
+                        lpm(after, a),
+                        want.map_or(NO_DECISION, |(_, e)| e),
+                        "address {} after {:?}", a, step
+                    );
+                    prop_assert_eq!(s.decide(a), want, "decide {} after {:?}", a, step);
+                }
+
+                // (b) incremental == a full rebuild of the same memberships.
+                let mut scratch = ListState::new();
+                scratch.apply_with(
+                    model.iter().map(|&(net, l)| Change::Insert(net, l)),
+                    Recompute::Full,
+                );
+                prop_assert_eq!(scratch.written(), after);
+                prop_assert_eq!(s.len(), model.iter().map(|(net, _)| net).collect::<BTreeSet<_>>().len());
+                for &(net, l) in &model {
+                    prop_assert!(s.contains(net, l));
+                }
+            }
+        }
+    }
+}
+
+/// The lists alone (`compile`): whitelist > longest gray/black, black on a tie.
+mod lists {
+    use super::*;
+    use crate::{config::Lists, model::ListKind};
+
+    fn nets(v: &[&str]) -> Vec<IpNet> {
+        v.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    fn lists(white: &[&str], gray: &[&str], black: &[&str]) -> Lists {
+        Lists {
+            whitelist: nets(white),
+            graylist: nets(gray),
+            blacklist: nets(black),
+        }
+    }
+
+    fn decided(c: &Compiled, ip: &str) -> Option<ListKind> {
+        longest_match(c, ip.parse().unwrap()).and_then(|(_, e)| ListKind::from_code(e.list))
+    }
+
+    #[test]
+    fn more_specific_whitelist_wins_over_blacklist() {
+        let c = compile(&lists(&["10.1.0.0/16"], &[], &["10.0.0.0/8"]));
+        assert_eq!(decided(&c, "10.1.2.3"), Some(ListKind::Whitelist));
+        assert_eq!(decided(&c, "10.2.0.1"), Some(ListKind::Blacklist));
+    }
+
+    #[test]
+    fn less_specific_whitelist_wins_over_blacklist() {
+        let c = compile(&lists(
+            &["10.0.0.0/8", "2001:db8::/32"],
+            &["10.9.9.9/32"],
+            &["10.1.0.0/16", "2001:db8:bad::/48"],
+        ));
+        assert_eq!(decided(&c, "10.1.2.3"), Some(ListKind::Whitelist));
+        assert_eq!(decided(&c, "10.9.9.9"), Some(ListKind::Whitelist));
+        assert_eq!(decided(&c, "2001:db8:bad::1"), Some(ListKind::Whitelist));
+        // The covered entries are not written at all.
+        assert_eq!(c.len(), 2);
+    }
+
+    #[test]
+    fn identical_prefix_blacklist_beats_graylist_and_whitelist_beats_both() {
+        let c = compile(&lists(&[], &["192.0.2.0/24"], &["192.0.2.0/24"]));
+        assert_eq!(decided(&c, "192.0.2.1"), Some(ListKind::Blacklist));
+        let c = compile(&lists(
+            &["192.0.2.0/24"],
+            &["192.0.2.0/24"],
+            &["192.0.2.0/24"],
+        ));
+        assert_eq!(decided(&c, "192.0.2.1"), Some(ListKind::Whitelist));
+    }
+
+    #[test]
+    fn longest_of_gray_and_black_decides() {
+        let c = compile(&lists(&[], &["198.51.100.0/24"], &["198.51.0.0/16"]));
+        assert_eq!(decided(&c, "198.51.100.1"), Some(ListKind::Graylist));
+        assert_eq!(decided(&c, "198.51.1.1"), Some(ListKind::Blacklist));
+        assert_eq!(decided(&c, "203.0.113.1"), None);
+    }
+
+    #[test]
+    fn families_do_not_shadow_each_other() {
+        // ::/0 whitelisted must not whitelist IPv4 sources.
+        let c = compile(&lists(&["::/0"], &[], &["0.0.0.0/0"]));
+        assert_eq!(decided(&c, "192.0.2.1"), Some(ListKind::Blacklist));
+        assert_eq!(decided(&c, "2001:db8::1"), Some(ListKind::Whitelist));
+    }
+
+    #[test]
+    fn list_entries_have_rule_id_zero() {
+        // Only rules carry an id (index + 1); a list entry is explained by its list.
+        let c = compile(&lists(
+            &["203.0.113.0/24"],
+            &["198.51.100.0/24"],
+            &["192.0.2.0/24", "198.51.100.7/32"],
+        ));
+        let e = c[&"198.51.100.7/32".parse::<IpNet>().unwrap()];
+        assert_eq!((e.list, e.rule_id), (LIST_BLACKLIST, 0));
+        assert_eq!(c.len(), 4);
+        assert!(c.values().all(|e| e.rule_id == 0));
+    }
+
+    /// The compiled table must give, for every address, the decision of the naive rule:
+    /// any covering whitelist entry wins, else the longest gray/black match (black on a tie).
+    fn naive(l: &Lists, ip: IpAddr) -> Option<ListKind> {
+        if l.whitelist.iter().any(|n| n.contains(&ip)) {
+            return Some(ListKind::Whitelist);
+        }
+        let best = |v: &Vec<IpNet>| {
+            v.iter()
+                .filter(|n| n.contains(&ip))
+                .map(|n| n.prefix_len())
+                .max()
+        };
+        match (best(&l.graylist), best(&l.blacklist)) {
+            (None, None) => None,
+            (Some(_), None) => Some(ListKind::Graylist),
+            (None, Some(_)) => Some(ListKind::Blacklist),
+            (Some(g), Some(b)) if g > b => Some(ListKind::Graylist),
+            _ => Some(ListKind::Blacklist),
+        }
+    }
+
+    mod properties {
+        use std::net::{Ipv4Addr, Ipv6Addr};
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        // A small address space so that random prefixes and addresses overlap often.
+        fn v4_net() -> impl Strategy<Value = IpNet> {
+            (any::<u8>(), 0u8..=32).prop_map(|(b, len)| {
+                IpNet::new(IpAddr::V4(Ipv4Addr::new(10, b & 0x0f, b >> 4, b)), len)
+                    .unwrap()
+                    .trunc()
+            })
+        }
+        fn v6_net() -> impl Strategy<Value = IpNet> {
+            (any::<u8>(), 0u8..=128).prop_map(|(b, len)| {
+                let a = Ipv6Addr::new(0x2001, 0xdb8, u16::from(b & 3), 0, 0, 0, 0, u16::from(b));
+                IpNet::new(IpAddr::V6(a), len).unwrap().trunc()
+            })
+        }
+        fn net() -> impl Strategy<Value = IpNet> {
+            prop_oneof![v4_net(), v6_net()]
+        }
+        fn addr() -> impl Strategy<Value = IpAddr> {
+            prop_oneof![
+                any::<u8>().prop_map(|b| IpAddr::V4(Ipv4Addr::new(10, b & 0x0f, b >> 4, b))),
+                any::<u8>().prop_map(|b| IpAddr::V6(Ipv6Addr::new(
+                    0x2001,
+                    0xdb8,
+                    u16::from(b & 3),
+                    0,
+                    0,
+                    0,
+                    0,
+                    u16::from(b)
+                ))),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn compiled_trie_agrees_with_naive_precedence(
+                white in prop::collection::vec(net(), 0..4),
+                gray in prop::collection::vec(net(), 0..8),
+                black in prop::collection::vec(net(), 0..8),
+                probes in prop::collection::vec(addr(), 1..32),
+            ) {
+                let l = Lists { whitelist: white, graylist: gray, blacklist: black };
+                let c = compile(&l);
+                for ip in probes {
+                    let got = longest_match(&c, ip).and_then(|(_, e)| ListKind::from_code(e.list));
+                    prop_assert_eq!(got, naive(&l, ip), "address {}", ip);
+                }
+            }
+        }
+    }
+}
