@@ -146,6 +146,21 @@ pub fn render(status: &StatusReport, kept: &Telemetry) -> String {
         "Automatic bans not made because the source is protected",
         kept.protected.clone(),
     );
+    reg.register(
+        "rate_rechecks",
+        "Sources near a rate limit read again once their window closed",
+        kept.rechecks.clone(),
+    );
+    reg.register(
+        "rate_recheck_violations",
+        "Rate violations found only by reading a closed window again",
+        kept.recheck_violations.clone(),
+    );
+    reg.register(
+        "rate_rechecks_skipped",
+        "Rechecks not scheduled because their queue was full",
+        kept.rechecks_skipped.clone(),
+    );
     let problems = Family::<ProblemLabels, Gauge>::default();
     for (kind, _) in &status.problems {
         problems

@@ -32,35 +32,111 @@ impl<B: Backend> Controller<B> {
             if !seen.insert((ev.addr, ev.rule)) {
                 continue;
             }
-            let ip = IpAddr::from(SourceKey { addr: ev.addr });
-            let Some(rule) = self.settings.rates.get(ev.rule as usize).cloned() else {
-                continue;
-            };
-            let per_cpu = match self.backend.source_per_cpu(ip) {
-                Ok(Some(per_cpu)) => per_cpu,
-                Ok(None) => continue,
-                Err(e) => {
-                    self.telemetry.count_write_error("read");
-                    result = Err(e.into());
-                    continue;
+            match self.count_of(ev.addr, ev.rule, ev.ktime_ns) {
+                Ok(Some((rule, count, _))) if count > u64::from(rule.count) => {
+                    violations.push(Violation {
+                        ip: IpAddr::from(SourceKey { addr: ev.addr }),
+                        rule,
+                        index: ev.rule,
+                        count,
+                        sent_ns: Some(ev.sent_ns),
+                    });
                 }
-            };
-            let window_ns = u64::try_from(rule.window.as_nanos()).unwrap_or(u64::MAX);
-            let windows = per_cpu.iter().map(|c| c.windows[ev.rule as usize]);
-            let count = window::observed(windows, window_ns, ev.ktime_ns, self.settings.accumulate);
-            if count > u64::from(rule.count) {
-                violations.push(Violation {
-                    ip,
-                    rule,
-                    index: ev.rule,
-                    count,
-                    sent_ns: ev.sent_ns,
-                });
+                Ok(Some((rule, count, cpus))) => {
+                    // Under the limit now, but the CPUs may still count past it without
+                    // signalling again: read it once more when the window has closed.
+                    let step = window::step(rule.count, cpus);
+                    if window::needs_recheck(count, rule.count, step, cpus) {
+                        let (_, end) = window::window_of(ev.ktime_ns, rule_window_ns(&rule));
+                        if !self.rechecks.schedule(ev.addr, ev.rule, end) {
+                            self.telemetry.rechecks_skipped.inc();
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => result = Err(e),
             }
         }
-        if violations.is_empty() {
-            return result;
+        self.ban(violations, now).and(result)
+    }
+
+    /// The summed count of rule `index` for the source `addr` at `at_ns` (kernel monotonic
+    /// time), with the rule and the number of CPUs; `None` if the rule or the source's
+    /// counters are gone.
+    fn count_of(
+        &mut self,
+        addr: [u8; 16],
+        index: u32,
+        at_ns: u64,
+    ) -> Result<Option<(RateLimit, u64, u32)>> {
+        let Some(rule) = self.settings.rates.get(index as usize).cloned() else {
+            return Ok(None);
+        };
+        let ip = IpAddr::from(SourceKey { addr });
+        let per_cpu = match self.backend.source_per_cpu(ip) {
+            Ok(Some(per_cpu)) => per_cpu,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                self.telemetry.count_write_error("read");
+                return Err(e.into());
+            }
+        };
+        let windows = per_cpu.iter().map(|c| c.windows[index as usize]);
+        let count = window::observed(
+            windows,
+            rule_window_ns(&rule),
+            at_ns,
+            self.settings.accumulate,
+        );
+        Ok(Some((rule, count, per_cpu.len() as u32)))
+    }
+
+    /// Reads again the sources near a limit whose window has closed by `now`, and bans
+    /// those that passed it after all (at most `MAX` per call; the rest is due at once).
+    fn recheck(&mut self, now: Now) -> Result<()> {
+        const MAX: usize = 4096;
+        let due = self.rechecks.take_due(now.mono_ns, MAX);
+        if due.is_empty() {
+            return Ok(());
         }
+        self.telemetry.rechecks.inc_by(due.len() as u64);
+        let mut result = Ok(());
+        let mut violations = Vec::new();
+        for r in due {
+            // Banned meanwhile (by this window's own signal, most often): nothing to add.
+            if self
+                .policy
+                .engine()
+                .ban_of(IpAddr::from(SourceKey { addr: r.addr }))
+                .is_some()
+            {
+                continue;
+            }
+            match self.count_of(r.addr, r.rule, r.at_ns) {
+                Ok(Some((rule, count, _))) if count > u64::from(rule.count) => {
+                    self.telemetry.recheck_violations.inc();
+                    violations.push(Violation {
+                        ip: IpAddr::from(SourceKey { addr: r.addr }),
+                        rule,
+                        index: r.rule,
+                        count,
+                        sent_ns: None,
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => result = Err(e),
+            }
+        }
+        self.ban(violations, now).and(result)
+    }
+
+    /// Hands confirmed violations to the policy: one change, journaled once and written
+    /// in one batch; if the tables cannot take it all, one at a time (see `on_events`).
+    fn ban(&mut self, violations: Vec<Violation>, now: Now) -> Result<()> {
+        if violations.is_empty() {
+            return Ok(());
+        }
+        let mut result = Ok(());
         // All at once.
         let mut batch = Changed::default();
         let mut outcomes = Vec::with_capacity(violations.len());
@@ -99,9 +175,14 @@ impl<B: Backend> Controller<B> {
     fn after_violation(&mut self, v: &Violation, outcome: &Outcome, now: Now) {
         match outcome {
             &Outcome::Banned { list, strikes, .. } => {
-                // From the packet that signalled to the ban being in the tables.
-                let reaction = now.mono_ns.saturating_sub(v.sent_ns) as f64 / 1e9;
-                self.telemetry.reaction.observe(reaction);
+                // From the packet that signalled to the ban being in the tables (a ban found
+                // by a recheck waited for its window to close on purpose: not a reaction).
+                let reaction = v
+                    .sent_ns
+                    .map_or(0.0, |sent| now.mono_ns.saturating_sub(sent) as f64 / 1e9);
+                if v.sent_ns.is_some() {
+                    self.telemetry.reaction.observe(reaction);
+                }
                 self.telemetry.count_bans("rate_limit", list, 1);
                 tracing::info!(
                     source = %v.ip,
@@ -179,18 +260,28 @@ impl<B: Backend> Controller<B> {
         Ok((outcome, self.explain(ip, now)?))
     }
 
-    /// Expiries and retention due by `now`.
+    /// Rechecks, expiries and retention due by `now`.
     pub fn tick(&mut self, now: Now) -> Result<()> {
+        let rechecked = self.recheck(now);
         let backend = &self.backend;
         let change = self
             .policy
             .tick(now.wall, |net| Self::last_drop(backend, now, net));
-        self.carry_out(change, "policy", "expired", Durability::BestEffort, now)
+        let expired = self.carry_out(change, "policy", "expired", Durability::BestEffort, now);
+        rechecked.and(expired)
     }
 
     /// When [`Controller::tick`] next has work, from `now`.
     pub fn next_deadline(&self, now: Now) -> Option<Duration> {
-        Some(self.policy.next_deadline()?.since(now.wall))
+        let policy = self.policy.next_deadline().map(|t| t.since(now.wall));
+        let recheck = self
+            .rechecks
+            .next_due()
+            .map(|due| Duration::from_nanos(due.saturating_sub(now.mono_ns)));
+        match (policy, recheck) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// One aggregated `drops` record per banned host whose drop count moved since the last
@@ -237,7 +328,12 @@ struct Violation {
     /// The rule's index in the config.
     index: u32,
     count: u64,
-    sent_ns: u64,
+    /// When the packet that signalled it was seen; `None` for a recheck's find.
+    sent_ns: Option<u64>,
+}
+
+fn rule_window_ns(rule: &RateLimit) -> u64 {
+    u64::try_from(rule.window.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Violation {

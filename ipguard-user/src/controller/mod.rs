@@ -125,7 +125,12 @@ pub struct Controller<B: Backend> {
     /// A journal append failed: its ops are not on disk, so the next write is a whole
     /// snapshot.
     snapshot_owed: bool,
+    /// Sources near a rate limit, read again when their window closes.
+    rechecks: window::Rechecks,
 }
+
+/// Sources near a limit the controller keeps to read again (about 100 bytes each).
+const MAX_RECHECKS: usize = 65_536;
 
 impl<B: Backend> Controller<B> {
     /// Takes over a backend without persisted state (tests, benchmarks): see
@@ -188,6 +193,7 @@ impl<B: Backend> Controller<B> {
                 protection,
                 health: Health::default(),
                 snapshot_owed: false,
+                rechecks: window::Rechecks::new(MAX_RECHECKS),
             },
             drift,
         ))
@@ -409,6 +415,12 @@ impl<B: Backend> Controller<B> {
     /// Read access to the backend (counters, and in tests the tables' contents).
     pub fn backend(&self) -> &B {
         &self.backend
+    }
+
+    /// The backend, to change what it holds under the controller's feet (tests).
+    #[cfg(test)]
+    pub(crate) fn backend_mut(&mut self) -> &mut B {
+        &mut self.backend
     }
 
     /// The metrics kept as events happen.

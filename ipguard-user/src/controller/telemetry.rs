@@ -43,6 +43,12 @@ pub struct Telemetry {
     pub promotions: Counter,
     /// Automatic bans not made because the source is protected.
     pub protected: Counter,
+    /// Sources near a rate limit read again once their window closed.
+    pub rechecks: Counter,
+    /// Violations only those second reads found.
+    pub recheck_violations: Counter,
+    /// Rechecks not scheduled because the queue was full.
+    pub rechecks_skipped: Counter,
 }
 
 impl Default for Telemetry {
@@ -58,6 +64,9 @@ impl Default for Telemetry {
             persist_errors: Counter::default(),
             promotions: Counter::default(),
             protected: Counter::default(),
+            rechecks: Counter::default(),
+            recheck_violations: Counter::default(),
+            rechecks_skipped: Counter::default(),
         }
     }
 }

@@ -279,3 +279,130 @@ fn status_counts_entries_and_uptime_from_the_clock_given() {
     assert_eq!(s.uptime, Duration::from_secs(42));
     assert_eq!(s.v4_hosts.capacity, 4);
 }
+
+mod exact_limits {
+    //! No source is banned at its limit, and every source one unit past it is, however its
+    //! packets are spread over the CPUs and whenever the daemon reads the events. The
+    //! kernel's per-CPU signalling is modelled as the XDP program does it (`step`, and a
+    //! signal at `limit + 1` of one CPU's own count).
+
+    use ipguard_common::{RateEvent, RuleWindow, SourceCounters, SourceKey};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::policy::window::{step, RECHECK_GRACE_NS};
+
+    const W_NS: u64 = 1_000_000_000;
+
+    fn config(limit: u32) -> String {
+        format!(
+            r#"
+[[rate_limit]]
+kind = "packets"
+count = {limit}
+window = "1s"
+"#
+        )
+    }
+
+    /// The kernel's `next_signal`.
+    fn next_signal(count: u32, step: u32, limit: u32) -> u32 {
+        let next = count.saturating_add(step);
+        if count <= limit && next > limit + 1 {
+            limit + 1
+        } else {
+            next
+        }
+    }
+
+    /// Sends `total` units from one source, unit `i` on CPU `cpu_of[i] % cpus`, and lets the
+    /// controller read the pending events after unit `i` when `read_after[i]`; then ticks
+    /// once the window has closed. Returns whether the source was banned.
+    fn run(limit: u32, cpus: usize, total: u32, cpu_of: &[usize], read_after: &[bool]) -> bool {
+        let mut c = controller(&config(limit));
+        let src = ip("198.51.100.7");
+        let addr = SourceKey::from(src).addr;
+        let step = step(limit, cpus as u32);
+        let idx = 5u32; // the window [5 s, 6 s) of the kernel clock
+        let t = u64::from(idx) * W_NS + 1000;
+        let mut counts = vec![0u32; cpus];
+        let mut next = vec![next_signal(0, step, limit); cpus];
+        let mut pending = Vec::new();
+        let mut now = at(0);
+        now.mono_ns = t;
+        for i in 0..total as usize {
+            let cpu = cpu_of[i % cpu_of.len()] % cpus;
+            counts[cpu] += 1;
+            if counts[cpu] >= next[cpu] {
+                next[cpu] = next_signal(counts[cpu], step, limit);
+                pending.push(RateEvent {
+                    addr,
+                    rule: 0,
+                    _pad: 0,
+                    ktime_ns: t,
+                    sent_ns: t,
+                });
+            }
+            let per_cpu: Vec<SourceCounters> = counts
+                .iter()
+                .map(|&n| {
+                    let mut sc = SourceCounters {
+                        packets: u64::from(n),
+                        ..Default::default()
+                    };
+                    sc.windows[0] = RuleWindow {
+                        window_idx: if n > 0 { idx } else { 0 },
+                        count: n,
+                        prev: 0,
+                        next_signal: 0,
+                    };
+                    sc
+                })
+                .collect();
+            c.backend_mut().sources.insert(src, per_cpu);
+            if read_after[i % read_after.len()] && !pending.is_empty() {
+                c.on_events(&pending, now).unwrap();
+                pending.clear();
+            }
+        }
+        c.on_events(&pending, now).unwrap();
+        // Nothing is due before the window has closed...
+        let end = u64::from(idx + 1) * W_NS;
+        if let Some(d) = c.next_deadline(now) {
+            assert!(
+                now.mono_ns + d.as_nanos() as u64 >= end,
+                "a recheck due inside the window"
+            );
+        }
+        // ...and everything after it.
+        now.mono_ns = end + RECHECK_GRACE_NS;
+        c.tick(now).unwrap();
+        c.policy()
+            .engine()
+            .entry(ListKind::Graylist, net("198.51.100.7/32"))
+            .is_some()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn at_the_limit_never_and_one_past_it_always(
+            limit in 1u32..300,
+            cpus in 1usize..5,
+            cpu_of in proptest::collection::vec(0usize..8, 1..64),
+            read_after in proptest::collection::vec(any::<bool>(), 1..64),
+        ) {
+            prop_assert!(!run(limit, cpus, limit, &cpu_of, &read_after), "banned at the limit");
+            prop_assert!(run(limit, cpus, limit + 1, &cpu_of, &read_after), "not banned one past it");
+        }
+    }
+
+    #[test]
+    fn the_spread_that_the_signals_alone_miss_is_caught_by_the_recheck() {
+        // limit 100 on 2 CPUs (step 12): 51 + 50 units, read after every signal. Each CPU's
+        // last signal came at 48; the 101st unit signals nowhere.
+        let cpu_of: Vec<usize> = (0..101).map(|i| i % 2).collect();
+        assert!(run(100, 2, 101, &cpu_of, &[true]));
+        assert!(!run(100, 2, 100, &cpu_of, &[true]));
+    }
+}

@@ -6,6 +6,8 @@
 //! `accumulate`, the previous window's count is carried over, weighted by the part of it
 //! that still lies within one window length of `now` (a sliding window).
 
+use std::collections::{BTreeSet, HashSet};
+
 use ipguard_common::{
     RateConfig, RateRuleDef, RuleWindow, MAX_RULE_PORTS, RATE_BYTES, RATE_PACKETS, RATE_SYN,
 };
@@ -32,7 +34,7 @@ pub fn kernel_rules(rules: &[RateLimit], cpus: u32) -> RateConfig {
                 RateKind::Packets => RATE_PACKETS,
                 RateKind::Bytes => RATE_BYTES,
             },
-            step: (rule.count / (STEPS_PER_LIMIT * cpus.max(1))).max(1),
+            step: step(rule.count, cpus),
             window_ns: u64::try_from(rule.window.as_nanos()).unwrap_or(u64::MAX),
             n_ports: rule.ports.len().min(MAX_RULE_PORTS) as u32,
             ports,
@@ -41,6 +43,114 @@ pub fn kernel_rules(rules: &[RateLimit], cpus: u32) -> RateConfig {
     }
     out.n_rules = rules.len().min(out.rules.len()) as u32;
     out
+}
+
+/// Units a CPU counts between two signals of one rule (the last one is at `limit + 1`).
+pub fn step(limit: u32, cpus: u32) -> u32 {
+    (limit / (STEPS_PER_LIMIT * cpus.max(1))).max(1)
+}
+
+/// Whether a source whose summed count was `count` (not over `limit`) when the daemon read
+/// it could still pass the limit in this window without another signal: each of `cpus`
+/// CPUs may count up to `step - 1` more units silently. Such a source is read again once
+/// its window has closed ([`Rechecks`]), so that `limit + 1` is always caught, however
+/// the source's packets are spread over the CPUs.
+pub fn needs_recheck(count: u64, limit: u32, step: u32, cpus: u32) -> bool {
+    count + u64::from(cpus) * u64::from(step.saturating_sub(1)) > u64::from(limit)
+}
+
+/// The last nanosecond of the window that holds `ktime_ns`, and its index.
+pub fn window_of(ktime_ns: u64, window_ns: u64) -> (u32, u64) {
+    let n = ktime_ns / window_ns.max(1);
+    (
+        n as u32,
+        (n + 1).saturating_mul(window_ns).saturating_sub(1),
+    )
+}
+
+/// How long after a window's end its counts are read again: the XDP program stamps
+/// packets with the coarse clock, up to a tick (4 ms at HZ=250) behind.
+pub const RECHECK_GRACE_NS: u64 = 20_000_000;
+
+/// One source and rule to read again once a window has closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Recheck {
+    /// When to read (kernel monotonic ns): the window's end plus [`RECHECK_GRACE_NS`].
+    pub due_ns: u64,
+    /// The window's last nanosecond: where the count is taken.
+    pub at_ns: u64,
+    pub addr: [u8; 16],
+    pub rule: u32,
+}
+
+/// Sources near a limit, to read again when their window closes (see [`needs_recheck`]).
+/// Bounded: an attacker choosing millions of sources must not grow the daemon; a recheck
+/// that does not fit is counted as skipped (that source is then caught only if it signals
+/// again, at most `cpus × step` units past its limit).
+#[derive(Debug)]
+pub struct Rechecks {
+    queue: BTreeSet<Recheck>,
+    keys: HashSet<([u8; 16], u32, u64)>,
+    cap: usize,
+}
+
+impl Rechecks {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            queue: BTreeSet::new(),
+            keys: HashSet::new(),
+            cap,
+        }
+    }
+
+    /// Schedules a read of `addr`'s count of `rule` for the window ending at `at_ns`;
+    /// `false` if the queue is full (an already scheduled one is `true`).
+    pub fn schedule(&mut self, addr: [u8; 16], rule: u32, at_ns: u64) -> bool {
+        if self.keys.contains(&(addr, rule, at_ns)) {
+            return true;
+        }
+        if self.queue.len() >= self.cap {
+            return false;
+        }
+        self.keys.insert((addr, rule, at_ns));
+        self.queue.insert(Recheck {
+            due_ns: at_ns.saturating_add(1 + RECHECK_GRACE_NS),
+            at_ns,
+            addr,
+            rule,
+        });
+        true
+    }
+
+    /// The rechecks due by `now_ns`, earliest first, at most `max`.
+    pub fn take_due(&mut self, now_ns: u64, max: usize) -> Vec<Recheck> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            match self.queue.first() {
+                Some(r) if r.due_ns <= now_ns => {
+                    let r = *r;
+                    self.queue.remove(&r);
+                    self.keys.remove(&(r.addr, r.rule, r.at_ns));
+                    out.push(r);
+                }
+                _ => break,
+            }
+        }
+        out
+    }
+
+    /// When the next recheck is due (kernel monotonic ns).
+    pub fn next_due(&self) -> Option<u64> {
+        self.queue.first().map(|r| r.due_ns)
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
 }
 
 /// The count of one rule for one source at `now_ns` (kernel monotonic time).
@@ -127,6 +237,43 @@ mod tests {
     }
 
     const W: u64 = 1_000_000_000; // 1 s
+
+    #[test]
+    fn a_recheck_is_needed_only_where_silent_units_could_pass_the_limit() {
+        // limit 100, 2 CPUs: step 12, so up to 2 × 11 units can go unsignalled.
+        let s = step(100, 2);
+        assert_eq!(s, 12);
+        assert!(!needs_recheck(78, 100, s, 2));
+        assert!(needs_recheck(79, 100, s, 2));
+        assert!(needs_recheck(100, 100, s, 2));
+        // Every unit signals: the kernel catches limit + 1 on its own.
+        assert!(!needs_recheck(5, 5, step(5, 2), 2));
+    }
+
+    #[test]
+    fn rechecks_come_due_after_their_window_in_order_and_are_bounded() {
+        let mut r = Rechecks::new(2);
+        let (idx, end) = window_of(10 * W + 5, W);
+        assert_eq!((idx, end), (10, 11 * W - 1));
+        assert!(r.schedule([1; 16], 0, end));
+        assert!(
+            r.schedule([1; 16], 0, end),
+            "the same one again is already there"
+        );
+        assert!(r.schedule([2; 16], 1, 10 * W - 1));
+        assert!(!r.schedule([3; 16], 0, end), "full");
+        assert_eq!(r.len(), 2);
+        assert!(
+            r.take_due(11 * W, 10).len() == 1,
+            "only the earlier window is due"
+        );
+        assert_eq!(r.next_due(), Some(11 * W + RECHECK_GRACE_NS));
+        assert!(r.take_due(11 * W + RECHECK_GRACE_NS - 1, 10).is_empty());
+        let due = r.take_due(11 * W + RECHECK_GRACE_NS, 10);
+        assert_eq!(due[0].addr, [1; 16]);
+        assert_eq!(due[0].at_ns, end);
+        assert!(r.is_empty());
+    }
 
     fn w(window_idx: u32, count: u32, prev: u32) -> RuleWindow {
         RuleWindow {
