@@ -40,6 +40,43 @@ pub const MAP_STATS: &str = "IPG_STATS";
 pub const MAP_RATE_CONFIG: &str = "IPG_RATE_CFG";
 /// Ring buffer of [`RateEvent`]s: a source's count for a rule crossed a signal step.
 pub const MAP_EVENTS: &str = "IPG_EVENTS";
+/// Array of one [`FloodConfig`]: the SYN budget for sources not known good.
+pub const MAP_FLOOD_CFG: &str = "IPG_FLOOD_CFG";
+/// Per-CPU array of one [`FloodSlot`]: this CPU's use of the budget.
+pub const MAP_FLOOD_STATE: &str = "IPG_FLOOD_STATE";
+
+/// The SYN budget's time slot: a CPU admits `FloodConfig::syns_per_slot` SYNs of sources
+/// not known good per slot.
+pub const FLOOD_SLOT_NS: u64 = 100_000_000;
+/// CPUs whose copies of a source are looked at to tell whether it is known good (a source
+/// known on another CPU than the one its SYN arrives on is not held to the budget).
+pub const MAX_FLOOD_CPUS: u32 = 64;
+
+/// The SYN budget: under a spoofed SYN flood, bans cannot keep up with sources the
+/// attacker makes up, so TCP SYNs from sources that never sent anything else (not known
+/// good: no completed handshake seen) are admitted only up to a rate; the rest is
+/// dropped before it costs a source-map insert and a SYN cookie. Sources that sent
+/// anything but SYNs before (ACKs of an established connection, UDP) are never held to it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FloodConfig {
+    /// SYNs admitted per CPU per [`FLOOD_SLOT_NS`]; 0 = no budget (every SYN passes).
+    pub syns_per_slot: u32,
+    /// CPUs to look at for a source's other copies (at most [`MAX_FLOOD_CPUS`]).
+    pub cpus: u32,
+}
+
+/// One CPU's use of the SYN budget.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FloodSlot {
+    /// `clock / FLOOD_SLOT_NS` of the slot `used` counts in.
+    pub slot: u64,
+    pub used: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<FloodConfig>() == 8);
+const _: () = assert!(core::mem::size_of::<FloodSlot>() == 16);
 /// Size of the event ring buffer in bytes (a power of two, multiple of the page size):
 /// 16 Ki events of 32 bytes plus headers.
 pub const EVENTS_BYTES: u32 = 1 << 20;
@@ -364,10 +401,12 @@ pub enum Stat {
     /// A source entered the source map (counted in addition). The map only loses entries
     /// by LRU eviction when full, so `min(this, capacity)` is its fill.
     SourceInserted = 9,
+    /// TCP SYN from a source not known good, past the SYN budget: dropped.
+    DropSynBudget = 10,
 }
 
 /// Number of slots in [`MAP_STATS`].
-pub const STAT_COUNT: u32 = 10;
+pub const STAT_COUNT: u32 = 11;
 
 impl Stat {
     /// All slots, in index order.
@@ -382,5 +421,6 @@ impl Stat {
         Stat::DropRule,
         Stat::EventLost,
         Stat::SourceInserted,
+        Stat::DropSynBudget,
     ];
 }

@@ -6,11 +6,14 @@ use aya::maps::lpm_trie::Key;
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::{
-    ListEntry, RateConfig, RateEvent, SourceCounters, SourceKey, StatCounter, V6Anchor, V6LongKey,
+    FloodConfig, FloodSlot, ListEntry, RateConfig, RateEvent, SourceCounters, SourceKey,
+    StatCounter, V6Anchor, V6LongKey,
 };
 
 // SAFETY: all of these are `#[repr(C)]`, made of integers only, with explicit padding
 // (sizes asserted in lib.rs), so every bit pattern is a valid value.
+unsafe impl aya::Pod for FloodConfig {}
+unsafe impl aya::Pod for FloodSlot {}
 unsafe impl aya::Pod for ListEntry {}
 unsafe impl aya::Pod for RateConfig {}
 unsafe impl aya::Pod for RateEvent {}

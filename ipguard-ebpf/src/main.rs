@@ -8,7 +8,9 @@
 //! dropped packets must not feed a banned source's rate windows, and whitelisted sources
 //! are never rate-limited. Rate windows are counted here, per CPU; when a source's count
 //! grows by a rule's `step`, an event on a ring buffer wakes the daemon, which sums the
-//! CPUs and decides (see `ipguard_common::RateRuleDef`).
+//! CPUs and decides (see `ipguard_common::RateRuleDef`). With a SYN budget set, a SYN
+//! from a source that never sent anything else passes only within the budget (see
+//! `ipguard_common::FloodConfig`).
 //!
 //! The program never returns `XDP_ABORTED`. Non-IP frames (ARP, LLDP) pass; a frame that
 //! claims IP but is cut short or invalid before its source address (which the stack
@@ -21,17 +23,17 @@ mod parse;
 
 use aya_ebpf::{
     bindings::{xdp_action, BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
-    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns},
+    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_map_lookup_percpu_elem},
     macros::{map, xdp},
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruPerCpuHashMap, PerCpuArray, RingBuf},
     programs::XdpContext,
 };
 use ipguard_common::{
-    lookup, ListCode, RateConfig, RateEvent, RateRuleDef, SourceCounters, SourceKey, Stat,
-    StatCounter, Tbl24Elem, Tbl24Slot, V6Anchor, V6LongKey, DEFAULT_LPM_CAPACITY,
-    DEFAULT_SOURCES_CAPACITY, EVENTS_BYTES, LIST_BLACKLIST, LIST_GRAYLIST, LIST_NONE,
-    LIST_RULE_DENY, LIST_WHITELIST, MAX_RATE_RULES, MAX_RULE_PORTS, RATE_BYTES,
-    RATE_FLAG_TRACK_DROPS, RATE_PACKETS, RATE_SYN, STAT_COUNT, V4_TBL24_ELEMS, V6_BITS,
+    lookup, FloodConfig, FloodSlot, ListCode, RateConfig, RateEvent, RateRuleDef, SourceCounters,
+    SourceKey, Stat, StatCounter, Tbl24Elem, Tbl24Slot, V6Anchor, V6LongKey, DEFAULT_LPM_CAPACITY,
+    DEFAULT_SOURCES_CAPACITY, EVENTS_BYTES, FLOOD_SLOT_NS, LIST_BLACKLIST, LIST_GRAYLIST,
+    LIST_NONE, LIST_RULE_DENY, LIST_WHITELIST, MAX_FLOOD_CPUS, MAX_RATE_RULES, MAX_RULE_PORTS,
+    RATE_BYTES, RATE_FLAG_TRACK_DROPS, RATE_PACKETS, RATE_SYN, STAT_COUNT, V4_TBL24_ELEMS, V6_BITS,
 };
 use parse::{Frame, L4};
 
@@ -71,6 +73,12 @@ static IPG_RATE_CFG: Array<RateConfig> = Array::with_max_entries(1, 0);
 
 #[map]
 static IPG_EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[map]
+static IPG_FLOOD_CFG: Array<FloodConfig> = Array::with_max_entries(1, 0);
+
+#[map]
+static IPG_FLOOD_STATE: PerCpuArray<FloodSlot> = PerCpuArray::with_max_entries(1, 0);
 
 #[xdp]
 pub fn ipguard(ctx: XdpContext) -> u32 {
@@ -151,8 +159,11 @@ fn verdict(code: ListCode, source: SourceKey, l4: L4, len: u64) -> u32 {
         // LIST_NONE (no entry), an allow rule, or a code this program does not know:
         // pass, and count against the rate rules.
         _ => {
-            count_source(&source, len, l4);
-            pass(Stat::PassUnlisted, len)
+            if count_source(&source, len, l4) {
+                pass(Stat::PassUnlisted, len)
+            } else {
+                drop(Stat::DropSynBudget, len)
+            }
         }
     }
 }
@@ -210,15 +221,27 @@ fn clock() -> u64 {
     unsafe { bpf_ktime_get_coarse_ns() }
 }
 
+/// Counts a passed packet of an unlisted source; `false` if it is a SYN past the SYN
+/// budget instead (not counted, not inserted: see [`FloodConfig`]).
 #[inline(always)]
-fn count_source(source: &SourceKey, len: u64, l4: L4) {
+fn count_source(source: &SourceKey, len: u64, l4: L4) -> bool {
     let now = clock();
     let rates = IPG_RATE_CFG.get(0);
     match IPG_SOURCES.get_ptr_mut(source) {
         // SAFETY: this CPU's copy of the value; LRU eviction of a live element only
         // recycles it after an RCU grace period, which cannot end inside this program.
-        Some(c) => update(unsafe { &mut *c }, source, rates, len, l4, now),
+        Some(c) => {
+            let c = unsafe { &mut *c };
+            // Known good on this CPU: it sent something else than SYNs.
+            if l4.syn && c.packets == c.syns && !admit_syn(source, true, now) {
+                return false;
+            }
+            update(c, source, rates, len, l4, now);
+        }
         None => {
+            if l4.syn && !admit_syn(source, false, now) {
+                return false;
+            }
             let mut first = SourceCounters::default();
             update(&mut first, source, rates, len, l4, now);
             // BPF_ANY: if another CPU created the element meanwhile, the kernel updates
@@ -229,6 +252,62 @@ fn count_source(source: &SourceKey, len: u64, l4: L4) {
             }
         }
     }
+    true
+}
+
+/// Whether a SYN of a source not known good on this CPU passes: always without a budget;
+/// with one, if another CPU knows the source as good (`known` says whether the source has
+/// an element at all), or if this CPU's budget for the current slot has room.
+#[inline(always)]
+fn admit_syn(source: &SourceKey, known: bool, now: u64) -> bool {
+    let Some(cfg) = IPG_FLOOD_CFG.get(0) else {
+        return true;
+    };
+    if cfg.syns_per_slot == 0 {
+        return true;
+    }
+    if known && known_elsewhere(source, cfg.cpus) {
+        return true;
+    }
+    let Some(b) = IPG_FLOOD_STATE.get_ptr_mut(0) else {
+        return true;
+    };
+    // SAFETY: this CPU's slot; XDP does not preempt itself.
+    let b = unsafe { &mut *b };
+    let slot = now / FLOOD_SLOT_NS;
+    if b.slot != slot {
+        b.slot = slot;
+        b.used = 0;
+    }
+    if b.used >= cfg.syns_per_slot {
+        return false;
+    }
+    b.used += 1;
+    true
+}
+
+/// Whether any CPU's copy of `source` sent something else than SYNs.
+#[inline(always)]
+fn known_elsewhere(source: &SourceKey, cpus: u32) -> bool {
+    let map = core::ptr::addr_of!(IPG_SOURCES) as *mut core::ffi::c_void;
+    for cpu in 0..MAX_FLOOD_CPUS {
+        if cpu >= cpus {
+            break;
+        }
+        // SAFETY: the map pointer is the map's definition (aya maps are
+        // `repr(transparent)` over it); the key is a live reference; the value is only
+        // read, and stays valid for the program's run (RCU).
+        let v = unsafe { bpf_map_lookup_percpu_elem(map, (source as *const SourceKey).cast(), cpu) }
+            as *const SourceCounters;
+        if !v.is_null() {
+            // SAFETY: see above.
+            let c = unsafe { &*v };
+            if c.packets > c.syns {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 #[inline(always)]

@@ -459,3 +459,124 @@ fn at_the_limit_never_banned_one_past_it_always_on_every_cpu() {
         eprintln!("{name}: {SOURCES} sources at the limit not banned, {SOURCES} one past it banned ({late} of them by the recheck)");
     }
 }
+
+/// Runs `frame` once on `cpu` and returns the verdict.
+fn verdict_on(dp: &mut Dataplane, frame: &[u8], cpu: usize, cpus: usize) -> u32 {
+    on_cpu(Some(cpu), cpus);
+    let r = dp
+        .program
+        .xdp()
+        .unwrap()
+        .test_run(TestRunOptions {
+            data_in: Some(frame),
+            ..TestRunOptions::new()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    on_cpu(None, cpus);
+    r.return_value
+}
+
+/// The SYN budget (`[flood] unknown_syn_rate`): SYNs of sources that never sent anything
+/// else pass only up to the budget per CPU and slot; the rest is dropped and not inserted.
+/// Sources known good (they sent an ACK, on this CPU or another) and whitelisted ones are
+/// never held to it, and the budget comes back with the next slot. Off, nothing is held.
+#[test]
+fn syn_budget_holds_unknown_sources_only() {
+    use ipguard_common::{FloodConfig, FLOOD_SLOT_NS};
+    const PASS: u32 = 2;
+    const DROP: u32 = 1;
+    let cpus = aya::util::online_cpus().expect("online CPUs").len();
+    assert!(cpus >= 2, "this test needs two CPUs, found {cpus}");
+    let (mut dp, _ring) = program(&[]);
+    let syn = |src: &str| v4_frame(&[], src, IPPROTO_TCP, &tcp(TCP_SYN));
+    let ack = |src: &str| v4_frame(&[], src, IPPROTO_TCP, &tcp(TCP_ACK));
+    let sources = |dp: &Dataplane, src: &str| dp.backend.source(src.parse().unwrap()).unwrap();
+
+    // Off (the default): every SYN of 50 new sources passes.
+    for i in 0..50 {
+        assert_eq!(
+            verdict_on(&mut dp, &syn(&format!("198.51.100.{i}")), 0, cpus),
+            PASS
+        );
+    }
+
+    let budget = 5u32;
+    dp.backend
+        .set_flood(&FloodConfig {
+            syns_per_slot: budget,
+            cpus: aya::util::nr_cpus().unwrap() as u32,
+        })
+        .unwrap();
+    // A source known good on CPU 0 (it sent an ACK), before the slot under test.
+    assert_eq!(verdict_on(&mut dp, &ack("198.51.101.1"), 0, cpus), PASS);
+    // All of the rest inside one slot: a run that a preemption pushed across a slot
+    // boundary is done again in a fresh slot, with fresh sources.
+    let mut attempt = 0u8;
+    let (verdicts, known_here, known_elsewhere, only_syns, whitelisted, other_cpu, before) = loop {
+        let into = kernel_clock_ns() % FLOOD_SLOT_NS;
+        std::thread::sleep(Duration::from_nanos(FLOOD_SLOT_NS - into + 1_000_000));
+        let slot = kernel_clock_ns() / FLOOD_SLOT_NS;
+        let before = dp.backend.stats().unwrap().get(Stat::DropSynBudget).packets;
+        let mut verdicts = Vec::new();
+        for i in 0..20 {
+            let src = format!("203.0.{}.{i}", 114 + attempt);
+            verdicts.push(verdict_on(&mut dp, &syn(&src), 0, cpus));
+        }
+        // The known source's SYN, on its own CPU and on the other, past the budget.
+        let known_here = verdict_on(&mut dp, &syn("198.51.101.1"), 0, cpus);
+        let known_elsewhere = verdict_on(&mut dp, &syn("198.51.101.1"), 1, cpus);
+        // A source admitted earlier (it sent only SYNs) is still unknown: held too.
+        let only_syns = verdict_on(&mut dp, &syn("198.51.100.7"), 0, cpus);
+        // Whitelisted (192.0.2.128/25 in `program`): decided before any budget.
+        let whitelisted = verdict_on(&mut dp, &syn("192.0.2.200"), 0, cpus);
+        // CPU 1 has a budget of its own.
+        let other_cpu = verdict_on(
+            &mut dp,
+            &syn(&format!("203.0.{}.100", 114 + attempt)),
+            1,
+            cpus,
+        );
+        if kernel_clock_ns() / FLOOD_SLOT_NS == slot {
+            break (
+                verdicts,
+                known_here,
+                known_elsewhere,
+                only_syns,
+                whitelisted,
+                other_cpu,
+                before,
+            );
+        }
+        attempt += 1;
+        assert!(
+            attempt < 5,
+            "no run fitted in one {FLOOD_SLOT_NS} ns slot in 5 tries"
+        );
+    };
+    let last = |i: u8| format!("203.0.{}.{i}", 114 + attempt);
+
+    let passed = verdicts.iter().filter(|v| **v == PASS).count() as u32;
+    assert_eq!(passed, budget, "{verdicts:?}");
+    assert!(verdicts[..budget as usize].iter().all(|v| *v == PASS));
+    assert!(verdicts[budget as usize..].iter().all(|v| *v == DROP));
+    assert!(
+        sources(&dp, &last(19)).is_none(),
+        "a held SYN inserts nothing"
+    );
+    assert!(sources(&dp, &last(0)).is_some());
+    assert_eq!(
+        (known_here, known_elsewhere),
+        (PASS, PASS),
+        "known good sources pass"
+    );
+    assert_eq!(only_syns, DROP, "a source that only sent SYNs is held");
+    assert_eq!(whitelisted, PASS);
+    assert_eq!(other_cpu, PASS, "each CPU has its budget");
+    let held = dp.backend.stats().unwrap().get(Stat::DropSynBudget).packets - before;
+    assert_eq!(held, u64::from(20 - budget) + 1);
+
+    // The next slot brings the budget back.
+    std::thread::sleep(Duration::from_nanos(FLOOD_SLOT_NS + 10_000_000));
+    assert_eq!(verdict_on(&mut dp, &syn(&last(19)), 0, cpus), PASS);
+    eprintln!("SYN budget {budget}/slot: {passed} of 20 unknown SYNs passed, {held} held; known and whitelisted sources passed");
+}

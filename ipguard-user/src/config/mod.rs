@@ -119,6 +119,16 @@ impl Config {
             api: source.api(&raw.api)?,
             log: source.log(&raw.log)?,
             state: source.state(&raw.state)?,
+            flood: FloodSettings {
+                unknown_syn_rate: u32::try_from(source.ranged(
+                    "flood.unknown_syn_rate",
+                    &raw.flood.unknown_syn_rate,
+                    0,
+                    MAX_UNKNOWN_SYN_RATE,
+                    0,
+                )?)
+                .unwrap_or(0),
+            },
         })
     }
 }

@@ -34,6 +34,14 @@ pub(super) struct RawConfig {
     pub(super) state: RawState,
     #[serde(default)]
     pub(super) protect: RawProtect,
+    #[serde(default)]
+    pub(super) flood: RawFlood,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, expecting = "the [flood] table")]
+pub(super) struct RawFlood {
+    pub(super) unknown_syn_rate: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize, Default)]

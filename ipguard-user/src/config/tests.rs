@@ -525,7 +525,7 @@ fn unknown_field_is_an_error_at_the_key() {
     let text = "interface = \"eth0\"\nxdp_mode = \"auto\"\nwhitelsit = []\n";
     assert_eq!(
         error(text),
-        "ipguard.toml:3:1: unknown field `whitelsit`, expected one of `interface`, `xdp_mode`, `accumulate`, `rules_refresh`, `lists`, `maps`, `rate_limit`, `escalation`, `report`, `rules`, `api`, `log`, `state`, `protect`"
+        "ipguard.toml:3:1: unknown field `whitelsit`, expected one of `interface`, `xdp_mode`, `accumulate`, `rules_refresh`, `lists`, `maps`, `rate_limit`, `escalation`, `report`, `rules`, `api`, `log`, `state`, `protect`, `flood`"
     );
     assert_eq!(
         error("[lists]\nblacklist = []\nwhitelsit = []\n"),
@@ -1629,4 +1629,22 @@ fn broad_list_entries_are_refused_with_their_place() {
             file.display()
         )
     );
+}
+
+#[test]
+fn flood_budget_is_off_by_default_and_bounded() {
+    assert_eq!(
+        Config::parse("", "ipguard.toml")
+            .unwrap()
+            .flood
+            .unknown_syn_rate,
+        0
+    );
+    let c = Config::parse("[flood]\nunknown_syn_rate = 2000\n", "ipguard.toml").unwrap();
+    assert_eq!(c.flood.unknown_syn_rate, 2000);
+    assert_eq!(
+        error("[flood]\nunknown_syn_rate = -1\n"),
+        "ipguard.toml:2:20: flood.unknown_syn_rate: must be between 0 and 100000000, got -1"
+    );
+    assert!(error("[flood]\nunknown_syn = 5\n").contains("unknown field `unknown_syn`"));
 }

@@ -439,7 +439,20 @@ pub struct Config {
     pub state: StateConfig,
     /// The `[protect]` section.
     pub protect: ProtectConfig,
+    /// The `[flood]` section.
+    pub flood: FloodSettings,
 }
+
+/// The `[flood]` section: defences that do not wait for a source to be banned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FloodSettings {
+    /// TCP SYNs per second (all CPUs together) the XDP program passes from sources not
+    /// known good (that never sent anything else than SYNs); 0: no budget.
+    pub unknown_syn_rate: u32,
+}
+
+/// The largest `flood.unknown_syn_rate`.
+pub const MAX_UNKNOWN_SYN_RATE: i64 = 100_000_000;
 
 impl Default for Config {
     /// What an empty file gives.
@@ -459,6 +472,7 @@ impl Default for Config {
             log: LogConfig::default(),
             state: StateConfig::default(),
             protect: ProtectConfig::default(),
+            flood: FloodSettings::default(),
         }
     }
 }

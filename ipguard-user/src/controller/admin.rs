@@ -5,7 +5,10 @@ use std::{collections::HashMap, time::Duration};
 
 use ipnet::IpNet;
 
-use super::{config_lists, rate_config, Controller, ControllerError, Durability, Result, Settings};
+use super::{
+    config_lists, flood_config, rate_config, Controller, ControllerError, Durability, Result,
+    Settings,
+};
 use crate::{
     config::{Config, Rule},
     dataplane::Backend,
@@ -89,6 +92,7 @@ impl<B: Backend> Controller<B> {
         self.protection.reconfigure(config.protect.clone());
         self.policy.set_protected(self.protection.nets());
         self.backend.set_rates(&rate_config(config))?;
+        self.backend.set_flood(&flood_config(config))?;
         self.settings = Settings::of(config);
         let restart = [
             ("interface", config.interface != old.interface),

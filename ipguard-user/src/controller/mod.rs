@@ -15,7 +15,9 @@ pub mod view;
 
 use std::{collections::HashMap, net::IpAddr};
 
-use ipguard_common::{RateConfig, RATE_FLAG_TRACK_DROPS};
+use ipguard_common::{
+    FloodConfig, RateConfig, FLOOD_SLOT_NS, MAX_FLOOD_CPUS, RATE_FLAG_TRACK_DROPS,
+};
 use ipnet::IpNet;
 
 pub use self::{
@@ -177,6 +179,7 @@ impl<B: Backend> Controller<B> {
         }
         let mut backend = backend()?;
         backend.set_rates(&rate_config(config))?;
+        backend.set_flood(&flood_config(config))?;
         let drift = backend.sync(policy.compiled())?;
         Ok((
             Self {
@@ -473,6 +476,24 @@ impl<B: Backend> Controller<B> {
         let ip: IpAddr = (net.prefix_len() == net.max_prefix_len()).then_some(net.addr())?;
         let totals = backend.source(ip).ok()??;
         (totals.last_drop_ns > 0).then(|| now.ktime_to_wall(totals.last_drop_ns))
+    }
+}
+
+/// The kernel's SYN budget for `config`: `flood.unknown_syn_rate` shared out over the CPUs
+/// that receive packets, per [`FLOOD_SLOT_NS`] (at least one SYN per CPU and slot).
+pub fn flood_config(config: &Config) -> FloodConfig {
+    let rate = u64::from(config.flood.unknown_syn_rate);
+    if rate == 0 {
+        return FloodConfig::default();
+    }
+    let online = aya::util::online_cpus().map_or(1, |c| c.len()).max(1) as u64;
+    let possible = aya::util::nr_cpus().unwrap_or(1) as u32;
+    let per_slot = (rate * FLOOD_SLOT_NS)
+        .div_ceil(1_000_000_000 * online)
+        .max(1);
+    FloodConfig {
+        syns_per_slot: u32::try_from(per_slot).unwrap_or(u32::MAX),
+        cpus: possible.min(MAX_FLOOD_CPUS),
     }
 }
 

@@ -18,7 +18,7 @@ use crate::{
 
 /// What decided a packet, as the status and the metrics name it: the kernel counter of
 /// each, and whether its packets are dropped. Every packet is counted in exactly one.
-pub const VERDICT_STATS: [(&str, Stat, bool); 7] = [
+pub const VERDICT_STATS: [(&str, Stat, bool); 8] = [
     ("unlisted", Stat::PassUnlisted, false),
     ("whitelist", Stat::PassWhitelist, false),
     ("graylist", Stat::DropGraylist, true),
@@ -26,6 +26,7 @@ pub const VERDICT_STATS: [(&str, Stat, bool); 7] = [
     ("rule", Stat::DropRule, true),
     ("non_ip", Stat::PassNonIp, false),
     ("malformed", Stat::DropMalformed, true),
+    ("syn_budget", Stat::DropSynBudget, true),
 ];
 
 /// What decided a verdict.

@@ -21,8 +21,9 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use ipguard_common::{
-    MAP_EVENTS, MAP_RATE_CONFIG, MAP_SOURCES, MAP_STATS, MAP_TABLE_CFG, MAP_V4_HOSTS, MAP_V4_TBL24,
-    MAP_V6_ANCHORS, MAP_V6_LONG, MAP_V6_LPM, PROGRAM_NAME,
+    MAP_EVENTS, MAP_FLOOD_CFG, MAP_FLOOD_STATE, MAP_RATE_CONFIG, MAP_SOURCES, MAP_STATS,
+    MAP_TABLE_CFG, MAP_V4_HOSTS, MAP_V4_TBL24, MAP_V6_ANCHORS, MAP_V6_LONG, MAP_V6_LPM,
+    PROGRAM_NAME, STAT_COUNT,
 };
 
 use super::{
@@ -66,7 +67,7 @@ pub struct Program {
 }
 
 /// Maps pinned by [`Dataplane::load_pinned`] (all of them: lists, counters, rates, events).
-const PINNED_MAPS: [&str; 10] = [
+const PINNED_MAPS: [&str; 12] = [
     MAP_V4_TBL24,
     MAP_V4_HOSTS,
     MAP_V6_ANCHORS,
@@ -77,6 +78,8 @@ const PINNED_MAPS: [&str; 10] = [
     MAP_STATS,
     MAP_RATE_CONFIG,
     MAP_EVENTS,
+    MAP_FLOOD_CFG,
+    MAP_FLOOD_STATE,
 ];
 /// Pinned maps of earlier versions, removed at load.
 const STALE_PINS: [&str; 2] = ["IPG_LPM_V4", "IPG_LPM_V6"];
@@ -101,6 +104,20 @@ impl Dataplane {
         // their pins they are freed then.
         for stale in STALE_PINS {
             let _ = std::fs::remove_file(pin_dir.join(stale));
+        }
+        // The global counters of an earlier version with fewer counters: started afresh
+        // (they hold no policy; the program still attached keeps its own until replaced).
+        let stats_pin = pin_dir.join(MAP_STATS);
+        if let Ok(old) = aya::maps::MapData::from_pin(&stats_pin) {
+            let entries = old.info().map(|i| i.max_entries()).unwrap_or(STAT_COUNT);
+            if entries != STAT_COUNT {
+                tracing::info!(
+                    pinned = entries,
+                    now = STAT_COUNT,
+                    "the pinned global counters are of another version: starting them afresh"
+                );
+                let _ = std::fs::remove_file(&stats_pin);
+            }
         }
         let adopted = PINNED_MAPS.iter().any(|m| pin_dir.join(m).exists());
         let dp = Self::load_with(maps, Some(pin_dir))?;
@@ -160,6 +177,7 @@ impl Dataplane {
             stats: take_map(&mut ebpf, MAP_STATS, PerCpuArray::try_from)?,
             sources: take_map(&mut ebpf, MAP_SOURCES, PerCpuHashMap::try_from)?,
             rates: take_map(&mut ebpf, MAP_RATE_CONFIG, Array::try_from)?,
+            flood: take_map(&mut ebpf, MAP_FLOOD_CFG, Array::try_from)?,
         };
         let events = Some(take_map(&mut ebpf, MAP_EVENTS, RingBuf::try_from)?);
         Ok(Self {

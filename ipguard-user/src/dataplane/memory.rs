@@ -6,8 +6,8 @@
 use std::net::{IpAddr, Ipv6Addr};
 
 use ipguard_common::{
-    lookup, ListCode, RateConfig, SourceCounters, Tbl24Slot, V6Anchor, V6LongKey, LIST_NONE,
-    MAP_V4_HOSTS, MAP_V6_ANCHORS, MAP_V6_LONG, MAP_V6_LPM, V4_TBL24_SLOTS,
+    lookup, FloodConfig, ListCode, RateConfig, SourceCounters, Tbl24Slot, V6Anchor, V6LongKey,
+    LIST_NONE, MAP_V4_HOSTS, MAP_V6_ANCHORS, MAP_V6_LONG, MAP_V6_LPM, V4_TBL24_SLOTS,
 };
 use ipnet::{IpNet, Ipv6Net};
 
@@ -232,6 +232,7 @@ pub struct MemoryBackend {
     pub stats: GlobalStats,
     pub sources: std::collections::HashMap<IpAddr, Vec<SourceCounters>>,
     pub rates: RateConfig,
+    pub flood: FloodConfig,
 }
 
 impl Default for MemoryBackend {
@@ -247,6 +248,7 @@ impl MemoryBackend {
             stats: GlobalStats::default(),
             sources: std::collections::HashMap::new(),
             rates: RateConfig::default(),
+            flood: FloodConfig::default(),
         }
     }
 
@@ -279,6 +281,11 @@ impl Backend for MemoryBackend {
 
     fn set_rates(&mut self, rates: &RateConfig) -> Result<(), DataplaneError> {
         self.rates = *rates;
+        Ok(())
+    }
+
+    fn set_flood(&mut self, flood: &FloodConfig) -> Result<(), DataplaneError> {
+        self.flood = *flood;
         Ok(())
     }
 }

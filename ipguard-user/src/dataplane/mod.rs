@@ -17,8 +17,8 @@ use aya::{
     EbpfError,
 };
 use ipguard_common::{
-    RateConfig, SourceCounters, SourceKey, Stat, StatCounter, MAP_RATE_CONFIG, MAP_SOURCES,
-    MAP_STATS,
+    FloodConfig, RateConfig, SourceCounters, SourceKey, Stat, StatCounter, MAP_FLOOD_CFG,
+    MAP_RATE_CONFIG, MAP_SOURCES, MAP_STATS,
 };
 
 pub use self::{
@@ -124,6 +124,8 @@ pub trait Backend: Send + 'static {
     fn source_per_cpu(&self, ip: IpAddr) -> Result<Option<Vec<SourceCounters>>>;
     /// Replaces the rate rules the program counts against.
     fn set_rates(&mut self, rates: &RateConfig) -> Result<()>;
+    /// Replaces the SYN budget for sources not known good.
+    fn set_flood(&mut self, flood: &FloodConfig) -> Result<()>;
 
     /// Counters of one source, summed over CPUs (windows left empty).
     fn source(&self, ip: IpAddr) -> Result<Option<SourceCounters>> {
@@ -155,6 +157,7 @@ impl GlobalStats {
             Stat::DropBlacklist,
             Stat::DropRule,
             Stat::DropMalformed,
+            Stat::DropSynBudget,
         ]
         .iter()
         .map(|s| self.get(*s).packets)
@@ -168,6 +171,7 @@ pub struct KernelBackend {
     stats: PerCpuArray<MapData, StatCounter>,
     sources: PerCpuHashMap<MapData, SourceKey, SourceCounters>,
     rates: Array<MapData, RateConfig>,
+    flood: Array<MapData, FloodConfig>,
 }
 
 impl Backend for KernelBackend {
@@ -220,6 +224,15 @@ impl Backend for KernelBackend {
             .set(0, rates, 0)
             .map_err(|source| DataplaneError::Write {
                 name: MAP_RATE_CONFIG,
+                source,
+            })
+    }
+
+    fn set_flood(&mut self, flood: &FloodConfig) -> Result<()> {
+        self.flood
+            .set(0, flood, 0)
+            .map_err(|source| DataplaneError::Write {
+                name: MAP_FLOOD_CFG,
                 source,
             })
     }
