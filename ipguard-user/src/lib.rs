@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod controller;
 pub mod daemon;

@@ -87,6 +87,7 @@ fn main() -> ExitCode {
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::from_file(file)?;
     daemon::check_api(&config)?;
+    daemon::check_cluster(&config)?;
     let compiled = compile(&config.lists);
     println!(
         "{}: ok (interface {}, xdp_mode {}; whitelist {}, graylist {}, blacklist {} entries; {} compiled prefixes)",

@@ -10,6 +10,7 @@ use prometheus_client::{
 };
 
 use crate::{
+    controller::fleet::Fleet,
     controller::{
         view::{StatusReport, VERDICT_STATS},
         Telemetry,
@@ -39,7 +40,7 @@ struct MapLabels {
 }
 
 /// Renders the Prometheus text exposition of `status` and the kept metrics.
-pub fn render(status: &StatusReport, kept: &Telemetry) -> String {
+pub fn render(status: &StatusReport, kept: &Telemetry, fleet: Option<&Fleet>) -> String {
     let mut reg = Registry::with_prefix("ipguard");
     let packets = Family::<TrafficLabels, Counter>::default();
     let bytes = Family::<TrafficLabels, Counter>::default();
@@ -174,10 +175,86 @@ pub fn render(status: &StatusReport, kept: &Telemetry) -> String {
         "1 while a problem of this kind is present (see GET /v1/status)",
         problems,
     );
+    if let Some(f) = fleet {
+        register_fleet(&mut reg, f);
+    }
     let mut out = String::new();
     // Writing to a String cannot fail; were it to, the scrape shows it rather than a panic.
     if let Err(e) = encode(&mut out, &reg) {
         tracing::error!(error = %e, "cannot encode the metrics");
     }
     out
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+/// The fleet link (`[cluster]`): state, queue, what was published and applied, and how
+/// long decisions took to get here.
+fn register_fleet(reg: &mut Registry, f: &Fleet) {
+    let up = Gauge::<i64>::default();
+    up.set(i64::from(f.link.up));
+    reg.register(
+        "cluster_up",
+        "1 while the link to the fleet's Redis is up",
+        up,
+    );
+    let queued = Gauge::<i64>::default();
+    queued.set(f.link.queued as i64);
+    reg.register(
+        "cluster_queued",
+        "Changes waiting to be published to the fleet",
+        queued,
+    );
+    let shared = Gauge::<i64>::default();
+    shared.set(f.link.shared as i64);
+    reg.register(
+        "cluster_shared_decisions",
+        "Decisions in the fleet's shared set",
+        shared,
+    );
+    let nodes = Gauge::<i64>::default();
+    nodes.set(f.link.nodes.len() as i64);
+    reg.register("cluster_nodes", "Nodes that have sent a heartbeat", nodes);
+    let decisions = Family::<OutcomeLabels, Counter>::default();
+    for (outcome, n) in [
+        ("published", f.counts.published),
+        ("applied", f.counts.applied),
+        ("rejected", f.counts.rejected),
+        ("skipped", f.counts.skipped),
+        ("removed", f.counts.removed),
+        ("dropped", f.counts.dropped),
+    ] {
+        decisions
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            })
+            .inc_by(n);
+    }
+    reg.register(
+        "cluster_decisions",
+        "Fleet decisions by outcome: published by this node, applied here, rejected by the local checks, skipped (not longer than a local entry, expired, origin not applied), removed, dropped from a full queue",
+        decisions,
+    );
+    let resyncs = Counter::<u64>::default();
+    resyncs.inc_by(f.link.resyncs);
+    reg.register(
+        "cluster_resyncs",
+        "Whole-set reads from the fleet's Redis",
+        resyncs,
+    );
+    let resync = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    resync.set(f.link.last_resync.map_or(0.0, |(d, _)| d.as_secs_f64()));
+    reg.register(
+        "cluster_last_resync_seconds",
+        "Duration of the last resync",
+        resync,
+    );
+    reg.register(
+        "cluster_propagation_seconds",
+        "From a decision's making on another node to its application here",
+        f.lag.clone(),
+    );
 }

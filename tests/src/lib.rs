@@ -5,6 +5,7 @@
 //! with the reason.
 
 pub mod daemon;
+pub mod fleet;
 pub mod frames;
 pub mod netns;
 pub mod policy_bench;

@@ -29,6 +29,8 @@ const APT_PACKAGES: &[&str] = &[
     "ipset",
     "iptables",
     "ethtool",
+    // The fleet tests start their own Redis (`tests/tests/fleet_netns.rs`).
+    "redis-server",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -36,6 +36,7 @@ impl From<&Explanation> for IpStatus {
                 syns: x.counters.syns,
                 dropped: x.counters.dropped,
             },
+            node: x.node.clone(),
         }
     }
 }
@@ -110,6 +111,62 @@ impl From<&StatusReport> for Status {
                     count: p.count,
                 })
                 .collect(),
+        }
+    }
+}
+
+impl From<Option<&crate::controller::fleet::Fleet>> for super::types::ClusterView {
+    fn from(f: Option<&crate::controller::fleet::Fleet>) -> Self {
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        match f {
+            None => super::types::ClusterView {
+                enabled: false,
+                node: None,
+                link: "down".into(),
+                since: None,
+                last_error: None,
+                nodes: Vec::new(),
+                shared: 0,
+                queued: 0,
+                last_lag_ms: None,
+                last_resync_ms: None,
+                last_resync_decisions: None,
+                resyncs: 0,
+                published: 0,
+                applied: 0,
+                rejected: 0,
+                skipped: 0,
+                removed: 0,
+                dropped: 0,
+            },
+            Some(f) => super::types::ClusterView {
+                enabled: true,
+                node: Some(f.node.clone()),
+                link: if f.link.up { "up" } else { "down" }.into(),
+                since: (f.link.since != Ts(0)).then(|| f.link.since.rfc3339()),
+                last_error: f.link.last_error.clone(),
+                nodes: f
+                    .link
+                    .nodes
+                    .iter()
+                    .map(|(name, seen)| super::types::ClusterNode {
+                        name: name.clone(),
+                        last_seen: seen.rfc3339(),
+                    })
+                    .collect(),
+                shared: f.link.shared,
+                queued: f.link.queued,
+                last_lag_ms: f.link.last_lag.map(ms),
+                last_resync_ms: f.link.last_resync.map(|(d, _)| ms(d)),
+                last_resync_decisions: f.link.last_resync.map(|(_, n)| n),
+                resyncs: f.link.resyncs,
+                published: f.counts.published,
+                applied: f.counts.applied,
+                rejected: f.counts.rejected,
+                skipped: f.counts.skipped,
+                removed: f.counts.removed,
+                dropped: f.counts.dropped,
+            },
         }
     }
 }

@@ -112,6 +112,7 @@ pub fn router<B: Backend>(state: AppState<B>, max_body: usize) -> Router {
         .route("/lists/{list}/{net}", delete(remove::<B>))
         .route("/report", post(report::<B>))
         .route("/reload", post(reload::<B>))
+        .route("/cluster", get(cluster::<B>))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::<B>));
     let metrics = Router::new().route("/metrics", get(metrics_text::<B>));
     let metrics = if state.metrics_auth {
@@ -417,12 +418,18 @@ async fn status<B: Backend>(
     Ok(axum::Json(types::Status::from(&report)))
 }
 
+async fn cluster<B: Backend>(
+    State(st): State<AppState<B>>,
+) -> Result<axum::Json<types::ClusterView>, AppError> {
+    Ok(axum::Json(types::ClusterView::from(st.lock()?.fleet())))
+}
+
 async fn metrics_text<B: Backend>(State(st): State<AppState<B>>) -> Result<Response, AppError> {
-    let (report, kept) = {
+    let text = {
         let ctl = st.lock()?;
-        (ctl.status(Now::read())?, ctl.telemetry().clone())
+        let report = ctl.status(Now::read())?;
+        metrics::render(&report, ctl.telemetry(), ctl.fleet())
     };
-    let text = metrics::render(&report, &kept);
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -103,6 +103,47 @@ pub struct IpStatus {
     /// Seconds until `expires`.
     pub retry_after: Option<u64>,
     pub counters: IpCounters,
+    /// The fleet node that made the deciding entry (`[cluster]` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// `GET /v1/cluster`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// Whether `[cluster]` is configured; the rest is empty when it is not.
+    pub enabled: bool,
+    pub node: Option<String>,
+    /// `up` or `down`.
+    pub link: String,
+    /// RFC 3339: since when the link is in this state.
+    pub since: Option<String>,
+    pub last_error: Option<String>,
+    /// Nodes seen, with their last heartbeat (RFC 3339).
+    pub nodes: Vec<ClusterNode>,
+    /// Decisions in the fleet's shared set.
+    pub shared: u64,
+    /// Changes waiting to be published.
+    pub queued: u64,
+    /// Milliseconds from the last applied decision's making to its application here.
+    pub last_lag_ms: Option<u64>,
+    /// The last resync: how long it took and how many decisions it read.
+    pub last_resync_ms: Option<u64>,
+    pub last_resync_decisions: Option<u64>,
+    pub resyncs: u64,
+    pub published: u64,
+    pub applied: u64,
+    pub rejected: u64,
+    pub skipped: u64,
+    pub removed: u64,
+    pub dropped: u64,
+}
+
+/// One node in [`ClusterView`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterNode {
+    pub name: String,
+    pub last_seen: String,
 }
 
 /// One entry of `GET /v1/lists/{list}`.

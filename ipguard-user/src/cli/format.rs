@@ -4,7 +4,8 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use crate::{
     api::types::{
-        AddResponse, IpStatus, ListPage, RemoveResponse, ReportResponse, Status, Traffic,
+        AddResponse, ClusterView, IpStatus, ListPage, RemoveResponse, ReportResponse, Status,
+        Traffic,
     },
     model::ListKind,
 };
@@ -111,7 +112,17 @@ pub(super) fn ip_status_rows(status: &IpStatus) -> Vec<(&'static str, String)> {
         ("list", or_dash(status.list.as_deref())),
         ("prefix", or_dash(status.prefix.as_deref())),
         ("reason", or_dash(status.reason.as_deref())),
-        ("source", or_dash(status.source.as_deref())),
+        (
+            "source",
+            match &status.node {
+                Some(node) => format!(
+                    "{} (node {})",
+                    or_dash(status.source.as_deref()),
+                    clean(node)
+                ),
+                None => or_dash(status.source.as_deref()),
+            },
+        ),
         ("strikes", status.strikes.to_string()),
         ("expires", expires),
         (
@@ -278,4 +289,57 @@ pub fn format_add(list: ListKind, answer: &AddResponse) -> String {
 /// `ipguard remove`: the entry that is gone.
 pub fn format_remove(list: ListKind, answer: &RemoveResponse) -> String {
     format!("{list}: removed {}\n", clean(&answer.removed))
+}
+
+/// `ipguard cluster`: the fleet link and what it shared.
+pub fn format_cluster(c: &ClusterView) -> String {
+    if !c.enabled {
+        return "not in a fleet (no [cluster] in the config)\n".to_owned();
+    }
+    let mut rows = vec![
+        ("node", or_dash(c.node.as_deref())),
+        (
+            "link",
+            format!("{} since {}", clean(&c.link), or_dash(c.since.as_deref())),
+        ),
+    ];
+    if let Some(e) = &c.last_error {
+        rows.push(("last error", clean(e)));
+    }
+    rows.extend([
+        ("shared decisions", c.shared.to_string()),
+        ("queued", c.queued.to_string()),
+        (
+            "last lag",
+            c.last_lag_ms
+                .map_or_else(|| "-".to_owned(), |ms| format!("{ms} ms")),
+        ),
+        (
+            "last resync",
+            match (c.last_resync_ms, c.last_resync_decisions) {
+                (Some(ms), Some(n)) => format!("{n} decisions in {ms} ms ({} resyncs)", c.resyncs),
+                _ => "-".to_owned(),
+            },
+        ),
+        (
+            "published/applied",
+            format!("{} / {}", c.published, c.applied),
+        ),
+        (
+            "rejected/skipped",
+            format!("{} / {}", c.rejected, c.skipped),
+        ),
+        ("removed", c.removed.to_string()),
+    ]);
+    let mut out = key_values(&rows);
+    let nodes: Vec<Vec<String>> = c
+        .nodes
+        .iter()
+        .map(|n| vec![clean(&n.name), clean(&n.last_seen)])
+        .collect();
+    if !nodes.is_empty() {
+        out.push('\n');
+        out.push_str(&table(&["NODE", "LAST SEEN"], &[], &nodes));
+    }
+    out
 }

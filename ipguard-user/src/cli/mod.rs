@@ -24,8 +24,8 @@ mod format;
 pub use self::{client::*, format::*};
 use crate::{
     api::types::{
-        AddEntry, AddRequest, AddResponse, IpStatus, ListPage, RemoveResponse, ReportRequest,
-        ReportResponse, Status, MAX_PAGE,
+        AddEntry, AddRequest, AddResponse, ClusterView, IpStatus, ListPage, RemoveResponse,
+        ReportRequest, ReportResponse, Status, MAX_PAGE,
     },
     duration::{parse_lifetime, DurationError},
     model::ListKind,
@@ -111,6 +111,11 @@ pub enum ClientCommand {
         #[command(flatten)]
         api: ApiOpts,
     },
+    /// Show the fleet link (`[cluster]`): its state, the nodes seen, what was shared.
+    Cluster {
+        #[command(flatten)]
+        api: ApiOpts,
+    },
     /// Report an abusive address; enough reports within the window ban it.
     Report {
         /// The address to report (IPv4 or IPv6).
@@ -131,7 +136,8 @@ impl ClientCommand {
             | ClientCommand::List { api, .. }
             | ClientCommand::Add { api, .. }
             | ClientCommand::Remove { api, .. }
-            | ClientCommand::Report { api, .. } => api,
+            | ClientCommand::Report { api, .. }
+            | ClientCommand::Cluster { api } => api,
         }
     }
 }
@@ -231,6 +237,14 @@ pub fn execute(command: &ClientCommand, client: &Client) -> Result<String, Clien
                     *list,
                     &client.fetch::<RemoveResponse>(&call)?,
                 ))
+            }
+        }
+        ClientCommand::Cluster { .. } => {
+            let call = Call::get("/v1/cluster".to_owned());
+            if json {
+                Ok(json_line(client.send(&call)?))
+            } else {
+                Ok(format_cluster(&client.fetch::<ClusterView>(&call)?))
             }
         }
         ClientCommand::Report { ip, reason, .. } => {

@@ -367,6 +367,7 @@ fn sample_ip_status() -> IpStatus {
             syns: 0,
             dropped: 12,
         },
+        node: None,
     }
 }
 
@@ -406,6 +407,7 @@ fn formats_unlisted_and_expiring_ip_status() {
             syns: 1,
             dropped: 0,
         },
+        node: None,
     };
     assert_eq!(
         format_ip_status(&unlisted),
@@ -1399,4 +1401,57 @@ fn openapi_schemas_match_the_types() {
             assert_eq!(nullable, null_in_empty, "{name}.{field}: nullable");
         }
     }
+}
+
+#[test]
+fn formats_the_fleet_and_a_fleet_decision() {
+    use crate::api::types::{ClusterNode, ClusterView};
+    let mut x = sample_ip_status();
+    x.source = Some("cluster".into());
+    x.node = Some("web-2".into());
+    assert!(
+        format_ip_status(&x).contains("source    cluster (node web-2)"),
+        "{}",
+        format_ip_status(&x)
+    );
+    let view = ClusterView {
+        enabled: true,
+        node: Some("web-1".into()),
+        link: "up".into(),
+        since: Some("2026-12-06T20:00:00.000Z".into()),
+        last_error: None,
+        nodes: vec![ClusterNode {
+            name: "web-2".into(),
+            last_seen: "2026-12-06T20:00:01.000Z".into(),
+        }],
+        shared: 3,
+        queued: 0,
+        last_lag_ms: Some(2),
+        last_resync_ms: Some(5),
+        last_resync_decisions: Some(3),
+        resyncs: 1,
+        published: 4,
+        applied: 2,
+        rejected: 1,
+        skipped: 0,
+        removed: 0,
+        dropped: 0,
+    };
+    let text = format_cluster(&view);
+    assert!(
+        text.contains("link               up since 2026-12-06T20:00:00.000Z"),
+        "{text}"
+    );
+    assert!(
+        text.contains("last resync        3 decisions in 5 ms (1 resyncs)"),
+        "{text}"
+    );
+    assert!(text.contains("web-2  2026-12-06T20:00:01.000Z"), "{text}");
+    assert_eq!(
+        format_cluster(&ClusterView {
+            enabled: false,
+            ..view
+        }),
+        "not in a fleet (no [cluster] in the config)\n"
+    );
 }

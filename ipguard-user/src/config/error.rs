@@ -231,6 +231,14 @@ pub enum ConfigError {
         /// What is wrong, as a predicate: "is not an absolute path".
         problem: &'static str,
     },
+    /// A value its key does not take, with the reason (e.g. `[cluster]` settings).
+    #[error("{origin}:{at}: {key}: {problem}")]
+    Invalid {
+        origin: String,
+        at: Position,
+        key: String,
+        problem: String,
+    },
     /// A `[[rules]]` source is neither an address, a network nor a hostname.
     #[error("{origin}:{at}: {key}: {error}")]
     RuleSource {

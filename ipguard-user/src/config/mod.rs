@@ -129,6 +129,11 @@ impl Config {
                 )?)
                 .unwrap_or(0),
             },
+            cluster: raw
+                .cluster
+                .as_ref()
+                .map(|c| source.cluster(c))
+                .transpose()?,
         })
     }
 }

@@ -36,6 +36,18 @@ pub(super) struct RawConfig {
     pub(super) protect: RawProtect,
     #[serde(default)]
     pub(super) flood: RawFlood,
+    pub(super) cluster: Option<Spanned<RawCluster>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "the [cluster] table")]
+pub(super) struct RawCluster {
+    pub(super) redis: Option<Spanned<String>>,
+    pub(super) password_file: Option<Spanned<String>>,
+    pub(super) node: Option<Spanned<String>>,
+    pub(super) prefix: Option<Spanned<String>>,
+    pub(super) share: Option<Vec<Spanned<String>>>,
+    pub(super) apply: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize, Default)]

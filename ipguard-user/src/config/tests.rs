@@ -525,7 +525,7 @@ fn unknown_field_is_an_error_at_the_key() {
     let text = "interface = \"eth0\"\nxdp_mode = \"auto\"\nwhitelsit = []\n";
     assert_eq!(
         error(text),
-        "ipguard.toml:3:1: unknown field `whitelsit`, expected one of `interface`, `xdp_mode`, `accumulate`, `rules_refresh`, `lists`, `maps`, `rate_limit`, `escalation`, `report`, `rules`, `api`, `log`, `state`, `protect`, `flood`"
+        "ipguard.toml:3:1: unknown field `whitelsit`, expected one of `interface`, `xdp_mode`, `accumulate`, `rules_refresh`, `lists`, `maps`, `rate_limit`, `escalation`, `report`, `rules`, `api`, `log`, `state`, `protect`, `flood`, `cluster`"
     );
     assert_eq!(
         error("[lists]\nblacklist = []\nwhitelsit = []\n"),
@@ -1647,4 +1647,54 @@ fn flood_budget_is_off_by_default_and_bounded() {
         "ipguard.toml:2:20: flood.unknown_syn_rate: must be between 0 and 100000000, got -1"
     );
     assert!(error("[flood]\nunknown_syn = 5\n").contains("unknown field `unknown_syn`"));
+}
+
+#[test]
+fn cluster_is_off_by_default_and_checked_with_its_place() {
+    assert_eq!(Config::parse("", "ipguard.toml").unwrap().cluster, None);
+    let c = Config::parse(
+        "[cluster]\nredis = \"redis://198.18.0.1:6379/2\"\nnode = \"web-1\"\nshare = [\"policy\", \"manual\", \"policy\"]\n",
+        "ipguard.toml",
+    )
+    .unwrap()
+    .cluster
+    .unwrap();
+    assert_eq!(c.node, "web-1");
+    assert_eq!(c.prefix, "ipguard");
+    assert_eq!(c.share, [SharedOrigin::Manual, SharedOrigin::Policy]);
+    assert_eq!(c.apply, SharedOrigin::ALL);
+    assert!(c.password_file.is_none());
+    for (text, expected) in [
+        (
+            "[cluster]\nnode = \"a\"\n",
+            "ipguard.toml:1:1: cluster: missing field `redis`",
+        ),
+        (
+            "[cluster]\nredis = \"rediss://h:6379\"\n",
+            "ipguard.toml:2:9: cluster.redis: rediss:// (TLS) is not supported by this build",
+        ),
+        (
+            "[cluster]\nredis = \"http://h\"\n",
+            "ipguard.toml:2:9: cluster.redis: \"http://h\" is not a redis:// URL",
+        ),
+        (
+            "[cluster]\nredis = \"redis://:secret@h:6379\"\n",
+            "ipguard.toml:2:9: cluster.redis: do not put the password in the URL",
+        ),
+        (
+            "[cluster]\nredis = \"redis://h\"\nnode = \"a b\"\n",
+            "ipguard.toml:3:8: cluster.node: \"a b\" may hold only letters, digits",
+        ),
+        (
+            "[cluster]\nredis = \"redis://h\"\napply = [\"manual\", \"config\"]\n",
+            "ipguard.toml:3:20: cluster.apply[1]: unknown variant `config`",
+        ),
+        (
+            "[cluster]\nredis = \"redis://h\"\npassword_file = \"pw\"\n",
+            "ipguard.toml:3:17: cluster.password_file: \"pw\" is not an absolute path",
+        ),
+    ] {
+        let e = error(text);
+        assert!(e.starts_with(expected), "{text}: {e}");
+    }
 }

@@ -441,6 +441,61 @@ pub struct Config {
     pub protect: ProtectConfig,
     /// The `[flood]` section.
     pub flood: FloodSettings,
+    /// The `[cluster]` section; `None`: this node shares nothing.
+    pub cluster: Option<ClusterConfig>,
+}
+
+named_enum! {
+    /// Which kind of decision a node shares with its fleet, or accepts from it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum SharedOrigin {
+        /// An operator's, through the API or the CLI.
+        Manual = "manual",
+        /// A rate rule's.
+        Policy = "policy",
+        /// The protected application's reports.
+        Report = "report",
+        /// A blocklist feed's.
+        Feed = "feed",
+    }
+}
+
+/// The `[cluster]` section: decisions shared with other nodes through one Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `redis://[user@]host[:port][/db]`, validated (the password goes in `password_file`).
+    pub redis: String,
+    /// A file whose first line is the Redis password (AUTH).
+    pub password_file: Option<PathBuf>,
+    /// This node's name in the fleet (default: the host name).
+    pub node: String,
+    /// Key namespace in Redis, so that several fleets can share one server.
+    pub prefix: String,
+    /// Origins this node publishes (all by default).
+    pub share: Vec<SharedOrigin>,
+    /// Origins this node accepts from others (all by default).
+    pub apply: Vec<SharedOrigin>,
+}
+
+/// Default `[cluster] prefix`.
+pub const DEFAULT_CLUSTER_PREFIX: &str = "ipguard";
+
+/// Why `name` cannot name a node or a key prefix: 1 to 64 bytes of letters, digits, `.`,
+/// `_`, `-` (they are written into Redis keys and shown in logs).
+pub fn cluster_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("must not be empty")
+    } else if name.len() > 64 {
+        Some("must be at most 64 bytes")
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        Some("may hold only letters, digits, `.`, `_` and `-`")
+    } else {
+        None
+    }
 }
 
 /// The `[flood]` section: defences that do not wait for a source to be banned.
@@ -473,6 +528,7 @@ impl Default for Config {
             state: StateConfig::default(),
             protect: ProtectConfig::default(),
             flood: FloodSettings::default(),
+            cluster: None,
         }
     }
 }

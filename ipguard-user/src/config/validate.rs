@@ -584,6 +584,109 @@ impl Source<'_> {
     }
 }
 
+impl Source<'_> {
+    fn invalid<T>(&self, raw: &Spanned<T>, key: &str, problem: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            origin: self.origin.to_owned(),
+            at: self.at(raw),
+            key: key.to_owned(),
+            problem: problem.into(),
+        }
+    }
+
+    /// `[cluster]`: the Redis URL is required; node and prefix are checked names.
+    pub(super) fn cluster(&self, raw: &Spanned<RawCluster>) -> Result<ClusterConfig, ConfigError> {
+        let c = raw.get_ref();
+        let Some(redis) = &c.redis else {
+            return Err(ConfigError::MissingField {
+                origin: self.origin.to_owned(),
+                at: self.at(raw),
+                key: "cluster".into(),
+                field: "redis",
+            });
+        };
+        if let Some(problem) = redis_url_problem(redis.get_ref()) {
+            return Err(self.invalid(redis, "cluster.redis", problem));
+        }
+        let name = |key: &str, raw: &Option<Spanned<String>>, default: String| match raw {
+            None => Ok(default),
+            Some(v) => match cluster_name_problem(v.get_ref()) {
+                None => Ok(v.get_ref().clone()),
+                Some(p) => Err(self.invalid(
+                    v,
+                    key,
+                    format!("{:?} {p}", crate::model::excerpt(v.get_ref())),
+                )),
+            },
+        };
+        let origins = |key: &str, raw: &Option<Vec<Spanned<String>>>| match raw {
+            None => Ok(SharedOrigin::ALL.to_vec()),
+            Some(list) => {
+                let mut out = Vec::new();
+                for (i, v) in list.iter().enumerate() {
+                    let o = v.get_ref().parse::<SharedOrigin>().map_err(|error| {
+                        ConfigError::UnknownVariant {
+                            origin: self.origin.to_owned(),
+                            at: self.at(v),
+                            key: format!("{key}[{i}]"),
+                            error,
+                        }
+                    })?;
+                    if !out.contains(&o) {
+                        out.push(o);
+                    }
+                }
+                out.sort();
+                Ok(out)
+            }
+        };
+        Ok(ClusterConfig {
+            redis: redis.get_ref().clone(),
+            password_file: self.path("cluster.password_file", &c.password_file, PathKind::File)?,
+            node: name("cluster.node", &c.node, default_node_name())?,
+            prefix: name(
+                "cluster.prefix",
+                &c.prefix,
+                DEFAULT_CLUSTER_PREFIX.to_owned(),
+            )?,
+            share: origins("cluster.share", &c.share)?,
+            apply: origins("cluster.apply", &c.apply)?,
+        })
+    }
+}
+
+/// Why `url` is not a Redis URL this build can use, if it is not.
+pub fn redis_url_problem(url: &str) -> Option<String> {
+    use redis::IntoConnectionInfo as _;
+    if url.starts_with("rediss://") {
+        return Some(
+            "rediss:// (TLS) is not supported by this build: reach Redis over a private network or a local TLS tunnel, and use redis://".into(),
+        );
+    }
+    if !url.starts_with("redis://") {
+        return Some(format!(
+            "{:?} is not a redis:// URL (e.g. \"redis://127.0.0.1:6379/0\")",
+            crate::model::excerpt(url)
+        ));
+    }
+    match url.into_connection_info() {
+        Err(e) => Some(format!("{:?} is not a valid Redis URL: {e}", crate::model::excerpt(url))),
+        Ok(info) if info.redis_settings().password().is_some() => Some(
+            "do not put the password in the URL (it would show in logs and status): use cluster.password_file".into(),
+        ),
+        Ok(_) => None,
+    }
+}
+
+/// This host's name, as a valid node name (`node` if it cannot be read or used).
+fn default_node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| cluster_name_problem(h).is_none())
+        .unwrap_or_else(|| "node".to_owned())
+}
+
 /// The unsigned integer types config values are read into.
 trait Bounded: Sized {
     const MAX: Self;

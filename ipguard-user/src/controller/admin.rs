@@ -105,6 +105,7 @@ impl<B: Backend> Controller<B> {
                 config.state.dir != old.state.dir || config.state.pin_dir != old.state.pin_dir,
             ),
             ("log", config.log != old.log),
+            ("cluster", config.cluster != old.cluster),
         ]
         .into_iter()
         .filter_map(|(key, changed)| changed.then_some(key))

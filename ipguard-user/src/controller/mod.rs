@@ -8,6 +8,7 @@
 
 mod admin;
 mod events;
+pub mod fleet;
 mod health;
 mod protect;
 mod telemetry;
@@ -129,6 +130,8 @@ pub struct Controller<B: Backend> {
     snapshot_owed: bool,
     /// Sources near a rate limit, read again when their window closes.
     rechecks: window::Rechecks,
+    /// The fleet this node shares decisions with, if any.
+    fleet: Option<fleet::Fleet>,
 }
 
 /// Sources near a limit the controller keeps to read again (about 100 bytes each).
@@ -197,6 +200,7 @@ impl<B: Backend> Controller<B> {
                 health: Health::default(),
                 snapshot_owed: false,
                 rechecks: window::Rechecks::new(MAX_RECHECKS),
+                fleet: None,
             },
             drift,
         ))
@@ -246,6 +250,7 @@ impl<B: Backend> Controller<B> {
         }
         self.policy.commit();
         self.record(&change.commands, by, why);
+        self.note_fleet(&change.commands, by, why, now);
         Ok(())
     }
 

@@ -406,3 +406,229 @@ window = "1s"
         assert!(!run(100, 2, 100, &cpu_of, &[true]));
     }
 }
+
+mod fleet {
+    use super::*;
+    use crate::{
+        cluster::wire::{Decision, SharedOp},
+        config::SharedOrigin,
+    };
+
+    fn member(apply: &str) -> Controller<MemoryBackend> {
+        let text = format!(
+            "{CONFIG}\n[protect]\nnetworks = [\"198.51.100.128/25\"]\n[cluster]\nredis = \"redis://127.0.0.1:6379/0\"\nnode = \"b\"\n{apply}"
+        );
+        let mut c = controller(&text);
+        let cluster = Config::parse(&text, "t.toml").unwrap().cluster.unwrap();
+        c.join_fleet(&cluster);
+        c
+    }
+
+    fn shared(n: &str, list: ListKind, until: Option<u64>, origin: SharedOrigin) -> Decision {
+        Decision {
+            net: net(n),
+            list,
+            until: until.map(|s| at(s).wall),
+            origin,
+            reason: "shared".into(),
+            node: "a".into(),
+            at: at(0).wall,
+        }
+    }
+
+    #[test]
+    fn decisions_of_the_fleet_apply_under_the_local_checks() {
+        let mut c = member("");
+        let ds = [
+            shared(
+                "198.51.100.7/32",
+                ListKind::Blacklist,
+                Some(60),
+                SharedOrigin::Manual,
+            ),
+            // Protected, whitelisted, too broad: refused.
+            shared(
+                "198.51.100.200/32",
+                ListKind::Blacklist,
+                None,
+                SharedOrigin::Policy,
+            ),
+            shared(
+                "10.1.2.3/32",
+                ListKind::Graylist,
+                None,
+                SharedOrigin::Manual,
+            ),
+            shared("0.0.0.0/0", ListKind::Blacklist, None, SharedOrigin::Manual),
+            // Covers the whitelisted 10.0.0.0/8.
+            shared("8.0.0.0/5", ListKind::Blacklist, None, SharedOrigin::Manual),
+            // Already expired: skipped.
+            shared(
+                "198.51.100.9/32",
+                ListKind::Blacklist,
+                Some(0),
+                SharedOrigin::Manual,
+            ),
+        ];
+        assert_eq!(c.apply_shared(&ds, at(1)).unwrap(), 1);
+        assert_eq!(code(&c, "198.51.100.7"), LIST_BLACKLIST);
+        for addr in ["198.51.100.200", "10.1.2.3", "8.8.8.8", "198.51.100.9"] {
+            assert_ne!(code(&c, addr), LIST_BLACKLIST, "{addr}");
+        }
+        let f = c.fleet().unwrap();
+        assert_eq!(
+            (f.counts.applied, f.counts.rejected, f.counts.skipped),
+            (1, 4, 1)
+        );
+        let x = c.explain(ip("198.51.100.7"), at(2)).unwrap();
+        assert_eq!(x.node.as_deref(), Some("a"));
+        assert_eq!(x.decided_by, Some(view::DecidedBy::Entry(Origin::Cluster)));
+        assert_eq!(x.expires, Some(at(60).wall));
+        // Applied decisions are not sent back.
+        assert!(c.take_outgoing().is_empty());
+    }
+
+    #[test]
+    fn a_shared_ban_never_shortens_a_local_one() {
+        let mut c = member("");
+        c.add_entries(
+            ListKind::Blacklist,
+            &hosts(&["198.51.100.7/32"], Some(Duration::from_secs(600))),
+            Origin::Api,
+            "api:test",
+            false,
+            at(0),
+        )
+        .unwrap();
+        let ours = c.take_outgoing();
+        assert!(
+            matches!(&ours[..], [SharedOp::Put(d)] if d.node == "b" && d.origin == SharedOrigin::Manual && d.until == Some(at(600).wall))
+        );
+        c.apply_shared(
+            &[shared(
+                "198.51.100.7/32",
+                ListKind::Blacklist,
+                Some(60),
+                SharedOrigin::Manual,
+            )],
+            at(1),
+        )
+        .unwrap();
+        let e = c
+            .policy()
+            .engine()
+            .entry(ListKind::Blacklist, net("198.51.100.7/32"))
+            .unwrap();
+        assert_eq!((e.origin, e.until), (Origin::Api, Some(at(600).wall)));
+        // A longer one replaces it.
+        c.apply_shared(
+            &[shared(
+                "198.51.100.7/32",
+                ListKind::Blacklist,
+                None,
+                SharedOrigin::Manual,
+            )],
+            at(2),
+        )
+        .unwrap();
+        let e = c
+            .policy()
+            .engine()
+            .entry(ListKind::Blacklist, net("198.51.100.7/32"))
+            .unwrap();
+        assert_eq!((e.origin, e.until), (Origin::Cluster, None));
+    }
+
+    #[test]
+    fn only_the_origins_applied_apply_and_removals_follow() {
+        let mut c = member("apply = [\"manual\"]\nshare = [\"policy\"]\n");
+        let ds = [
+            shared(
+                "198.51.100.7/32",
+                ListKind::Blacklist,
+                None,
+                SharedOrigin::Manual,
+            ),
+            shared(
+                "198.51.100.8/32",
+                ListKind::Blacklist,
+                None,
+                SharedOrigin::Report,
+            ),
+        ];
+        assert_eq!(c.apply_shared(&ds, at(1)).unwrap(), 1);
+        assert_eq!(code(&c, "198.51.100.8"), LIST_NONE);
+        // This node shares policy bans only: an API ban stays local.
+        c.add_entries(
+            ListKind::Graylist,
+            &hosts(&["198.51.100.9/32"], None),
+            Origin::Api,
+            "api:t",
+            false,
+            at(1),
+        )
+        .unwrap();
+        assert!(c.take_outgoing().is_empty());
+        // A removal by another node lifts a fleet decision, not a config entry.
+        assert!(c
+            .remove_shared(
+                ListKind::Blacklist,
+                net("198.51.100.7/32"),
+                "a",
+                at(2).wall,
+                at(2)
+            )
+            .unwrap());
+        assert_eq!(code(&c, "198.51.100.7"), LIST_NONE);
+        assert!(!c
+            .remove_shared(
+                ListKind::Blacklist,
+                net("203.0.113.0/24"),
+                "a",
+                at(2).wall,
+                at(2)
+            )
+            .unwrap());
+        assert_eq!(code(&c, "203.0.113.1"), LIST_BLACKLIST);
+        assert!(
+            c.take_outgoing().is_empty(),
+            "a removal from the fleet is not sent back"
+        );
+    }
+
+    #[test]
+    fn a_resync_republishes_what_the_set_lost_and_drops_what_was_removed() {
+        let mut c = member("");
+        c.add_entries(
+            ListKind::Blacklist,
+            &hosts(&["198.51.100.7/32", "198.51.100.8/32"], None),
+            Origin::Api,
+            "api:t",
+            false,
+            at(0),
+        )
+        .unwrap();
+        c.take_outgoing();
+        c.apply_shared(
+            &[shared(
+                "198.51.100.20/32",
+                ListKind::Blacklist,
+                None,
+                SharedOrigin::Manual,
+            )],
+            at(0),
+        )
+        .unwrap();
+        // The set is empty (Redis restarted); .8 was removed by another node meanwhile.
+        let removed = [("blacklist 198.51.100.8/32".to_owned(), at(5).wall)].into();
+        let again = c.resync_shared(&[], &removed, at(6)).unwrap();
+        let mut nets: Vec<String> = again
+            .iter()
+            .map(|d| format!("{} {}", d.net, d.node))
+            .collect();
+        nets.sort();
+        assert_eq!(nets, ["198.51.100.20/32 a", "198.51.100.7/32 b"]);
+        assert_eq!(code(&c, "198.51.100.8"), LIST_NONE);
+        assert_eq!(code(&c, "198.51.100.7"), LIST_BLACKLIST);
+    }
+}

@@ -57,6 +57,9 @@ pub struct Explanation {
     pub retry_after: Option<Duration>,
     /// The source's counters, summed over CPUs.
     pub counters: SourceCounters,
+    /// The fleet node that made the deciding entry (this node's own name for its own
+    /// entries), when this node is in a fleet.
+    pub node: Option<String>,
 }
 
 /// One page of a list, ordered by prefix.
@@ -110,6 +113,7 @@ impl<B: Backend> Controller<B> {
             expires: None,
             retry_after: None,
             counters: self.backend.source(ip)?.unwrap_or_default(),
+            node: None,
         };
         let Some((prefix, decided)) = self.policy.decide(ip) else {
             return Ok(x);
@@ -123,6 +127,12 @@ impl<B: Backend> Controller<B> {
                 if let Some(e) = list.and_then(|l| engine.entry(l, prefix)) {
                     x.reason = Some(e.reason.clone());
                     x.decided_by = Some(DecidedBy::Entry(e.origin));
+                    x.node =
+                        self.fleet()
+                            .map(|f| match list.and_then(|l| self.remote(l, prefix)) {
+                                Some(r) => r.node.clone(),
+                                None => f.node.clone(),
+                            });
                     x.expires = e.until;
                     x.retry_after = e.until.map(|u| u.since(now.wall));
                 }

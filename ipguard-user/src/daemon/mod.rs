@@ -129,6 +129,27 @@ pub fn check_api(config: &Config) -> anyhow::Result<Option<String>> {
     Ok(token)
 }
 
+/// Reads `[cluster] password_file` (its first line), checked by `check-config` too.
+pub fn check_cluster(config: &Config) -> anyhow::Result<Option<String>> {
+    let Some(path) = config
+        .cluster
+        .as_ref()
+        .and_then(|c| c.password_file.as_deref())
+    else {
+        return Ok(None);
+    };
+    let text = crate::config::read_bounded_file(path, 64 << 10)
+        .with_context(|| format!("cluster.password_file {}", path.display()))?;
+    let password = text.lines().next().unwrap_or("").trim().to_owned();
+    if password.is_empty() {
+        bail!(
+            "cluster.password_file {}: the first line is empty",
+            path.display()
+        );
+    }
+    Ok(Some(password))
+}
+
 /// Where the daemon records which interface and mode its pinned link is on: an adopted
 /// link does not tell.
 fn attachment_file(config: &Config) -> PathBuf {
@@ -179,6 +200,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> anyhow::Result<()> 
     };
     preflight(&interface)?;
     let token = check_api(&config)?;
+    let redis_password = check_cluster(&config)?;
     crate::api::serve::raise_fd_limit();
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
@@ -315,6 +337,23 @@ pub async fn run(config_path: &Path, options: RunOptions) -> anyhow::Result<()> 
         "ipguard is filtering"
     );
 
+    // The fleet's link: its own task; it never stops the daemon.
+    let fleet = config.cluster.clone().map(|cluster| {
+        let wake = locked(&ctl).join_fleet(&cluster);
+        tracing::info!(
+            redis = cluster.redis,
+            node = cluster.node,
+            prefix = cluster.prefix,
+            "joining the fleet"
+        );
+        tokio::spawn(crate::cluster::run(
+            ctl.clone(),
+            cluster,
+            redis_password,
+            config.state.dir.clone(),
+            wake,
+        ))
+    });
     let looped = event_loop::EventLoop::new(
         ctl.clone(),
         config,
@@ -325,6 +364,9 @@ pub async fn run(config_path: &Path, options: RunOptions) -> anyhow::Result<()> 
         interface.clone(),
     );
     let (which, config, mut program) = looped.run(listener, token).await?;
+    if let Some(task) = fleet {
+        task.abort();
+    }
     // The config as last reloaded: an upgrade can set keep_attached with a SIGHUP.
     let keep_attached = options.keep_attached || config.state.keep_attached;
     let mut c = locked(&ctl);

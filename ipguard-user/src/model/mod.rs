@@ -17,7 +17,8 @@ pub use time::{Now, Ts};
 
 named_enum! {
     /// One of the three lists an operator manages.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
     pub enum ListKind {
         Whitelist = "whitelist",
         Graylist = "graylist",
@@ -76,6 +77,8 @@ named_enum! {
         RateLimit = "rate_limit",
         /// Reports from the protected application.
         Report = "report",
+        /// Another node of the fleet (`[cluster]`): the decision names its node.
+        Cluster = "cluster",
     }
 }
 

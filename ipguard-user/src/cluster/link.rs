@@ -1,0 +1,532 @@
+//! The task that keeps this node and Redis in step: connect, publish what is queued,
+//! resync, then follow the change stream and publish new changes as they come, until the
+//! connection fails; then the same again, with backoff. It never stops the daemon.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use redis::{aio::MultiplexedConnection, streams::StreamReadReply, AsyncConnectionConfig};
+use tokio::sync::{mpsc, Notify};
+
+use super::{
+    outbox::Outbox,
+    wire::{self, Decision, SharedOp},
+};
+use crate::{
+    config::ClusterConfig,
+    controller::Controller,
+    dataplane::Backend,
+    model::{Now, Ts},
+};
+
+/// Changes kept in the stream; a node away for longer resyncs from the hash anyway.
+const STREAM_MAXLEN: u64 = 100_000;
+/// How long a removal is remembered for nodes that were away.
+const TOMBSTONE_TTL: Duration = Duration::from_secs(7 * 86_400);
+/// Heartbeat, expiry cleanup and counts.
+const UPKEEP: Duration = Duration::from_secs(2);
+/// Stream entries read per call.
+const READ_COUNT: usize = 1000;
+/// How long one stream read waits for news.
+const READ_BLOCK: Duration = Duration::from_secs(1);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The Redis keys of one fleet.
+#[derive(Clone)]
+struct Keys {
+    decisions: String,
+    expiry: String,
+    removed: String,
+    changes: String,
+    nodes: String,
+}
+
+impl Keys {
+    fn new(prefix: &str) -> Self {
+        Self {
+            decisions: format!("{prefix}:decisions"),
+            expiry: format!("{prefix}:expiry"),
+            removed: format!("{prefix}:removed"),
+            changes: format!("{prefix}:changes"),
+            nodes: format!("{prefix}:nodes"),
+        }
+    }
+}
+
+type Ctl<B> = Arc<Mutex<Controller<B>>>;
+
+fn lock<B: Backend>(ctl: &Ctl<B>) -> MutexGuard<'_, Controller<B>> {
+    ctl.lock().unwrap_or_else(|p| {
+        ctl.clear_poison();
+        p.into_inner()
+    })
+}
+
+/// Runs the link until the task is aborted. `password`: the content of
+/// `password_file`'s first line.
+pub async fn run<B: Backend>(
+    ctl: Ctl<B>,
+    config: ClusterConfig,
+    password: Option<String>,
+    state_dir: PathBuf,
+    wake: Arc<Notify>,
+) {
+    let keys = Keys::new(&config.prefix);
+    let mut outbox = Outbox::open(&state_dir);
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match session(
+            &ctl,
+            &config,
+            password.as_deref(),
+            &keys,
+            &mut outbox,
+            &wake,
+        )
+        .await
+        {
+            Ok(()) => {}
+            Err(e) => {
+                let why = e.to_string();
+                let was_up = lock(&ctl).fleet().is_some_and(|f| f.link.up);
+                if was_up {
+                    tracing::warn!(
+                        error = why,
+                        redis = config.redis,
+                        "lost the fleet's Redis; filtering goes on, changes are queued"
+                    );
+                    backoff = Duration::from_millis(200);
+                } else {
+                    tracing::debug!(error = why, "cannot reach the fleet's Redis");
+                }
+                let queued = outbox.ops.len() as u64;
+                lock(&ctl).set_link(|l| {
+                    if l.up || l.since == Ts(0) {
+                        l.since = Ts::wall_now();
+                    }
+                    l.up = false;
+                    l.last_error = Some(why);
+                    l.queued = queued;
+                });
+            }
+        }
+        // Away: keep taking what the controller queues (persisted) while waiting.
+        let until = Instant::now() + backoff;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(left) => {}
+                () = wake.notified() => {}
+            }
+            let taken = lock(&ctl).take_outgoing();
+            outbox.push(taken, true);
+            let queued = outbox.ops.len() as u64;
+            lock(&ctl).set_link(|l| l.queued = queued);
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn connect(
+    config: &ClusterConfig,
+    password: Option<&str>,
+    response_timeout: Option<Duration>,
+) -> redis::RedisResult<MultiplexedConnection> {
+    use redis::IntoConnectionInfo as _;
+    let mut info = config.redis.as_str().into_connection_info()?;
+    if let Some(p) = password {
+        let settings = info.redis_settings().clone().set_password(p);
+        info = info.set_redis_settings(settings);
+    }
+    let client = redis::Client::open(info)?;
+    client
+        .get_multiplexed_async_connection_with_config(
+            &AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_response_timeout(response_timeout),
+        )
+        .await
+}
+
+/// One connected stretch: returns the error that ended it.
+async fn session<B: Backend>(
+    ctl: &Ctl<B>,
+    config: &ClusterConfig,
+    password: Option<&str>,
+    keys: &Keys,
+    outbox: &mut Outbox,
+    wake: &Notify,
+) -> redis::RedisResult<()> {
+    let mut con = connect(config, password, Some(RESPONSE_TIMEOUT)).await?;
+    let reader = connect(config, password, Some(READ_BLOCK + RESPONSE_TIMEOUT)).await?;
+    // What was queued while away goes first: a removal made meanwhile must not come back
+    // from the set.
+    let taken = lock(ctl).take_outgoing();
+    outbox.push(taken, false);
+    let n = outbox.ops.len() as u64;
+    if n > 0 {
+        publish(&mut con, keys, outbox.ops.make_contiguous()).await?;
+        outbox.sent();
+        lock(ctl).count_published(n);
+        tracing::info!(
+            changes = n,
+            "published the changes queued while the fleet's Redis was away"
+        );
+    }
+    let last_id = resync(ctl, &mut con, keys).await?;
+    lock(ctl).set_link(|l| {
+        l.up = true;
+        l.since = Ts::wall_now();
+        l.last_error = None;
+        l.queued = 0;
+    });
+    tracing::info!(
+        redis = config.redis,
+        node = config.node,
+        "following the fleet's decisions"
+    );
+    upkeep(ctl, &mut con, keys, &config.node).await?;
+
+    let (tx, mut rx) = mpsc::channel(4);
+    let follower = tokio::spawn(follow(reader, keys.changes.clone(), last_id, tx));
+    let _abort = AbortOnDrop(follower);
+    let mut ticks = tokio::time::interval(UPKEEP);
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            got = rx.recv() => match got {
+                Some(Ok(entries)) => apply_entries(ctl, &entries),
+                Some(Err(e)) => return Err(e),
+                None => return Err(redis::RedisError::from((redis::ErrorKind::Io, "the stream reader stopped"))),
+            },
+            () = wake.notified() => {
+                let ops = lock(ctl).take_outgoing();
+                if !ops.is_empty() {
+                    if let Err(e) = publish(&mut con, keys, &ops).await {
+                        // Kept for the next connection (removals on disk).
+                        let durable = ops.iter().any(|o| matches!(o, SharedOp::Remove { .. }));
+                        outbox.push(ops, durable);
+                        return Err(e);
+                    }
+                    lock(ctl).count_published(ops.len() as u64);
+                }
+            }
+            _ = ticks.tick() => upkeep(ctl, &mut con, keys, &config.node).await?,
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Writes `ops` in one transaction: the hash, the expiry and removal sets, the stream.
+async fn publish(
+    con: &mut MultiplexedConnection,
+    keys: &Keys,
+    ops: &[SharedOp],
+) -> redis::RedisResult<()> {
+    for chunk in ops.chunks(5000) {
+        let mut p = redis::pipe();
+        p.atomic();
+        for op in chunk {
+            let k = op.key();
+            match op {
+                SharedOp::Put(d) => {
+                    let json = wire::encode(d);
+                    let score = d.until.map_or("+inf".to_owned(), |u| u.0.to_string());
+                    p.cmd("HSET")
+                        .arg(&keys.decisions)
+                        .arg(&k)
+                        .arg(&json)
+                        .ignore();
+                    p.cmd("ZADD").arg(&keys.expiry).arg(score).arg(&k).ignore();
+                    p.cmd("ZREM").arg(&keys.removed).arg(&k).ignore();
+                    p.cmd("XADD")
+                        .arg(&keys.changes)
+                        .arg("MAXLEN")
+                        .arg("~")
+                        .arg(STREAM_MAXLEN)
+                        .arg("*")
+                        .arg("op")
+                        .arg("put")
+                        .arg("k")
+                        .arg(&k)
+                        .arg("d")
+                        .arg(&json)
+                        .ignore();
+                }
+                SharedOp::Remove { node, at, .. } => {
+                    p.cmd("HDEL").arg(&keys.decisions).arg(&k).ignore();
+                    p.cmd("ZREM").arg(&keys.expiry).arg(&k).ignore();
+                    p.cmd("ZADD").arg(&keys.removed).arg(at.0).arg(&k).ignore();
+                    p.cmd("XADD")
+                        .arg(&keys.changes)
+                        .arg("MAXLEN")
+                        .arg("~")
+                        .arg(STREAM_MAXLEN)
+                        .arg("*")
+                        .arg("op")
+                        .arg("del")
+                        .arg("k")
+                        .arg(&k)
+                        .arg("node")
+                        .arg(node)
+                        .arg("at")
+                        .arg(at.0)
+                        .ignore();
+                }
+            }
+        }
+        p.query_async::<()>(con).await?;
+    }
+    Ok(())
+}
+
+/// Reads the whole set, the removals and the stream's last id in one transaction, applies
+/// them, and publishes what this node holds that the set lacks. Returns the id to follow
+/// the stream from.
+async fn resync<B: Backend>(
+    ctl: &Ctl<B>,
+    con: &mut MultiplexedConnection,
+    keys: &Keys,
+) -> redis::RedisResult<String> {
+    let started = Instant::now();
+    let (last, set, removed): (
+        redis::streams::StreamRangeReply,
+        HashMap<String, String>,
+        Vec<(String, f64)>,
+    ) = redis::pipe()
+        .atomic()
+        .cmd("XREVRANGE")
+        .arg(&keys.changes)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .cmd("HGETALL")
+        .arg(&keys.decisions)
+        .cmd("ZRANGE")
+        .arg(&keys.removed)
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(con)
+        .await?;
+    let last_id = last
+        .ids
+        .first()
+        .map_or_else(|| "0-0".to_owned(), |i| i.id.clone());
+    let read = set.len() as u64;
+    let mut decisions = Vec::with_capacity(set.len());
+    let mut bad = 0u64;
+    for (field, value) in &set {
+        match wire::decode(value, Some(field)) {
+            Ok(d) => decisions.push(d),
+            Err(e) => {
+                bad += 1;
+                tracing::debug!(key = crate::model::excerpt(field), error = %e, "refused a shared decision");
+            }
+        }
+    }
+    drop(set);
+    let removed: HashMap<String, Ts> = removed
+        .into_iter()
+        .map(|(k, at)| (k, Ts(at.max(0.0) as u64)))
+        .collect();
+    let republish = {
+        let mut c = lock(ctl);
+        let now = Now::read();
+        let republish = match c.resync_shared(&decisions, &removed, now) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "the resync could not apply every decision");
+                Vec::new()
+            }
+        };
+        let took = started.elapsed();
+        c.set_link(|l| {
+            l.last_resync = Some((took, read));
+            l.resyncs += 1;
+        });
+        republish
+    };
+    if bad > 0 {
+        tracing::warn!(
+            refused = bad,
+            "shared decisions in Redis that this node refuses to read"
+        );
+        lock(ctl).count_rejected(bad);
+    }
+    if !republish.is_empty() {
+        let ops: Vec<SharedOp> = republish.into_iter().map(SharedOp::Put).collect();
+        publish(con, keys, &ops).await?;
+        tracing::info!(
+            decisions = ops.len(),
+            "published again what the fleet's set lacked"
+        );
+        lock(ctl).count_published(ops.len() as u64);
+    }
+    tracing::info!(decisions = read, took = ?started.elapsed(), "resynced with the fleet");
+    Ok(last_id)
+}
+
+/// Follows the stream from `last_id` on its own connection (a blocking read must not hold
+/// up the publishing one), sending each batch of entries; ends at the first error.
+async fn follow(
+    mut con: MultiplexedConnection,
+    stream: String,
+    mut last_id: String,
+    tx: mpsc::Sender<redis::RedisResult<Vec<redis::streams::StreamId>>>,
+) {
+    loop {
+        let read: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(READ_COUNT)
+            .arg("BLOCK")
+            .arg(READ_BLOCK.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&stream)
+            .arg(&last_id)
+            .query_async(&mut con)
+            .await;
+        match read {
+            Ok(Some(reply)) => {
+                let ids: Vec<_> = reply.keys.into_iter().flat_map(|k| k.ids).collect();
+                if let Some(last) = ids.last() {
+                    last_id = last.id.clone();
+                }
+                if !ids.is_empty() && tx.send(Ok(ids)).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Applies stream entries in order: runs of additions as one batch, removals one by one.
+fn apply_entries<B: Backend>(ctl: &Ctl<B>, entries: &[redis::streams::StreamId]) {
+    let mut c = lock(ctl);
+    let now = Now::read();
+    let mut puts: Vec<Decision> = Vec::new();
+    let mut bad = 0u64;
+    let flush = |c: &mut Controller<B>, puts: &mut Vec<Decision>| {
+        if !puts.is_empty() {
+            if let Err(e) = c.apply_shared(puts, now) {
+                tracing::warn!(error = %e, "cannot apply decisions of the fleet");
+            }
+            puts.clear();
+        }
+    };
+    for e in entries {
+        let op: Option<String> = e.get("op");
+        let k: Option<String> = e.get("k");
+        match (op.as_deref(), k) {
+            (Some("put"), Some(k)) => {
+                match e
+                    .get::<String>("d")
+                    .ok_or_else(|| wire::WireError::Shape("no `d` field".into()))
+                    .and_then(|d| wire::decode(&d, Some(&k)))
+                {
+                    Ok(d) => puts.push(d),
+                    Err(err) => {
+                        bad += 1;
+                        tracing::debug!(id = e.id, error = %err, "refused a change of the fleet");
+                    }
+                }
+            }
+            (Some("del"), Some(k)) => {
+                let node: Option<String> = e.get("node");
+                let at: Option<u64> = e.get("at");
+                match (wire::parse_key(&k), node, at) {
+                    (Ok((list, net)), Some(node), Some(at)) => {
+                        flush(&mut c, &mut puts);
+                        if let Err(err) = c.remove_shared(list, net, &node, Ts(at), now) {
+                            tracing::warn!(error = %err, net = %net, "cannot remove a decision of the fleet");
+                        }
+                    }
+                    _ => bad += 1,
+                }
+            }
+            _ => bad += 1,
+        }
+    }
+    flush(&mut c, &mut puts);
+    if bad > 0 {
+        tracing::warn!(
+            refused = bad,
+            "changes of the fleet that this node refuses to read"
+        );
+        c.count_rejected(bad);
+    }
+}
+
+/// Heartbeat, expiry cleanup of the shared set, and the counts the status shows.
+async fn upkeep<B: Backend>(
+    ctl: &Ctl<B>,
+    con: &mut MultiplexedConnection,
+    keys: &Keys,
+    node: &str,
+) -> redis::RedisResult<()> {
+    static CLEAN: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+        redis::Script::new(
+            r"
+local ks = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 10000)
+for _, k in ipairs(ks) do
+  redis.call('HDEL', KEYS[2], k)
+  redis.call('ZREM', KEYS[1], k)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[2])
+return #ks
+",
+        )
+    });
+    let now = Ts::wall_now();
+    let _: i64 = CLEAN
+        .key(&keys.expiry)
+        .key(&keys.decisions)
+        .key(&keys.removed)
+        .arg(now.0)
+        .arg(now.minus(TOMBSTONE_TTL).0)
+        .invoke_async(con)
+        .await?;
+    let ((), nodes, shared): ((), HashMap<String, u64>, u64) = redis::pipe()
+        .cmd("HSET")
+        .arg(&keys.nodes)
+        .arg(node)
+        .arg(now.0)
+        .ignore()
+        .cmd("HGETALL")
+        .arg(&keys.nodes)
+        .cmd("HLEN")
+        .arg(&keys.decisions)
+        .query_async::<(HashMap<String, u64>, u64)>(con)
+        .await
+        .map(|(n, s)| ((), n, s))?;
+    let mut nodes: Vec<(String, Ts)> = nodes.into_iter().map(|(n, t)| (n, Ts(t))).collect();
+    nodes.sort();
+    lock(ctl).set_link(|l| {
+        l.nodes = nodes;
+        l.shared = shared;
+        l.queued = 0;
+    });
+    Ok(())
+}
