@@ -6,6 +6,7 @@
 
 pub mod daemon;
 pub mod fleet;
+pub mod fleet_bench;
 pub mod frames;
 pub mod netns;
 pub mod policy_bench;

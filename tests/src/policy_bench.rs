@@ -31,7 +31,7 @@ pub struct Figure {
     pub note: String,
 }
 
-fn fig(
+pub fn fig(
     case: impl Into<String>,
     metric: &'static str,
     value: f64,
@@ -375,7 +375,7 @@ pub fn api_load_and_expiry(quick: bool) -> Vec<Figure> {
 }
 
 /// Peak resident set size (VmHWM) of a process, in bytes.
-fn peak_rss(pid: u32) -> u64 {
+pub fn peak_rss(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()

@@ -53,3 +53,21 @@ impl Section for Reaction {
         Ok(())
     }
 }
+
+/// A fleet through Redis: propagation, a large batch, a resync, the idle cost.
+pub struct Cluster;
+
+impl Section for Cluster {
+    fn name(&self) -> &'static str {
+        "cluster"
+    }
+
+    fn run(&mut self, cfg: &Config, out: &mut Results) -> Result<()> {
+        push(
+            out,
+            self.name(),
+            ipguard_tests::fleet_bench::cluster(cfg.quick),
+        );
+        Ok(())
+    }
+}

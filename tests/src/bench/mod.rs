@@ -86,5 +86,6 @@ pub fn sections() -> Vec<Box<dyn Section>> {
         Box::new(flood::SpoofedFlood),
         Box::new(control::Reaction),
         Box::new(control::ControlPlane),
+        Box::new(control::Cluster),
     ]
 }
