@@ -1090,6 +1090,7 @@ fn openapi_documents_exactly_the_api_paths() {
         ("/v1/lists/{list}/{net}", &["delete"]),
         ("/v1/report", &["post"]),
         ("/v1/reload", &["post"]),
+        ("/v1/cluster", &["get"]),
     ]
     .into_iter()
     .map(|(p, ms)| (p.to_owned(), ms.iter().map(|m| (*m).to_owned()).collect()))
@@ -1187,6 +1188,7 @@ fn contract_samples() -> Vec<(&'static str, Value, Value, Option<&'static [&'sta
     let full_status = IpStatus {
         expires: Some("2030-01-01T00:00:00Z".into()),
         retry_after: Some(5),
+        node: Some("web-1".into()),
         ..sample_ip_status()
     };
     let empty_status = IpStatus {
@@ -1346,6 +1348,12 @@ fn contract_samples() -> Vec<(&'static str, Value, Value, Option<&'static [&'sta
             None,
         ),
         (
+            "ClusterView",
+            to(&cluster_view(true)),
+            to(&cluster_view(false)),
+            None,
+        ),
+        (
             "ApiError",
             to(&ApiError {
                 error: "e".into(),
@@ -1360,6 +1368,31 @@ fn contract_samples() -> Vec<(&'static str, Value, Value, Option<&'static [&'sta
             Some(&["error", "detail"]),
         ),
     ]
+}
+
+/// A fleet view with every optional field set, or none.
+fn cluster_view(full: bool) -> crate::api::types::ClusterView {
+    let some = |s: &str| full.then(|| s.to_owned());
+    crate::api::types::ClusterView {
+        enabled: full,
+        node: some("web-1"),
+        link: "up".into(),
+        since: some("2030-01-01T00:00:00Z"),
+        last_error: some("connection refused"),
+        nodes: vec![],
+        shared: 1,
+        queued: 0,
+        last_lag_ms: full.then_some(1),
+        last_resync_ms: full.then_some(2),
+        last_resync_decisions: full.then_some(3),
+        resyncs: 1,
+        published: 1,
+        applied: 1,
+        rejected: 0,
+        skipped: 0,
+        removed: 0,
+        dropped: 0,
+    }
 }
 
 fn to<T: serde::Serialize>(value: &T) -> Value {
