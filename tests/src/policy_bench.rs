@@ -585,6 +585,7 @@ pub fn engine_scale(quick: bool) -> Vec<Figure> {
         e.report(
             ip,
             "bench".into(),
+            None,
             t0.plus(Duration::from_millis(u64::from(i) * 600_000 / u64::from(n))),
         );
     }

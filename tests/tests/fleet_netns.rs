@@ -20,6 +20,10 @@ fn config(redis: &str, node: &str, whitelist: &str) -> String {
         r#"
 [lists]
 whitelist = [{whitelist}]
+[report]
+count = 3
+window = "60s"
+duration = "10m"
 [cluster]
 redis = "{redis}"
 node = "{node}"
@@ -216,6 +220,34 @@ fn a_fleet_shares_bans_expiries_and_removals_and_survives_redis_restarts() {
         assert_eq!(v["link"], "up", "{v}");
         assert!(v["nodes"].as_array().unwrap().len() >= 3, "{v}");
     }
+
+    // Reports split across the nodes count together: one on each bans on the third.
+    for (i, bed) in beds.iter().enumerate() {
+        let (code, body) = http(
+            bed,
+            "POST",
+            "/v1/report",
+            Some(r#"{"ip":"203.0.113.200","reason":"failed login"}"#),
+        );
+        assert_eq!(code, 200, "{body}");
+        let outcome: Value = serde_json::from_str(&body).unwrap();
+        if i < 2 {
+            assert_eq!(outcome["outcome"], "recorded", "{outcome}");
+            assert_eq!(outcome["reports"], i + 1, "the fleet's count: {outcome}");
+        } else {
+            assert_eq!(outcome["outcome"], "banned", "{outcome}");
+        }
+    }
+    within(
+        Duration::from_secs(2),
+        "the report ban on every node",
+        || {
+            beds.iter()
+                .all(|bed| verdict(bed, "203.0.113.200")["verdict"] == "drop")
+        },
+    );
+    assert!(!ping(a, "203.0.113.200", "192.0.2.1"));
+    assert_eq!(verdict(a, "203.0.113.200")["node"], "c");
 
     // A poisoned Redis cannot ban the world or open the whitelist.
     redis.cli(&[

@@ -51,6 +51,8 @@ pub struct AppState<B: Backend> {
     pub reload: Option<tokio::sync::mpsc::Sender<ReloadRequest>>,
     /// `/metrics` needs the token too.
     pub metrics_auth: bool,
+    /// Reports counted across the fleet (`[cluster]`); `None`: counted here only.
+    pub fleet_reports: Option<crate::cluster::FleetReports>,
 }
 
 /// A reload asked through the API: the daemon answers with the settings that need a
@@ -65,6 +67,7 @@ impl<B: Backend> Clone for AppState<B> {
             changed: self.changed.clone(),
             reload: self.reload.clone(),
             metrics_auth: self.metrics_auth,
+            fleet_reports: self.fleet_reports.clone(),
         }
     }
 }
@@ -628,7 +631,17 @@ async fn report<B: Backend>(
             format!("reason: longer than {MAX_REASON} characters"),
         ));
     }
-    let (outcome, x) = st.lock()?.report(ip, reason, Now::read())?;
+    let window = st.lock()?.fleet_report_window();
+    let fleet = match (&st.fleet_reports, window) {
+        (Some(r), Some(w)) => r.count(ip, w, Now::read().wall).await,
+        _ => None,
+    };
+    let (outcome, x) = st.lock()?.report(ip, reason, fleet, Now::read())?;
+    if let (Some(r), Outcome::Banned { .. }) = (&st.fleet_reports, &outcome) {
+        if fleet.is_some() {
+            r.clear(ip).await;
+        }
+    }
     st.changed.notify_one();
     let reports = match outcome {
         Outcome::Recorded { reports } => Some(reports),

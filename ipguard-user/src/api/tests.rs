@@ -77,6 +77,7 @@ fn api_as(client: &str, token: Option<&str>, max_body: usize) -> Api {
         changed: Default::default(),
         reload: None,
         metrics_auth: false,
+        fleet_reports: None,
     };
     let peer: SocketAddr = if client.contains(':') {
         format!("[{client}]:40000")
@@ -676,6 +677,7 @@ mod probe_findings {
             changed: Default::default(),
             reload: None,
             metrics_auth: false,
+            fleet_reports: None,
         };
         let peer: SocketAddr = "192.0.2.50:4000".parse().unwrap();
         let a = Api {

@@ -61,6 +61,96 @@ impl Keys {
 
 type Ctl<B> = Arc<Mutex<Controller<B>>>;
 
+/// Reports counted across the fleet: each report of a source is added to a sorted set in
+/// Redis (`PREFIX:reports:IP`, scored by time, trimmed to the report window), so that a
+/// source spreading failed logins over several nodes reaches the threshold as if it hit
+/// one. Shares the link's connection; while the link is down, reports count locally.
+#[derive(Clone)]
+pub struct FleetReports {
+    con: Arc<Mutex<Option<MultiplexedConnection>>>,
+    prefix: String,
+    node: String,
+}
+
+/// How long a report may wait for Redis before it counts locally only.
+const REPORT_TIMEOUT: Duration = Duration::from_millis(300);
+
+impl FleetReports {
+    pub fn new(config: &ClusterConfig) -> Self {
+        Self {
+            con: Arc::default(),
+            prefix: config.prefix.clone(),
+            node: config.node.clone(),
+        }
+    }
+
+    fn connection(&self) -> Option<MultiplexedConnection> {
+        self.con.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, con: Option<MultiplexedConnection>) {
+        *self.con.lock().unwrap_or_else(|p| p.into_inner()) = con;
+    }
+
+    fn key(&self, ip: std::net::IpAddr) -> String {
+        format!("{}:reports:{ip}", self.prefix)
+    }
+
+    /// Adds a report of `ip` at `now` and returns the fleet's reports of it within
+    /// `window`; `None` when Redis cannot be asked now.
+    pub async fn count(&self, ip: std::net::IpAddr, window: Duration, now: Ts) -> Option<u32> {
+        let mut con = self.connection()?;
+        let key = self.key(ip);
+        let member = format!("{}:{}:{}", self.node, now.0, rand_suffix());
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        let mut pipe = redis::pipe();
+        let query = pipe
+            .atomic()
+            .cmd("ZADD")
+            .arg(&key)
+            .arg(now.0)
+            .arg(member)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&key)
+            .arg("-inf")
+            .arg(now.minus(window).0)
+            .ignore()
+            .cmd("ZCARD")
+            .arg(&key)
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(window_ms.max(1))
+            .ignore()
+            .query_async::<(u32,)>(&mut con);
+        match tokio::time::timeout(REPORT_TIMEOUT, query).await {
+            Ok(Ok((n,))) => Some(n),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "cannot count a report across the fleet");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// The source was banned: its fleet count starts again.
+    pub async fn clear(&self, ip: std::net::IpAddr) {
+        if let Some(mut con) = self.connection() {
+            let mut cmd = redis::cmd("DEL");
+            let del = cmd.arg(self.key(ip)).query_async::<()>(&mut con);
+            let _ = tokio::time::timeout(REPORT_TIMEOUT, del).await;
+        }
+    }
+}
+
+/// A few random bits, so that two reports in the same millisecond on one node count twice.
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(Ts::wall_now().0);
+    h.finish()
+}
+
 fn lock<B: Backend>(ctl: &Ctl<B>) -> MutexGuard<'_, Controller<B>> {
     ctl.lock().unwrap_or_else(|p| {
         ctl.clear_poison();
@@ -76,21 +166,24 @@ pub async fn run<B: Backend>(
     password: Option<String>,
     state_dir: PathBuf,
     wake: Arc<Notify>,
+    reports: FleetReports,
 ) {
     let keys = Keys::new(&config.prefix);
     let mut outbox = Outbox::open(&state_dir);
     let mut backoff = Duration::from_millis(200);
     loop {
-        match session(
+        let ended = session(
             &ctl,
             &config,
             password.as_deref(),
             &keys,
             &mut outbox,
             &wake,
+            &reports,
         )
-        .await
-        {
+        .await;
+        reports.set(None);
+        match ended {
             Ok(()) => {}
             Err(e) => {
                 let why = e.to_string();
@@ -165,6 +258,7 @@ async fn session<B: Backend>(
     keys: &Keys,
     outbox: &mut Outbox,
     wake: &Notify,
+    reports: &FleetReports,
 ) -> redis::RedisResult<()> {
     let mut con = connect(config, password, Some(RESPONSE_TIMEOUT)).await?;
     let reader = connect(config, password, Some(READ_BLOCK + RESPONSE_TIMEOUT)).await?;
@@ -189,6 +283,7 @@ async fn session<B: Backend>(
         l.last_error = None;
         l.queued = 0;
     });
+    reports.set(Some(con.clone()));
     tracing::info!(
         redis = config.redis,
         node = config.node,

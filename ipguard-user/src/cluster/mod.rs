@@ -20,3 +20,5 @@ mod outbox;
 pub mod wire;
 
 pub use link::run;
+
+pub use link::FleetReports;

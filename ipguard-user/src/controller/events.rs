@@ -241,9 +241,10 @@ impl<B: Backend> Controller<B> {
         &mut self,
         ip: IpAddr,
         reason: String,
+        fleet: Option<u32>,
         now: Now,
     ) -> Result<(Outcome, Explanation)> {
-        let (outcome, change) = self.policy.report(ip, reason.clone(), now.wall);
+        let (outcome, change) = self.policy.report(ip, reason.clone(), fleet, now.wall);
         self.carry_out(change, "policy", "", Durability::Required, now)?;
         match outcome {
             Outcome::Banned { list, .. } => self.telemetry.count_bans("report", list, 1),

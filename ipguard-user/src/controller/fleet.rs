@@ -216,6 +216,16 @@ impl<B: Backend> Controller<B> {
         }
     }
 
+    /// The window within which reports count across the fleet, when this node shares
+    /// report bans and has a report rule; `None`: reports count here only.
+    pub fn fleet_report_window(&self) -> Option<Duration> {
+        let f = self.fleet.as_ref()?;
+        if !f.share.contains(&SharedOrigin::Report) {
+            return None;
+        }
+        self.policy.engine().report_rule().map(|r| r.window)
+    }
+
     /// Counts messages from Redis refused before they reached the controller.
     pub fn count_rejected(&mut self, n: u64) {
         if let Some(f) = self.fleet.as_mut() {
@@ -307,6 +317,17 @@ impl<B: Backend> Controller<B> {
                 },
             ));
         }
+        // Bans another node's policy made: their strikes count here too.
+        let strikes: Vec<(std::net::IpAddr, ListKind, Ts)> = decisions
+            .iter()
+            .filter(|d| {
+                d.node != me
+                    && matches!(d.origin, SharedOrigin::Policy | SharedOrigin::Report)
+                    && d.net.prefix_len() == d.net.max_prefix_len()
+                    && metas.iter().any(|(l, n, _)| *l == d.list && *n == d.net)
+            })
+            .map(|d| (d.net.addr(), d.list, d.at))
+            .collect();
         let mut applied = 0;
         let mut result = Ok(());
         for (list, entries) in by_list {
@@ -334,6 +355,14 @@ impl<B: Backend> Controller<B> {
             .into_iter()
             .filter(|(l, n, _)| engine_has(self, *l, *n))
             .collect();
+        let strikes: Vec<_> = strikes
+            .into_iter()
+            .filter(|(ip, l, _)| engine_has(self, *l, IpNet::from(*ip)))
+            .collect();
+        if !strikes.is_empty() {
+            self.policy.fleet_strikes(&strikes, now.wall);
+            let _ = self.persist(now);
+        }
         if let Some(f) = self.fleet.as_mut() {
             for lag in &lags {
                 f.lag.observe(lag.as_secs_f64());

@@ -173,10 +173,14 @@ fn a_batch_the_tables_cannot_hold_is_refused_whole() {
 #[test]
 fn reports_ban_and_a_ban_that_does_not_fit_is_not_kept() {
     let mut c = controller(CONFIG);
-    let (o, x) = c.report(ip("192.0.2.9"), "login".into(), at(0)).unwrap();
+    let (o, x) = c
+        .report(ip("192.0.2.9"), "login".into(), None, at(0))
+        .unwrap();
     assert_eq!(o, Outcome::Recorded { reports: 1 });
     assert!(!x.drop);
-    let (o, x) = c.report(ip("192.0.2.9"), "login".into(), at(1)).unwrap();
+    let (o, x) = c
+        .report(ip("192.0.2.9"), "login".into(), None, at(1))
+        .unwrap();
     assert!(matches!(o, Outcome::Banned { .. }), "{o:?}");
     assert!(x.drop);
     assert_eq!(code(&c, "192.0.2.9"), LIST_GRAYLIST);
@@ -193,9 +197,10 @@ fn reports_ban_and_a_ban_that_does_not_fit_is_not_kept() {
         at(2),
     )
     .unwrap();
-    c.report(ip("192.0.2.77"), "login".into(), at(3)).unwrap();
+    c.report(ip("192.0.2.77"), "login".into(), None, at(3))
+        .unwrap();
     let err = c
-        .report(ip("192.0.2.77"), "login".into(), at(4))
+        .report(ip("192.0.2.77"), "login".into(), None, at(4))
         .unwrap_err();
     assert!(matches!(
         err,
@@ -213,7 +218,9 @@ fn reports_ban_and_a_ban_that_does_not_fit_is_not_kept() {
         at(9),
     )
     .unwrap();
-    let (o, _) = c.report(ip("192.0.2.77"), "login".into(), at(5)).unwrap();
+    let (o, _) = c
+        .report(ip("192.0.2.77"), "login".into(), None, at(5))
+        .unwrap();
     assert!(matches!(o, Outcome::Banned { .. }), "{o:?}");
     assert_eq!(code(&c, "192.0.2.77"), LIST_GRAYLIST);
 }
@@ -630,5 +637,48 @@ mod fleet {
         assert_eq!(nets, ["198.51.100.20/32 a", "198.51.100.7/32 b"]);
         assert_eq!(code(&c, "198.51.100.8"), LIST_NONE);
         assert_eq!(code(&c, "198.51.100.7"), LIST_BLACKLIST);
+    }
+}
+
+mod fleet_policy {
+    use super::*;
+    use crate::{cluster::wire::Decision, config::SharedOrigin};
+
+    #[test]
+    fn strikes_of_bans_made_elsewhere_escalate_here_and_reports_count_fleet_wide() {
+        let text =
+            format!("{CONFIG}\n[cluster]\nredis = \"redis://127.0.0.1:6379/0\"\nnode = \"b\"\n");
+        let mut c = controller(&text);
+        assert_eq!(c.fleet_report_window(), None, "not in a fleet yet");
+        c.join_fleet(&Config::parse(&text, "t.toml").unwrap().cluster.unwrap());
+        assert_eq!(c.fleet_report_window(), Some(Duration::from_secs(60)));
+        let d = Decision {
+            net: net("198.51.100.7/32"),
+            list: ListKind::Graylist,
+            until: Some(at(600).wall),
+            origin: SharedOrigin::Policy,
+            reason: "rate".into(),
+            node: "a".into(),
+            at: at(1).wall,
+        };
+        assert_eq!(
+            c.policy().engine().strikes(ip("198.51.100.7"), at(2).wall),
+            0
+        );
+        c.apply_shared(&[d], at(2)).unwrap();
+        assert_eq!(
+            c.policy().engine().strikes(ip("198.51.100.7"), at(2).wall),
+            1
+        );
+        // One report here, but the fleet has counted 2 within the window: the count (2) is
+        // reached, and the ban is shared.
+        c.take_outgoing();
+        let (o, _) = c
+            .report(ip("192.0.2.9"), "login".into(), Some(2), at(3))
+            .unwrap();
+        assert!(matches!(o, Outcome::Banned { .. }), "{o:?}");
+        assert!(
+            matches!(&c.take_outgoing()[..], [crate::cluster::wire::SharedOp::Put(d)] if d.origin == SharedOrigin::Report)
+        );
     }
 }

@@ -61,6 +61,8 @@ pub struct EventLoop {
     signals: Signals,
     program: Program,
     interface: String,
+    /// Reports counted across the fleet, when in one.
+    pub fleet_reports: Option<crate::cluster::FleetReports>,
 }
 
 impl EventLoop {
@@ -81,6 +83,7 @@ impl EventLoop {
             signals,
             program,
             interface,
+            fleet_reports: None,
         }
     }
 
@@ -100,6 +103,7 @@ impl EventLoop {
                 changed: changed.clone(),
                 reload: Some(reload_tx),
                 metrics_auth: self.config.api.metrics_auth,
+                fleet_reports: self.fleet_reports.clone(),
             },
             self.config.api.max_body_bytes,
         );

@@ -338,23 +338,32 @@ pub async fn run(config_path: &Path, options: RunOptions) -> anyhow::Result<()> 
     );
 
     // The fleet's link: its own task; it never stops the daemon.
-    let fleet = config.cluster.clone().map(|cluster| {
-        let wake = locked(&ctl).join_fleet(&cluster);
-        tracing::info!(
-            redis = cluster.redis,
-            node = cluster.node,
-            prefix = cluster.prefix,
-            "joining the fleet"
-        );
-        tokio::spawn(crate::cluster::run(
-            ctl.clone(),
-            cluster,
-            redis_password,
-            config.state.dir.clone(),
-            wake,
-        ))
-    });
-    let looped = event_loop::EventLoop::new(
+    let reports = config
+        .cluster
+        .as_ref()
+        .map(crate::cluster::FleetReports::new);
+    let fleet = config
+        .cluster
+        .clone()
+        .zip(reports.clone())
+        .map(|(cluster, reports)| {
+            let wake = locked(&ctl).join_fleet(&cluster);
+            tracing::info!(
+                redis = cluster.redis,
+                node = cluster.node,
+                prefix = cluster.prefix,
+                "joining the fleet"
+            );
+            tokio::spawn(crate::cluster::run(
+                ctl.clone(),
+                cluster,
+                redis_password,
+                config.state.dir.clone(),
+                wake,
+                reports,
+            ))
+        });
+    let mut looped = event_loop::EventLoop::new(
         ctl.clone(),
         config,
         config_path.to_owned(),
@@ -363,6 +372,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> anyhow::Result<()> 
         program,
         interface.clone(),
     );
+    looped.fleet_reports = reports;
     let (which, config, mut program) = looped.run(listener, token).await?;
     if let Some(task) = fleet {
         task.abort();

@@ -170,10 +170,26 @@ impl Policy {
     }
 
     /// A report from the protected application.
-    pub fn report(&mut self, ip: IpAddr, reason: String, now: Ts) -> (Outcome, Changed) {
+    pub fn report(
+        &mut self,
+        ip: IpAddr,
+        reason: String,
+        fleet: Option<u32>,
+        now: Ts,
+    ) -> (Outcome, Changed) {
         self.engine.begin();
-        let (outcome, cmds) = self.engine.report(ip, reason, now);
+        let (outcome, cmds) = self.engine.report(ip, reason, fleet, now);
         (outcome, self.step(cmds))
+    }
+
+    /// Strikes of bans other nodes made (see [`Engine::fleet_strike`]), as one
+    /// transaction without table changes.
+    pub fn fleet_strikes(&mut self, strikes: &[(IpAddr, ListKind, Ts)], now: Ts) {
+        self.engine.begin();
+        for (ip, list, at) in strikes {
+            self.engine.fleet_strike(*ip, *list, *at, now);
+        }
+        self.engine.commit();
     }
 
     /// Expiries and retention due by `now` (see [`Engine::tick`]).

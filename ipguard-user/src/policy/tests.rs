@@ -89,14 +89,19 @@ fn a_rolled_back_add_leaves_nothing_and_its_undo_ops_restore_the_table() {
 fn a_rolled_back_ban_restores_the_offender_and_the_journal() {
     let mut p = policy();
     let source = ip("198.51.100.9");
-    let (o, c) = p.report(source, "login".into(), T0);
+    let (o, c) = p.report(source, "login".into(), None, T0);
     assert!(matches!(o, Outcome::Recorded { reports: 1 }));
     p.commit();
     let _ = c;
     let mut stored = EngineState::default();
     stored.replay(p.take_journal());
     let before = fingerprint(&p);
-    let (o, change) = p.report(source, "login".into(), T0.plus(Duration::from_secs(1)));
+    let (o, change) = p.report(
+        source,
+        "login".into(),
+        None,
+        T0.plus(Duration::from_secs(1)),
+    );
     assert!(matches!(o, Outcome::Banned { .. }), "{o:?}");
     assert!(!change.ops.is_empty());
     // Write-ahead: the store gets the change's ops before the kernel refuses it.
@@ -107,7 +112,12 @@ fn a_rolled_back_ban_restores_the_offender_and_the_journal() {
     stored.replay(p.take_journal());
     assert_eq!(stored, p.snapshot());
     // And the next report bans as the second one would have.
-    let (o, _) = p.report(source, "login".into(), T0.plus(Duration::from_secs(2)));
+    let (o, _) = p.report(
+        source,
+        "login".into(),
+        None,
+        T0.plus(Duration::from_secs(2)),
+    );
     assert!(matches!(o, Outcome::Banned { strikes: 1, .. }), "{o:?}");
 }
 
@@ -181,7 +191,7 @@ fn run(p: &mut Policy, op: &Op, now: Ts) -> bool {
             true
         }
         Op::Report(ip) => {
-            let _ = p.report(*ip, "r".into(), now);
+            let _ = p.report(*ip, "r".into(), None, now);
             true
         }
         Op::Tick(_) => {

@@ -88,9 +88,9 @@ fn populate(e: &mut Engine, store: &mut Store) -> Ts {
         "{o:?}"
     );
     // A report ban (a strike too) and a pending report.
-    e.report(ip("198.51.100.7"), "login".into(), now);
-    e.report(ip("198.51.100.7"), "login".into(), now.plus(S));
-    e.report(ip("2001:db8::9"), "login".into(), now);
+    e.report(ip("198.51.100.7"), "login".into(), None, now);
+    e.report(ip("198.51.100.7"), "login".into(), None, now.plus(S));
+    e.report(ip("2001:db8::9"), "login".into(), None, now);
     sync(e, store);
     now.plus(S)
 }
@@ -117,7 +117,7 @@ fn round_trip_through_the_store_restores_state_and_behaviour() {
 
     // The report ban is back, and the pending report still counts.
     assert!(r.ban_of(ip("198.51.100.7")).is_some());
-    let (o, _) = r.report(ip("2001:db8::9"), "login".into(), now.plus(10 * S));
+    let (o, _) = r.report(ip("2001:db8::9"), "login".into(), None, now.plus(10 * S));
     assert!(
         matches!(
             o,

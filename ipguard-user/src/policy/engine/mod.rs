@@ -365,14 +365,53 @@ impl Engine {
         self.strike(ip, base, Origin::RateLimit, reason, now)
     }
 
-    /// The protected application reported `ip` (e.g. a failed login).
-    pub fn report(&mut self, ip: IpAddr, reason: String, now: Ts) -> (Outcome, Vec<Command>) {
-        let out = self.report_inner(ip, reason, now);
+    /// The protected application reported `ip` (e.g. a failed login). `fleet`: the
+    /// reports of `ip` within the window across the fleet, this one included, when the
+    /// fleet counted them; the larger of it and this node's count decides.
+    pub fn report(
+        &mut self,
+        ip: IpAddr,
+        reason: String,
+        fleet: Option<u32>,
+        now: Ts,
+    ) -> (Outcome, Vec<Command>) {
+        let out = self.report_inner(ip, reason, fleet, now);
         self.flush_touched();
         out
     }
 
-    fn report_inner(&mut self, ip: IpAddr, reason: String, now: Ts) -> (Outcome, Vec<Command>) {
+    /// The report rule, if there is one.
+    pub fn report_rule(&self) -> Option<ReportRule> {
+        self.report
+    }
+
+    /// Another node of the fleet banned `ip` (a rate rule or reports) at `at`: the strike
+    /// and the ban count here too, so that a violation here escalates as if both had
+    /// happened here.
+    pub fn fleet_strike(&mut self, ip: IpAddr, list: ListKind, at: Ts, now: Ts) {
+        let window = self.esc.strike_window;
+        let off = self.offender(ip, now);
+        let from = now.minus(window);
+        off.strikes.retain(|t| *t > from);
+        if at > from && !off.strikes.contains(&at) {
+            off.strikes.push(at);
+            off.strikes.sort_unstable();
+        }
+        match list {
+            ListKind::Blacklist => off.black_bans = off.black_bans.saturating_add(1),
+            ListKind::Graylist => off.gray_bans = off.gray_bans.saturating_add(1),
+            ListKind::Whitelist => {}
+        }
+        self.flush_touched();
+    }
+
+    fn report_inner(
+        &mut self,
+        ip: IpAddr,
+        reason: String,
+        fleet: Option<u32>,
+        now: Ts,
+    ) -> (Outcome, Vec<Command>) {
         if self.whitelisted(ip).is_some() {
             return (Outcome::Whitelisted, Vec::new());
         }
@@ -393,7 +432,7 @@ impl Engine {
         let from = now.minus(rule.window);
         off.reports.retain(|t| *t > from);
         off.reports.push(now);
-        let reports = off.reports.len() as u32;
+        let reports = (off.reports.len() as u32).max(fleet.unwrap_or(0));
         if let Some((list, until)) = banned {
             return (Outcome::AlreadyBanned { list, until }, Vec::new());
         }

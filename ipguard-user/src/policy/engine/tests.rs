@@ -345,20 +345,20 @@ fn reports_ban_after_count_within_window_and_count_as_a_strike() {
     );
     let who = ip("203.0.113.50");
     assert_eq!(
-        e.report(who, "bad login".into(), T0).0,
+        e.report(who, "bad login".into(), None, T0).0,
         Outcome::Recorded { reports: 1 }
     );
     assert_eq!(
-        e.report(who, "bad login".into(), T0.plus(20 * S)).0,
+        e.report(who, "bad login".into(), None, T0.plus(20 * S)).0,
         Outcome::Recorded { reports: 2 }
     );
     // The first report is now 60 s old: out of the window.
     assert_eq!(
-        e.report(who, "bad login".into(), T0.plus(60 * S)).0,
+        e.report(who, "bad login".into(), None, T0.plus(60 * S)).0,
         Outcome::Recorded { reports: 2 }
     );
     let now = T0.plus(61 * S);
-    let (o, cmds) = e.report(who, "bad login".into(), now);
+    let (o, cmds) = e.report(who, "bad login".into(), None, now);
     assert_eq!(
         o,
         Outcome::Banned {
@@ -377,7 +377,7 @@ fn reports_ban_after_count_within_window_and_count_as_a_strike() {
     );
     // While banned, reports are recorded but do not ban again.
     assert!(matches!(
-        e.report(who, "x".into(), now.plus(S)).0,
+        e.report(who, "x".into(), None, now.plus(S)).0,
         Outcome::AlreadyBanned { .. }
     ));
     // The report ban was a strike: a rate violation after it blacklists.
@@ -401,7 +401,8 @@ fn reports_without_a_rule_are_only_recorded() {
     let mut e = Engine::new(esc(), None);
     for i in 1..=10 {
         assert_eq!(
-            e.report(ip("192.0.2.8"), "x".into(), T0.plus(i * S)).0,
+            e.report(ip("192.0.2.8"), "x".into(), None, T0.plus(i * S))
+                .0,
             Outcome::Recorded { reports: i }
         );
     }
@@ -429,7 +430,7 @@ fn whitelisted_sources_are_never_banned() {
         (Outcome::Whitelisted, vec![])
     );
     assert_eq!(
-        e.report(ip("10.1.2.3"), "x".into(), T0),
+        e.report(ip("10.1.2.3"), "x".into(), None, T0),
         (Outcome::Whitelisted, vec![])
     );
     assert_eq!(e.tracked(), 0);
@@ -653,7 +654,7 @@ fn replay_run(seed: u64, steps: usize) -> [usize; 4] {
         let list = lists[rng.next(choices) as usize];
         match rng.next(10) {
             0..=2 => drop(e.violation(who, "rate".into(), now)),
-            3 | 4 => drop(e.report(who, "login".into(), now)),
+            3 | 4 => drop(e.report(who, "login".into(), None, now)),
             5 => {
                 let ttl = (rng.next(3) != 0).then(|| Duration::from_secs(rng.next(50)));
                 e.add(list, target, ttl, "api".into(), Origin::Api, now);
@@ -836,7 +837,7 @@ fn restore_rebuilds_queues_and_journals_nothing() {
     let who = ip("192.0.2.20");
     violate_and_serve(&mut e, who, T0);
     e.violation(who, "x".into(), T0.plus(2 * H)); // second strike, graylisted
-    e.report(ip("192.0.2.21"), "login".into(), T0.plus(2 * H));
+    e.report(ip("192.0.2.21"), "login".into(), None, T0.plus(2 * H));
     e.add(
         ListKind::Blacklist,
         net("198.51.100.0/24"),
