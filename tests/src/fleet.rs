@@ -13,6 +13,8 @@ use crate::netns::{sh, Netns, Testbed};
 /// The hub's address on the bridge (RFC 2544 benchmarking range, private to the test).
 pub const HUB_ADDR: &str = "198.18.0.1";
 pub const REDIS_PORT: u16 = 6379;
+/// The same server's TLS port (`rediss://`).
+pub const REDIS_TLS_PORT: u16 = 6380;
 
 /// The hub namespace with its bridge; testbeds are attached with [`Hub::attach`].
 pub struct Hub {
@@ -106,8 +108,86 @@ impl Redis {
             child: None,
             dir: tempfile::tempdir().unwrap(),
         };
+        r.make_certificates();
         r.restart();
         r
+    }
+
+    /// A test CA and a server certificate for [`HUB_ADDR`] signed by it (openssl), for the
+    /// TLS port.
+    fn make_certificates(&self) {
+        let d = self.dir.path();
+        std::fs::write(d.join("san.ext"), format!("subjectAltName=IP:{HUB_ADDR}\n")).unwrap();
+        let cn = format!("/CN={HUB_ADDR}");
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let steps: [Vec<&str>; 3] = [
+            [
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=ipguard test CA",
+                ],
+            ]
+            .concat(),
+            [
+                &["req"][..],
+                &ec,
+                &["-keyout", "srv.key", "-out", "srv.csr", "-subj", &cn],
+            ]
+            .concat(),
+            vec![
+                "x509",
+                "-req",
+                "-in",
+                "srv.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "srv.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "san.ext",
+            ],
+        ];
+        for args in steps {
+            let out = Command::new("openssl")
+                .args(&args)
+                .current_dir(d)
+                .output()
+                .expect("openssl (Debian's openssl package)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    /// The CA certificate the server's is signed by (for `cluster.ca_file`).
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// The TLS URL of the server.
+    pub fn tls_url(&self) -> String {
+        format!("rediss://{HUB_ADDR}:{REDIS_TLS_PORT}/0")
     }
 
     /// Starts the server (again, empty) and waits until it answers.
@@ -124,6 +204,15 @@ impl Redis {
             ])
             .args(["--port", &REDIS_PORT.to_string()])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .args([
+                "--tls-port",
+                &REDIS_TLS_PORT.to_string(),
+                "--tls-auth-clients",
+                "no",
+            ])
+            .args(["--tls-cert-file", "srv.pem", "--tls-key-file", "srv.key"])
+            .args(["--tls-ca-cert-file", "ca.pem"])
+            .current_dir(self.dir.path())
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())

@@ -73,15 +73,17 @@ fn a_fleet_shares_bans_expiries_and_removals_and_survives_redis_restarts() {
     }
     let mut redis = Redis::start(&hub);
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    // C whitelists 203.0.113.5: a fleet ban of it must not apply there.
+    // C whitelists 203.0.113.5: a fleet ban of it must not apply there. C speaks TLS to
+    // Redis (rediss://, the test CA in ca_file).
     let whitelists = ["", "", "\"203.0.113.5\""];
+    let urls = [redis.url(), redis.url(), redis.tls_url()];
     let mut daemons: Vec<Daemon> = (0..3)
         .map(|i| {
-            Daemon::start(
-                &beds[i],
-                dirs[i].path(),
-                &config(&redis.url(), ["a", "b", "c"][i], whitelists[i]),
-            )
+            let mut text = config(&urls[i], ["a", "b", "c"][i], whitelists[i]);
+            if i == 2 {
+                text.push_str(&format!("ca_file = \"{}\"\n", redis.ca_file().display()));
+            }
+            Daemon::start(&beds[i], dirs[i].path(), &text)
         })
         .collect();
     for d in &daemons {

@@ -158,12 +158,22 @@ fn lock<B: Backend>(ctl: &Ctl<B>) -> MutexGuard<'_, Controller<B>> {
     })
 }
 
+/// What the link needs beyond the config: read by the daemon at start (and by
+/// `check-config`), so that a missing file fails the start with its name.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    /// `password_file`'s first line.
+    pub password: Option<String>,
+    /// `ca_file`'s PEM contents.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
 /// Runs the link until the task is aborted. `password`: the content of
 /// `password_file`'s first line.
 pub async fn run<B: Backend>(
     ctl: Ctl<B>,
     config: ClusterConfig,
-    password: Option<String>,
+    credentials: Credentials,
     state_dir: PathBuf,
     wake: Arc<Notify>,
     reports: FleetReports,
@@ -175,7 +185,7 @@ pub async fn run<B: Backend>(
         let ended = session(
             &ctl,
             &config,
-            password.as_deref(),
+            &credentials,
             &keys,
             &mut outbox,
             &wake,
@@ -231,16 +241,25 @@ pub async fn run<B: Backend>(
 
 async fn connect(
     config: &ClusterConfig,
-    password: Option<&str>,
+    credentials: &Credentials,
     response_timeout: Option<Duration>,
 ) -> redis::RedisResult<MultiplexedConnection> {
     use redis::IntoConnectionInfo as _;
     let mut info = config.redis.as_str().into_connection_info()?;
-    if let Some(p) = password {
+    if let Some(p) = &credentials.password {
         let settings = info.redis_settings().clone().set_password(p);
         info = info.set_redis_settings(settings);
     }
-    let client = redis::Client::open(info)?;
+    let client = match &credentials.ca_pem {
+        Some(pem) => redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            },
+        )?,
+        None => redis::Client::open(info)?,
+    };
     client
         .get_multiplexed_async_connection_with_config(
             &AsyncConnectionConfig::new()
@@ -254,14 +273,14 @@ async fn connect(
 async fn session<B: Backend>(
     ctl: &Ctl<B>,
     config: &ClusterConfig,
-    password: Option<&str>,
+    credentials: &Credentials,
     keys: &Keys,
     outbox: &mut Outbox,
     wake: &Notify,
     reports: &FleetReports,
 ) -> redis::RedisResult<()> {
-    let mut con = connect(config, password, Some(RESPONSE_TIMEOUT)).await?;
-    let reader = connect(config, password, Some(READ_BLOCK + RESPONSE_TIMEOUT)).await?;
+    let mut con = connect(config, credentials, Some(RESPONSE_TIMEOUT)).await?;
+    let reader = connect(config, credentials, Some(READ_BLOCK + RESPONSE_TIMEOUT)).await?;
     // What was queued while away goes first: a removal made meanwhile must not come back
     // from the set.
     let taken = lock(ctl).take_outgoing();

@@ -21,4 +21,4 @@ pub mod wire;
 
 pub use link::run;
 
-pub use link::FleetReports;
+pub use link::{Credentials, FleetReports};

@@ -44,6 +44,7 @@ pub(super) struct RawConfig {
 pub(super) struct RawCluster {
     pub(super) redis: Option<Spanned<String>>,
     pub(super) password_file: Option<Spanned<String>>,
+    pub(super) ca_file: Option<Spanned<String>>,
     pub(super) node: Option<Spanned<String>>,
     pub(super) prefix: Option<Spanned<String>>,
     pub(super) share: Option<Vec<Spanned<String>>>,

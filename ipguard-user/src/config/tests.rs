@@ -1664,18 +1664,33 @@ fn cluster_is_off_by_default_and_checked_with_its_place() {
     assert_eq!(c.share, [SharedOrigin::Manual, SharedOrigin::Policy]);
     assert_eq!(c.apply, SharedOrigin::ALL);
     assert!(c.password_file.is_none());
+    let tls = Config::parse(
+        "[cluster]\nredis = \"rediss://redis.internal:6380/0\"\nca_file = \"/etc/ipguard/ca.pem\"\n",
+        "ipguard.toml",
+    )
+    .unwrap()
+    .cluster
+    .unwrap();
+    assert_eq!(
+        tls.ca_file.as_deref(),
+        Some(std::path::Path::new("/etc/ipguard/ca.pem"))
+    );
     for (text, expected) in [
         (
             "[cluster]\nnode = \"a\"\n",
             "ipguard.toml:1:1: cluster: missing field `redis`",
         ),
         (
-            "[cluster]\nredis = \"rediss://h:6379\"\n",
-            "ipguard.toml:2:9: cluster.redis: rediss:// (TLS) is not supported by this build",
+            "[cluster]\nredis = \"rediss://h:6379/#insecure\"\n",
+            "ipguard.toml:2:9: cluster.redis: rediss:// without certificate checks (#insecure) is refused",
+        ),
+        (
+            "[cluster]\nredis = \"redis://h:6379\"\nca_file = \"/etc/ca.pem\"\n",
+            "ipguard.toml:3:11: cluster.ca_file: needs a rediss:// (TLS) URL in cluster.redis",
         ),
         (
             "[cluster]\nredis = \"http://h\"\n",
-            "ipguard.toml:2:9: cluster.redis: \"http://h\" is not a redis:// URL",
+            "ipguard.toml:2:9: cluster.redis: \"http://h\" is not a redis:// or rediss:// URL",
         ),
         (
             "[cluster]\nredis = \"redis://:secret@h:6379\"\n",

@@ -464,10 +464,14 @@ named_enum! {
 /// The `[cluster]` section: decisions shared with other nodes through one Redis.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
-    /// `redis://[user@]host[:port][/db]`, validated (the password goes in `password_file`).
+    /// `redis://[user@]host[:port][/db]` or `rediss://` (TLS), validated (the password goes
+    /// in `password_file`).
     pub redis: String,
     /// A file whose first line is the Redis password (AUTH).
     pub password_file: Option<PathBuf>,
+    /// With `rediss://`: the PEM certificate(s) of the CA that signed the server's, instead
+    /// of the system's trust store.
+    pub ca_file: Option<PathBuf>,
     /// This node's name in the fleet (default: the host name).
     pub node: String,
     /// Key namespace in Redis, so that several fleets can share one server.

@@ -643,6 +643,16 @@ impl Source<'_> {
         Ok(ClusterConfig {
             redis: redis.get_ref().clone(),
             password_file: self.path("cluster.password_file", &c.password_file, PathKind::File)?,
+            ca_file: match &c.ca_file {
+                Some(ca) if !redis.get_ref().starts_with("rediss://") => {
+                    return Err(self.invalid(
+                        ca,
+                        "cluster.ca_file",
+                        "needs a rediss:// (TLS) URL in cluster.redis",
+                    ))
+                }
+                _ => self.path("cluster.ca_file", &c.ca_file, PathKind::File)?,
+            },
             node: name("cluster.node", &c.node, default_node_name())?,
             prefix: name(
                 "cluster.prefix",
@@ -658,14 +668,14 @@ impl Source<'_> {
 /// Why `url` is not a Redis URL this build can use, if it is not.
 pub fn redis_url_problem(url: &str) -> Option<String> {
     use redis::IntoConnectionInfo as _;
-    if url.starts_with("rediss://") {
+    if url.starts_with("rediss://") && url.contains('#') {
         return Some(
-            "rediss:// (TLS) is not supported by this build: reach Redis over a private network or a local TLS tunnel, and use redis://".into(),
+            "rediss:// without certificate checks (#insecure) is refused: set cluster.ca_file to the CA that signed the server's certificate".into(),
         );
     }
-    if !url.starts_with("redis://") {
+    if !url.starts_with("redis://") && !url.starts_with("rediss://") {
         return Some(format!(
-            "{:?} is not a redis:// URL (e.g. \"redis://127.0.0.1:6379/0\")",
+            "{:?} is not a redis:// or rediss:// URL (e.g. \"redis://127.0.0.1:6379/0\")",
             crate::model::excerpt(url)
         ));
     }

@@ -129,25 +129,37 @@ pub fn check_api(config: &Config) -> anyhow::Result<Option<String>> {
     Ok(token)
 }
 
-/// Reads `[cluster] password_file` (its first line), checked by `check-config` too.
-pub fn check_cluster(config: &Config) -> anyhow::Result<Option<String>> {
-    let Some(path) = config
-        .cluster
-        .as_ref()
-        .and_then(|c| c.password_file.as_deref())
-    else {
-        return Ok(None);
+/// Reads `[cluster] password_file` (its first line) and `ca_file`, checked by
+/// `check-config` too.
+pub fn check_cluster(config: &Config) -> anyhow::Result<crate::cluster::Credentials> {
+    let mut out = crate::cluster::Credentials::default();
+    let Some(cluster) = config.cluster.as_ref() else {
+        return Ok(out);
     };
-    let text = crate::config::read_bounded_file(path, 64 << 10)
-        .with_context(|| format!("cluster.password_file {}", path.display()))?;
-    let password = text.lines().next().unwrap_or("").trim().to_owned();
-    if password.is_empty() {
-        bail!(
-            "cluster.password_file {}: the first line is empty",
-            path.display()
-        );
+    if let Some(path) = cluster.password_file.as_deref() {
+        let text = crate::config::read_bounded_file(path, 64 << 10)
+            .with_context(|| format!("cluster.password_file {}", path.display()))?;
+        let password = text.lines().next().unwrap_or("").trim().to_owned();
+        if password.is_empty() {
+            bail!(
+                "cluster.password_file {}: the first line is empty",
+                path.display()
+            );
+        }
+        out.password = Some(password);
     }
-    Ok(Some(password))
+    if let Some(path) = cluster.ca_file.as_deref() {
+        let pem = crate::config::read_bounded_file(path, 1 << 20)
+            .with_context(|| format!("cluster.ca_file {}", path.display()))?;
+        if !pem.contains("-----BEGIN CERTIFICATE-----") {
+            bail!(
+                "cluster.ca_file {}: no PEM certificate in it",
+                path.display()
+            );
+        }
+        out.ca_pem = Some(pem.into_bytes());
+    }
+    Ok(out)
 }
 
 /// Where the daemon records which interface and mode its pinned link is on: an adopted
@@ -200,7 +212,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> anyhow::Result<()> 
     };
     preflight(&interface)?;
     let token = check_api(&config)?;
-    let redis_password = check_cluster(&config)?;
+    let redis_credentials = check_cluster(&config)?;
     crate::api::serve::raise_fd_limit();
     let listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
@@ -357,7 +369,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> anyhow::Result<()> 
             tokio::spawn(crate::cluster::run(
                 ctl.clone(),
                 cluster,
-                redis_password,
+                redis_credentials,
                 config.state.dir.clone(),
                 wake,
                 reports,
