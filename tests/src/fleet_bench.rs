@@ -24,6 +24,24 @@ fn config(redis: &str, node: &str) -> String {
     )
 }
 
+/// `n` random IPv4 prefixes clear of the nodes' own addresses (testbed, hub, loopback),
+/// which every node refuses to ban.
+fn prefixes(n: usize, seed: u64) -> Vec<String> {
+    let own: [ipnet::IpNet; 3] = [
+        "127.0.0.0/8".parse().unwrap(),
+        "192.0.2.0/24".parse().unwrap(),
+        "198.18.0.0/15".parse().unwrap(),
+    ];
+    random_prefixes(n + n / 10 + 100, false, seed)
+        .into_iter()
+        .filter(|p| {
+            let net: ipnet::IpNet = p.parse().unwrap();
+            !own.iter().any(|o| o.contains(&net) || net.contains(o))
+        })
+        .take(n)
+        .collect()
+}
+
 fn cluster_view(bed: &Testbed) -> serde_json::Value {
     serde_json::from_str(&http_get(bed, "/v1/cluster").1).unwrap_or_default()
 }
@@ -61,7 +79,7 @@ fn preload(hub: &Hub, n: usize) {
         }
         s
     };
-    for (i, net) in random_prefixes(n, false, 23).iter().enumerate() {
+    for (i, net) in prefixes(n, 23).iter().enumerate() {
         let key = format!("blacklist {net}");
         let d = format!(
             r#"{{"net":"{net}","list":"blacklist","until":{until},"origin":"manual","reason":"preloaded {i}","node":"seed","at":1}}"#
@@ -127,7 +145,7 @@ pub fn cluster(quick: bool) -> Vec<Figure> {
 
     // Single bans, one at a time: from the POST on A to the drop verdict on B.
     let mut lat = Vec::new();
-    for net in random_prefixes(singles, false, 29) {
+    for net in prefixes(singles, 29) {
         let ip = net.split('/').next().unwrap().to_owned();
         let t = Instant::now();
         let (code, body) = http_post(
@@ -162,7 +180,7 @@ pub fn cluster(quick: bool) -> Vec<Figure> {
 
     // One large batch on A, until B holds all of it.
     let before = cluster_view(&beds[1])["applied"].as_u64().unwrap_or(0);
-    let nets = random_prefixes(batch, false, 31);
+    let nets = prefixes(batch, 31);
     let entries: Vec<String> = nets
         .iter()
         .map(|n| format!(r#"{{"net":"{n}","duration":"1d"}}"#))
@@ -216,6 +234,9 @@ pub fn cluster(quick: bool) -> Vec<Figure> {
             peak as f64 / 1048576.0
         ),
     ));
+    if let Some(line) = c.wait_log(&["resynced with the fleet"], Duration::from_secs(1)) {
+        eprintln!("  {line}");
+    }
     drop(c);
     out
 }

@@ -31,6 +31,8 @@ const APT_PACKAGES: &[&str] = &[
     "ethtool",
     // The fleet tests start their own Redis (`tests/tests/fleet_netns.rs`).
     "redis-server",
+    // Test certificates for the fleet's TLS test.
+    "openssl",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -30,7 +30,7 @@ const TOMBSTONE_TTL: Duration = Duration::from_secs(7 * 86_400);
 /// Heartbeat, expiry cleanup and counts.
 const UPKEEP: Duration = Duration::from_secs(2);
 /// Stream entries read per call.
-const READ_COUNT: usize = 1000;
+const READ_COUNT: usize = 10_000;
 /// How long one stream read waits for news.
 const READ_BLOCK: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -440,6 +440,7 @@ async fn resync<B: Backend>(
         .arg("WITHSCORES")
         .query_async(con)
         .await?;
+    let read_took = started.elapsed();
     let last_id = last
         .ids
         .first()
@@ -457,6 +458,7 @@ async fn resync<B: Backend>(
         }
     }
     drop(set);
+    let decode_took = started.elapsed() - read_took;
     let removed: HashMap<String, Ts> = removed
         .into_iter()
         .map(|(k, at)| (k, Ts(at.max(0.0) as u64)))
@@ -494,7 +496,13 @@ async fn resync<B: Backend>(
         );
         lock(ctl).count_published(ops.len() as u64);
     }
-    tracing::info!(decisions = read, took = ?started.elapsed(), "resynced with the fleet");
+    tracing::info!(
+        decisions = read,
+        took = ?started.elapsed(),
+        read = ?read_took,
+        decode = ?decode_took,
+        "resynced with the fleet"
+    );
     Ok(last_id)
 }
 

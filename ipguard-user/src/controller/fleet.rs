@@ -25,6 +25,9 @@ use crate::{
 /// publishes what is still in force anyway); removals are kept.
 pub const MAX_OUTGOING: usize = 100_000;
 
+/// Decisions applied as one change (one journal write, one table batch).
+const APPLY_CHUNK: usize = 100_000;
+
 /// Who made a decision applied from the fleet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Remote {
@@ -244,13 +247,37 @@ impl<B: Backend> Controller<B> {
         self.fleet.as_ref()?.remote.get(&(list, net))
     }
 
+    /// A whitelisted prefix that holds `net` or lies inside it, if any: the engine's
+    /// covering entry, then the compiled table's entries within `net` (in prefix order,
+    /// so only those are read).
+    fn whitelist_overlap(&self, net: IpNet) -> Option<IpNet> {
+        let net = net.trunc();
+        let engine = self.policy.engine();
+        if let Some(w) = engine
+            .covering(ListKind::Whitelist, net.addr())
+            .filter(|w| w.prefix_len() <= net.prefix_len())
+        {
+            return Some(w);
+        }
+        if net.prefix_len() == net.max_prefix_len() {
+            return None;
+        }
+        let last = net.broadcast();
+        self.policy
+            .compiled()
+            .range(net..)
+            .take_while(|(p, _)| p.addr().is_ipv4() == last.is_ipv4() && p.addr() <= last)
+            .find(|(p, e)| e.list == ipguard_common::LIST_WHITELIST && net.contains(*p))
+            .map(|(p, _)| *p)
+    }
+
     /// Why this node refuses `d` whatever its other entries, if it does: the same checks
     /// as an API request without `force`, and the whitelist.
     fn refuse_shared(&self, d: &Decision, now: Now) -> Option<String> {
         if let Some(why) = self.too_broad(d.net).or_else(|| self.lockout(d.net)) {
             return Some(why);
         }
-        if let Some(w) = self.policy.engine().whitelist_overlap(d.net) {
+        if let Some(w) = self.whitelist_overlap(d.net) {
             return Some(format!("{} overlaps the whitelisted {w}", d.net));
         }
         if d.until.is_some_and(|u| u > now.wall.plus(MAX_DURATION)) {
@@ -330,13 +357,16 @@ impl<B: Backend> Controller<B> {
             .collect();
         let mut applied = 0;
         let mut result = Ok(());
+        // In chunks: a set larger than a full table still applies what fits.
         for (list, entries) in by_list {
-            let (change, _) = self.policy.add(list, &entries, Origin::Cluster, now.wall);
-            match self.carry_out(change, "cluster:fleet", "", Durability::BestEffort, now) {
-                Ok(()) => applied += entries.len() as u64,
-                Err(e) => {
-                    tracing::warn!(error = %e, list = list.as_str(), entries = entries.len(), "cannot apply decisions of the fleet");
-                    result = Err(e);
+            for chunk in entries.chunks(APPLY_CHUNK) {
+                let (change, _) = self.policy.add(list, chunk, Origin::Cluster, now.wall);
+                match self.carry_out(change, "cluster:fleet", "", Durability::BestEffort, now) {
+                    Ok(()) => applied += chunk.len() as u64,
+                    Err(e) => {
+                        tracing::warn!(error = %e, list = list.as_str(), entries = chunk.len(), "cannot apply decisions of the fleet");
+                        result = Err(e);
+                    }
                 }
             }
         }

@@ -82,33 +82,6 @@ impl Engine {
         self.counts[list.index()]
     }
 
-    /// A whitelist entry that holds `net` or lies inside it, if any.
-    pub fn whitelist_overlap(&self, net: IpNet) -> Option<IpNet> {
-        let net = net.trunc();
-        if let Some(w) = self
-            .covering(ListKind::Whitelist, net.addr())
-            .filter(|w| w.prefix_len() <= net.prefix_len())
-        {
-            return Some(w);
-        }
-        if net.prefix_len() == net.max_prefix_len() {
-            return None;
-        }
-        let l = ListKind::Whitelist.index();
-        let inside = |w: &IpNet| net.contains(w);
-        self.config[l]
-            .range(net..)
-            .map(|(w, _)| *w)
-            .take_while(|w| w.addr() <= net.broadcast())
-            .find(inside)
-            .or_else(|| {
-                self.entries
-                    .keys()
-                    .find(|(list, w)| *list == ListKind::Whitelist && inside(w))
-                    .map(|(_, w)| *w)
-            })
-    }
-
     /// The whitelist entry covering `ip`, if any.
     pub fn whitelisted(&self, ip: IpAddr) -> Option<IpNet> {
         self.covering(ListKind::Whitelist, ip)
