@@ -410,66 +410,106 @@ async fn publish(
     Ok(())
 }
 
-/// Reads the whole set, the removals and the stream's last id in one transaction, applies
-/// them, and publishes what this node holds that the set lacks. Returns the id to follow
-/// the stream from.
+/// Decisions read per scan of the shared set.
+const SCAN_COUNT: usize = 200_000;
+
+/// One chunk of the shared set: the next cursor (0: done), the decisions that passed the
+/// wire checks, the keys read and how many were refused.
+type Chunk = (u64, Vec<Decision>, Vec<String>, u64);
+
+/// Reads and decodes one chunk of the set (on a task of its own, while the previous chunk
+/// is applied).
+async fn fetch(
+    mut con: MultiplexedConnection,
+    hash: String,
+    cursor: u64,
+) -> redis::RedisResult<Chunk> {
+    let (next, fields): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
+        .arg(&hash)
+        .arg(cursor)
+        .arg("COUNT")
+        .arg(SCAN_COUNT)
+        .query_async(&mut con)
+        .await?;
+    let mut decisions = Vec::with_capacity(fields.len());
+    let mut keys = Vec::with_capacity(fields.len());
+    let mut bad = 0;
+    for (field, value) in fields {
+        match wire::decode(&value, Some(&field)) {
+            Ok(d) => decisions.push(d),
+            Err(e) => {
+                bad += 1;
+                tracing::debug!(key = crate::model::excerpt(&field), error = %e, "refused a shared decision");
+            }
+        }
+        keys.push(field);
+    }
+    Ok((next, decisions, keys, bad))
+}
+
+/// Reads the whole shared set and applies it, then the removals, and publishes what this
+/// node holds that the set lacks. Returns the stream id to follow from: read first, so that
+/// every change made while the set is scanned (a scan is not a snapshot) is replayed by the
+/// follower; a change seen twice is applied once.
 async fn resync<B: Backend>(
     ctl: &Ctl<B>,
     con: &mut MultiplexedConnection,
     keys: &Keys,
 ) -> redis::RedisResult<String> {
     let started = Instant::now();
-    let (last, set, removed): (
-        redis::streams::StreamRangeReply,
-        HashMap<String, String>,
-        Vec<(String, f64)>,
-    ) = redis::pipe()
-        .atomic()
-        .cmd("XREVRANGE")
+    let last: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
         .arg(&keys.changes)
         .arg("+")
         .arg("-")
         .arg("COUNT")
         .arg(1)
-        .cmd("HGETALL")
-        .arg(&keys.decisions)
-        .cmd("ZRANGE")
+        .query_async(con)
+        .await?;
+    let last_id = last
+        .ids
+        .first()
+        .map_or_else(|| "0-0".to_owned(), |i| i.id.clone());
+    let mut in_set = std::collections::HashSet::new();
+    let (mut read, mut bad) = (0u64, 0u64);
+    let mut waited = Duration::ZERO;
+    let mut next = Some(tokio::spawn(fetch(con.clone(), keys.decisions.clone(), 0)));
+    while let Some(task) = next.take() {
+        let t = Instant::now();
+        let (cursor, decisions, fields, refused) = task.await.map_err(|e| {
+            redis::RedisError::from((redis::ErrorKind::Io, "the set reader failed", e.to_string()))
+        })??;
+        waited += t.elapsed();
+        if cursor != 0 {
+            next = Some(tokio::spawn(fetch(
+                con.clone(),
+                keys.decisions.clone(),
+                cursor,
+            )));
+        }
+        read += fields.len() as u64;
+        bad += refused;
+        in_set.extend(fields);
+        if let Err(e) = lock(ctl).apply_shared(&decisions, Now::read()) {
+            tracing::warn!(error = %e, "the resync could not apply every decision");
+        }
+    }
+    let removed: Vec<(String, f64)> = redis::cmd("ZRANGE")
         .arg(&keys.removed)
         .arg(0)
         .arg(-1)
         .arg("WITHSCORES")
         .query_async(con)
         .await?;
-    let read_took = started.elapsed();
-    let last_id = last
-        .ids
-        .first()
-        .map_or_else(|| "0-0".to_owned(), |i| i.id.clone());
-    let read = set.len() as u64;
-    let mut decisions = Vec::with_capacity(set.len());
-    let mut bad = 0u64;
-    for (field, value) in &set {
-        match wire::decode(value, Some(field)) {
-            Ok(d) => decisions.push(d),
-            Err(e) => {
-                bad += 1;
-                tracing::debug!(key = crate::model::excerpt(field), error = %e, "refused a shared decision");
-            }
-        }
-    }
-    drop(set);
-    let decode_took = started.elapsed() - read_took;
     let removed: HashMap<String, Ts> = removed
         .into_iter()
         .map(|(k, at)| (k, Ts(at.max(0.0) as u64)))
         .collect();
     let republish = {
         let mut c = lock(ctl);
-        let now = Now::read();
-        let republish = match c.resync_shared(&decisions, &removed, now) {
+        let republish = match c.finish_resync(&in_set, &removed, Now::read()) {
             Ok(r) => r,
             Err(e) => {
-                tracing::warn!(error = %e, "the resync could not apply every decision");
+                tracing::warn!(error = %e, "the resync could not remove every lifted decision");
                 Vec::new()
             }
         };
@@ -499,8 +539,7 @@ async fn resync<B: Backend>(
     tracing::info!(
         decisions = read,
         took = ?started.elapsed(),
-        read = ?read_took,
-        decode = ?decode_took,
+        waiting_for_redis = ?waited,
         "resynced with the fleet"
     );
     Ok(last_id)

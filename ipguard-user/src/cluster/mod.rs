@@ -4,9 +4,11 @@
 //! value [`wire::Decision`] as JSON, with an absolute expiry), a sorted set of their
 //! expiries (to clean the hash), a sorted set of removals (tombstones, so that a node that
 //! was away learns what was lifted meanwhile), a heartbeat hash of the nodes, and a
-//! stream of every change. A node reads the hash and the stream's last id in one
-//! transaction (a resync), then follows the stream from that id: nothing between is
-//! missed. It publishes each change as one transaction (hash, sets and stream together).
+//! stream of every change. A node reads the stream's last id, then the whole hash in
+//! chunks (a resync: each chunk is applied while the next is read), then follows the
+//! stream from that id: nothing made meanwhile is missed, and a change seen twice is
+//! applied once. It publishes each change as one transaction (hash, sets and stream
+//! together).
 //!
 //! Local safety wins: every decision read from Redis goes through
 //! [`crate::controller::Controller::apply_shared`], which refuses what the API would

@@ -464,11 +464,26 @@ impl<B: Backend> Controller<B> {
         now: Now,
     ) -> super::Result<Vec<Decision>> {
         let applied = self.apply_shared(decisions, now);
+        let in_set: HashSet<String> = decisions.iter().map(|d| key(d.list, d.net)).collect();
+        let republish = self.finish_resync(&in_set, removed, now)?;
+        applied?;
+        Ok(republish)
+    }
+
+    /// The end of a resync whose decisions were applied chunk by chunk
+    /// ([`Controller::apply_shared`]): `in_set` holds the keys of the whole set. Removes what
+    /// was removed meanwhile and returns what to publish again (see
+    /// [`Controller::resync_shared`]).
+    pub fn finish_resync(
+        &mut self,
+        in_set: &HashSet<String>,
+        removed: &HashMap<String, Ts>,
+        now: Now,
+    ) -> super::Result<Vec<Decision>> {
         let Some(fleet) = self.fleet.as_ref() else {
             return Ok(Vec::new());
         };
         let me = fleet.node.clone();
-        let in_set: HashSet<String> = decisions.iter().map(|d| key(d.list, d.net)).collect();
         let mut gone = Vec::new();
         let mut republish = Vec::new();
         for (net, e) in self.policy.engine().entries() {
@@ -522,7 +537,6 @@ impl<B: Backend> Controller<B> {
                 tracing::info!(net = %net, list = list.as_str(), removed_at = when.rfc3339(), "removed in the fleet while away");
             }
         }
-        applied?;
         Ok(republish)
     }
 }

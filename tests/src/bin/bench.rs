@@ -100,6 +100,16 @@ fn real_main() -> Result<bool> {
         let outcome = catch_unwind(AssertUnwindSafe(|| section.run(&cfg, &mut results)));
         let err = match outcome {
             Ok(Ok(())) => None,
+            Ok(Err(e)) if live_frames_refused(&e) => {
+                // The machine, not the bench: its kernel refuses to send test traffic.
+                eprintln!("section {name}: n/a: {e:#}");
+                let mut row = Row::unavailable(name, "section not run", "", "", "");
+                row.note = format!(
+                    "this kernel refuses BPF_PROG_TEST_RUN with live frames (EPERM), which the testbed's traffic generator needs: {e:#}"
+                );
+                results.push(row);
+                None
+            }
             Ok(Err(e)) => Some(format!("{e:#}")),
             Err(panic) => Some(
                 panic
@@ -145,4 +155,14 @@ fn real_main() -> Result<bool> {
         results.rows().len()
     );
     Ok(ok)
+}
+
+/// Whether `e` is the kernel refusing live-frame test runs (EPERM): some sandboxed kernels
+/// do, and then no testbed traffic can be generated at all.
+fn live_frames_refused(e: &anyhow::Error) -> bool {
+    format!("{e:#}").contains("live frames")
+        && e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.raw_os_error() == Some(libc::EPERM))
+        })
 }
