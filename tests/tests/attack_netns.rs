@@ -95,7 +95,7 @@ fn a_full_host_table_degrades_and_keeps_filtering() {
     let mut banned = BTreeSet::new();
     for g in groups {
         let sources = hosts(g, 40);
-        syn_flood(&bed, &sources, dst, 15);
+        syn_flood(&bed, &sources, dst, 25);
         // Every source of the group ends up dropped: by its own entry while there is room,
         // by its /24 once the table is full.
         for src in &sources {

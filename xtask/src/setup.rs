@@ -33,6 +33,12 @@ const APT_PACKAGES: &[&str] = &[
     "redis-server",
     // Test certificates for the fleet's TLS test.
     "openssl",
+    // The status page's browser test (`tests/tests/ui_browser.rs`) drives Debian's Chromium.
+    "chromium",
+    // The package test reads the man pages (`man -l`) and checks the unit
+    // (`systemd-analyze verify` and `security`; systemd need not be PID 1 for these).
+    "man-db",
+    "systemd",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -53,7 +59,7 @@ pub fn setup() -> Result<()> {
 
 /// PyPI tools the tests run, pinned, in a virtual environment of the project's own
 /// (`target/pytools`): nothing is installed into the system's Python.
-const PYTHON_TOOLS: &[&str] = &["schemathesis==4.32.5"];
+const PYTHON_TOOLS: &[&str] = &["schemathesis==4.32.5", "playwright==1.65.3"];
 
 /// The virtual environment of [`PYTHON_TOOLS`].
 pub fn python_tools_dir() -> Result<PathBuf> {

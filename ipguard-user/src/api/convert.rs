@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use ipguard_common::Stat;
 
 use super::types::{
-    IpCounters, IpStatus, ListEntryView, ListPage, MapFill, ProblemView, Status, Traffic,
+    IpCounters, IpStatus, ListEntryView, ListPage, MapFill, OffenderList, OffenderView,
+    ProblemView, Status, Traffic,
 };
 use crate::{
-    controller::view::{DecidedBy, Explanation, Fill, Page, StatusReport, VERDICT_STATS},
+    controller::view::{DecidedBy, Explanation, Fill, Offender, Page, StatusReport, VERDICT_STATS},
     model::{ListKind, Ts},
 };
 
@@ -30,13 +31,38 @@ impl From<&Explanation> for IpStatus {
             retry_after: x
                 .retry_after
                 .map(|d| u64::try_from(d.as_millis().div_ceil(1000)).unwrap_or(u64::MAX)),
-            counters: IpCounters {
-                packets: x.counters.packets,
-                bytes: x.counters.bytes,
-                syns: x.counters.syns,
-                dropped: x.counters.dropped,
-            },
+            counters: counters(&x.counters),
             node: x.node.clone(),
+        }
+    }
+}
+
+fn counters(c: &ipguard_common::SourceCounters) -> IpCounters {
+    IpCounters {
+        packets: c.packets,
+        bytes: c.bytes,
+        syns: c.syns,
+        dropped: c.dropped,
+    }
+}
+
+impl From<&[Offender]> for OffenderList {
+    fn from(top: &[Offender]) -> Self {
+        OffenderList {
+            offenders: top
+                .iter()
+                .map(|o| OffenderView {
+                    ip: o.summary.ip.to_string(),
+                    strikes: o.summary.strikes,
+                    reports: o.summary.reports,
+                    last_activity: o.summary.last_activity.rfc3339(),
+                    list: o.ban.as_ref().map(|(_, e)| e.list.as_str().into()),
+                    prefix: o.ban.as_ref().map(|(n, _)| n.to_string()),
+                    reason: o.ban.as_ref().map(|(_, e)| e.reason.clone()),
+                    expires: o.ban.as_ref().and_then(|(_, e)| e.until.map(Ts::rfc3339)),
+                    counters: counters(&o.counters),
+                })
+                .collect(),
         }
     }
 }

@@ -7,6 +7,7 @@
 mod convert;
 pub mod serve;
 pub mod types;
+pub mod ui;
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -116,6 +117,7 @@ pub fn router<B: Backend>(state: AppState<B>, max_body: usize) -> Router {
         .route("/report", post(report::<B>))
         .route("/reload", post(reload::<B>))
         .route("/cluster", get(cluster::<B>))
+        .route("/offenders", get(offenders::<B>))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::<B>));
     let metrics = Router::new().route("/metrics", get(metrics_text::<B>));
     let metrics = if state.metrics_auth {
@@ -125,6 +127,7 @@ pub fn router<B: Backend>(state: AppState<B>, max_body: usize) -> Router {
     };
     Router::new()
         .route("/healthz", get(healthz::<B>))
+        .merge(ui::routes())
         .merge(metrics)
         .nest("/v1", v1)
         .fallback(|| async {
@@ -427,6 +430,31 @@ async fn cluster<B: Backend>(
     Ok(axum::Json(types::ClusterView::from(st.lock()?.fleet())))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OffendersQuery {
+    limit: Option<usize>,
+}
+
+async fn offenders<B: Backend>(
+    State(st): State<AppState<B>>,
+    query: Result<Query<OffendersQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<types::OffenderList>, AppError> {
+    let Query(q) = query.map_err(|e| AppError::bad("invalid query", e.body_text()))?;
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=types::MAX_OFFENDERS).contains(&limit) {
+        return Err(AppError::bad(
+            "invalid query",
+            format!(
+                "limit must be between 1 and {}, got {limit}",
+                types::MAX_OFFENDERS
+            ),
+        ));
+    }
+    let top = st.lock()?.offenders(limit, Now::read())?;
+    Ok(axum::Json(types::OffenderList::from(top.as_slice())))
+}
+
 async fn metrics_text<B: Backend>(State(st): State<AppState<B>>) -> Result<Response, AppError> {
     let text = {
         let ctl = st.lock()?;
@@ -466,7 +494,12 @@ async fn explain<B: Backend>(
 struct PageQuery {
     limit: Option<usize>,
     cursor: Option<String>,
+    /// Only entries whose prefix or reason contains this (case-insensitive).
+    q: Option<String>,
 }
+
+/// Longest `q` a list search takes.
+const MAX_SEARCH: usize = 256;
 
 async fn list<B: Backend>(
     State(st): State<AppState<B>>,
@@ -489,7 +522,14 @@ async fn list<B: Backend>(
                 .map_err(|e| AppError::bad("invalid query", format!("cursor: {e}")))?,
         ),
     };
-    let page = st.lock()?.list_page(list, limit, cursor);
+    let search = q.q.as_deref().filter(|q| !q.is_empty());
+    if let Some(q) = search.filter(|q| q.len() > MAX_SEARCH) {
+        return Err(AppError::bad(
+            "invalid query",
+            format!("q must be at most {MAX_SEARCH} bytes, got {}", q.len()),
+        ));
+    }
+    let page = st.lock()?.list_page(list, limit, cursor, search);
     Ok(axum::Json(types::ListPage::from(page)))
 }
 

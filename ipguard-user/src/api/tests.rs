@@ -599,6 +599,120 @@ async fn reports_ban_after_the_configured_count() {
 }
 
 #[tokio::test]
+async fn offenders_rank_by_strikes_with_ban_and_counters() {
+    let a = api();
+    // 198.51.100.1: two reports, banned; 198.51.100.2: one report, not banned.
+    for ip in ["198.51.100.1", "198.51.100.1", "198.51.100.2"] {
+        let (s, _) = a
+            .post("/v1/report", json!({"ip": ip, "reason": "login"}))
+            .await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    let (s, v) = a.get("/v1/offenders?limit=5").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let top = v["offenders"].as_array().unwrap();
+    assert_eq!(top.len(), 2, "{v}");
+    assert_eq!(top[0]["ip"], "198.51.100.1");
+    assert_eq!(top[0]["strikes"], 1);
+    assert_eq!(top[0]["list"], "graylist");
+    assert_eq!(top[0]["prefix"], "198.51.100.1/32");
+    assert!(top[0]["expires"].is_string());
+    // Summed over CPUs, like explain.
+    assert_eq!(top[0]["counters"]["packets"], 4);
+    assert_eq!(top[1]["ip"], "198.51.100.2");
+    assert_eq!(top[1]["strikes"], 0);
+    assert_eq!(top[1]["reports"], 1);
+    assert!(top[1]["list"].is_null());
+    let (_, v) = a.get("/v1/offenders?limit=1").await;
+    assert_eq!(v["offenders"].as_array().unwrap().len(), 1);
+    for bad in ["limit=0", "limit=1001", "limit=x", "top=3"] {
+        let (s, v) = a.get(&format!("/v1/offenders?{bad}")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {v}");
+    }
+}
+
+#[tokio::test]
+async fn list_search_matches_prefix_or_reason_across_pages() {
+    let a = api();
+    let entries: Vec<Value> = (0..30)
+        .map(|i| {
+            let reason = if i % 3 == 0 {
+                "SSH brute force"
+            } else {
+                "scanner"
+            };
+            json!({"net": format!("198.51.100.{i}"), "reason": reason})
+        })
+        .collect();
+    let (s, v) = a
+        .post("/v1/lists/blacklist", json!({ "entries": entries }))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // Case-insensitive on the reason, paged with the cursor like the whole list.
+    let mut found = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (s, v) = a
+            .get(&format!(
+                "/v1/lists/blacklist?q=ssh&limit=4&cursor={cursor}"
+            ))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        for e in v["entries"].as_array().unwrap() {
+            assert_eq!(e["reason"], "SSH brute force");
+            found.push(e["net"].as_str().unwrap().to_owned());
+        }
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = c.replace('/', "%2F"),
+            None => break,
+        }
+    }
+    assert_eq!(found.len(), 10, "{found:?}");
+    // On the prefix, config entries included.
+    let (_, v) = a.get("/v1/lists/blacklist?q=203.0.113").await;
+    assert_eq!(v["entries"][0]["net"], "203.0.113.0/24");
+    assert_eq!(v["entries"].as_array().unwrap().len(), 1);
+    let (_, v) = a.get("/v1/lists/blacklist?q=").await;
+    assert_eq!(v["entries"].as_array().unwrap().len(), 31);
+    let (s, _) = a
+        .get(&format!("/v1/lists/blacklist?q={}", "a".repeat(257)))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn status_page_is_served_with_a_strict_policy_and_no_token() {
+    let a = api_as("192.0.2.50", Some("0123456789abcdef0123"), 1 << 20);
+    for (uri, kind) in [
+        ("/ui", "text/html"),
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/app.css", "text/css"),
+    ] {
+        let req = Request::builder().uri(uri).body(Body::empty()).unwrap();
+        let res = a.app.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{uri}");
+        let h = res.headers();
+        assert!(
+            h["content-type"].to_str().unwrap().starts_with(kind),
+            "{uri}"
+        );
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe"),
+            "{csp}"
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff");
+    }
+    let req = Request::builder().uri("/").body(Body::empty()).unwrap();
+    let res = a.app.clone().oneshot(req).await.unwrap();
+    assert!(res.status().is_redirection());
+    assert_eq!(res.headers()["location"], "/ui");
+    // The data behind it still needs the token.
+    let (s, _) = a.get("/v1/offenders").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
 async fn metrics_are_prometheus_text() {
     let a = api();
     let req = Request::builder()

@@ -108,6 +108,35 @@ pub struct IpStatus {
     pub node: Option<String>,
 }
 
+/// Largest `limit` of `GET /v1/offenders`.
+pub const MAX_OFFENDERS: usize = 1000;
+
+/// `GET /v1/offenders?limit=`: sources with policy history, most strikes first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffenderList {
+    pub offenders: Vec<OffenderView>,
+}
+
+/// One source in [`OffenderList`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffenderView {
+    pub ip: String,
+    /// Strikes within the strike window.
+    pub strikes: u32,
+    /// Reports within the report window.
+    pub reports: u32,
+    /// RFC 3339: its latest violation, report or ban end.
+    pub last_activity: String,
+    /// `graylist` or `blacklist` when a ban covers it now, else null.
+    pub list: Option<String>,
+    /// The banning prefix.
+    pub prefix: Option<String>,
+    pub reason: Option<String>,
+    /// RFC 3339, or null when the ban never expires (or there is none).
+    pub expires: Option<String>,
+    pub counters: IpCounters,
+}
+
 /// `GET /v1/cluster`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClusterView {

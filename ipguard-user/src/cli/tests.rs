@@ -1091,6 +1091,7 @@ fn openapi_documents_exactly_the_api_paths() {
         ("/v1/report", &["post"]),
         ("/v1/reload", &["post"]),
         ("/v1/cluster", &["get"]),
+        ("/v1/offenders", &["get"]),
     ]
     .into_iter()
     .map(|(p, ms)| (p.to_owned(), ms.iter().map(|m| (*m).to_owned()).collect()))
@@ -1348,6 +1349,20 @@ fn contract_samples() -> Vec<(&'static str, Value, Value, Option<&'static [&'sta
             None,
         ),
         (
+            "OffenderList",
+            to(&crate::api::types::OffenderList {
+                offenders: vec![offender(true)],
+            }),
+            to(&crate::api::types::OffenderList { offenders: vec![] }),
+            None,
+        ),
+        (
+            "OffenderView",
+            to(&offender(true)),
+            to(&offender(false)),
+            None,
+        ),
+        (
             "ClusterView",
             to(&cluster_view(true)),
             to(&cluster_view(false)),
@@ -1368,6 +1383,22 @@ fn contract_samples() -> Vec<(&'static str, Value, Value, Option<&'static [&'sta
             Some(&["error", "detail"]),
         ),
     ]
+}
+
+/// A top offender with a ban, or without.
+fn offender(banned: bool) -> crate::api::types::OffenderView {
+    let some = |s: &str| banned.then(|| s.to_owned());
+    crate::api::types::OffenderView {
+        ip: "198.51.100.7".into(),
+        strikes: 2,
+        reports: 1,
+        last_activity: "2030-01-01T00:00:00Z".into(),
+        list: some("graylist"),
+        prefix: some("198.51.100.7/32"),
+        reason: some("syn rate"),
+        expires: some("2030-01-01T00:10:00Z"),
+        counters: crate::api::types::IpCounters::default(),
+    }
 }
 
 /// A fleet view with every optional field set, or none.

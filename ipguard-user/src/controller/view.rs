@@ -13,7 +13,7 @@ use super::{Controller, Problem, Result};
 use crate::{
     dataplane::{Backend, GlobalStats},
     model::{ListKind, Now, Origin, Ts},
-    policy::engine::Entry,
+    policy::engine::{Entry, OffenderSummary},
 };
 
 /// What decided a packet, as the status and the metrics name it: the kernel counter of
@@ -68,6 +68,16 @@ pub struct Page {
     pub entries: Vec<(IpNet, Entry)>,
     /// The last prefix of this page, if there are more.
     pub next: Option<IpNet>,
+}
+
+/// One source with policy history, for the top offenders.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Offender {
+    pub summary: OffenderSummary,
+    /// The graylist or blacklist entry covering it now, if any.
+    pub ban: Option<(IpNet, Entry)>,
+    /// Its counters, summed over CPUs (zero once the kernel evicted it).
+    pub counters: SourceCounters,
 }
 
 /// Capacity and use of one kernel map.
@@ -151,12 +161,44 @@ impl<B: Backend> Controller<B> {
         Ok(x)
     }
 
-    /// Up to `limit` entries of `list` after the prefix `cursor`.
-    pub fn list_page(&self, list: ListKind, limit: usize, cursor: Option<IpNet>) -> Page {
+    /// Up to `limit` sources with policy history, most strikes first, with their bans and
+    /// counters.
+    pub fn offenders(&self, limit: usize, now: Now) -> Result<Vec<Offender>> {
+        let engine = self.policy.engine();
+        engine
+            .top_offenders(now.wall, limit)
+            .into_iter()
+            .map(|summary| {
+                Ok(Offender {
+                    summary,
+                    ban: engine
+                        .ban_of(summary.ip)
+                        .map(|(net, e)| (net, e.into_owned())),
+                    counters: self.backend.source(summary.ip)?.unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    /// Up to `limit` entries of `list` after the prefix `cursor`; with `search`, only those
+    /// whose prefix or reason contains it (ASCII case-insensitive).
+    pub fn list_page(
+        &self,
+        list: ListKind,
+        limit: usize,
+        cursor: Option<IpNet>,
+        search: Option<&str>,
+    ) -> Page {
+        let needle = search.map(str::to_ascii_lowercase);
+        let keep = |net: &IpNet, e: &Entry| {
+            needle.as_deref().is_none_or(|q| {
+                net.to_string().contains(q) || e.reason.to_ascii_lowercase().contains(q)
+            })
+        };
         let mut entries: Vec<(IpNet, Entry)> = self
             .policy
             .engine()
-            .page(list, cursor, limit.saturating_add(1))
+            .page_matching(list, cursor, limit.saturating_add(1), &keep)
             .into_iter()
             .map(|(n, e)| (n, e.into_owned()))
             .collect();

@@ -26,6 +26,7 @@ use std::{
 use ipnet::IpNet;
 use smallvec::SmallVec;
 
+pub use self::query::OffenderSummary;
 pub use self::state::{EngineState, JournalOp, PersistedEntry, PersistedOffender};
 use super::lens::LenCounts;
 use crate::{

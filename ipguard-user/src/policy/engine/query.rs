@@ -5,6 +5,17 @@ use std::{borrow::Cow, net::IpAddr};
 use ipnet::IpNet;
 
 use super::{Engine, Entry};
+
+/// One source with policy history, as [`Engine::top_offenders`] ranks them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OffenderSummary {
+    pub ip: IpAddr,
+    /// Strikes within the strike window.
+    pub strikes: u32,
+    /// Reports kept (within the report window).
+    pub reports: u32,
+    pub last_activity: Ts,
+}
 use crate::model::{ListKind, Ts};
 
 impl Engine {
@@ -44,18 +55,30 @@ impl Engine {
         cursor: Option<IpNet>,
         limit: usize,
     ) -> Vec<(IpNet, Cow<'_, Entry>)> {
+        self.page_matching(list, cursor, limit, &|_, _| true)
+    }
+
+    /// Like [`Engine::page`], only entries for which `keep` holds (a search).
+    pub fn page_matching(
+        &self,
+        list: ListKind,
+        cursor: Option<IpNet>,
+        limit: usize,
+        keep: &dyn Fn(&IpNet, &Entry) -> bool,
+    ) -> Vec<(IpNet, Cow<'_, Entry>)> {
         use std::ops::Bound;
         let after = |n: &IpNet| cursor.is_none_or(|c| *n > c);
         let mut dynamic: Vec<(IpNet, &Entry)> = self
             .entries
             .iter()
-            .filter(|((l, n), _)| *l == list && after(n))
+            .filter(|((l, n), e)| *l == list && after(n) && keep(n, e))
             .map(|((_, n), e)| (*n, e))
             .collect();
         dynamic.sort_unstable_by_key(|(n, _)| *n);
         let from = cursor.map_or(Bound::Unbounded, Bound::Excluded);
         let mut config = self.config[list.index()]
             .range((from, Bound::Unbounded))
+            .filter(|(net, meta)| keep(net, &self.config_entry(list, **meta)))
             .peekable();
         let mut dynamic = dynamic.into_iter().peekable();
         let mut out = Vec::with_capacity(limit.min(self.counts[list.index()]));
@@ -103,6 +126,32 @@ impl Engine {
             let from = now.minus(self.esc.strike_window);
             o.strikes.iter().filter(|t| **t > from).count() as u32
         })
+    }
+
+    /// Up to `limit` sources with policy history, most strikes first (then most reports,
+    /// then the latest activity): one pass over the offenders, a bounded heap.
+    pub fn top_offenders(&self, now: Ts, limit: usize) -> Vec<OffenderSummary> {
+        use std::{cmp::Reverse, collections::BinaryHeap};
+        let from = now.minus(self.esc.strike_window);
+        let mut heap = BinaryHeap::with_capacity(limit.saturating_add(1));
+        for (ip, o) in &self.offenders {
+            let strikes = o.strikes.iter().filter(|t| **t > from).count() as u32;
+            let key = (strikes, o.reports.len() as u32, o.last_activity, *ip);
+            heap.push(Reverse(key));
+            if heap.len() > limit {
+                heap.pop();
+            }
+        }
+        let mut top: Vec<_> = heap.into_iter().map(|Reverse(k)| k).collect();
+        top.sort_unstable_by(|a, b| b.cmp(a));
+        top.into_iter()
+            .map(|(strikes, reports, last_activity, ip)| OffenderSummary {
+                ip,
+                strikes,
+                reports,
+                last_activity,
+            })
+            .collect()
     }
 
     /// The active ban of `ip` (graylist or blacklist entry covering it), most severe first.
