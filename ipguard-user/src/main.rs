@@ -5,7 +5,12 @@
 use std::{io::IsTerminal as _, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use ipguard::{cli, config::Config, daemon, policy::compile::compile};
+use ipguard::{
+    cli,
+    config::{Config, LogFormat},
+    daemon,
+    policy::compile::compile,
+};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -33,6 +38,10 @@ enum Command {
         /// start to adopt without an unfiltered moment (a restart, an upgrade).
         #[arg(long)]
         keep_attached: bool,
+        /// The daemon's log on stderr: `text` (one line per event) or `json` (one object
+        /// per line); overrides `[log] format`.
+        #[arg(long, value_name = "FORMAT", value_parser = log_format_parser())]
+        log_format: Option<LogFormat>,
     },
     /// Validate a config file without loading anything.
     CheckConfig {
@@ -44,20 +53,65 @@ enum Command {
     Client(cli::ClientCommand),
 }
 
+fn log_format_parser() -> impl clap::builder::TypedValueParser<Value = LogFormat> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(LogFormat::ALL.map(LogFormat::as_str))
+        .try_map(|s| s.parse::<LogFormat>())
+}
+
+/// Whether stderr is the systemd journal's stream (`JOURNAL_STREAM` names its device and
+/// inode): the journal stamps every line itself, so the log adds no time of its own.
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
+}
+
+/// The daemon's own log on stderr, in the format asked for: the same events and fields
+/// either way.
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let journal = stderr_is_journal();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match (format, journal) {
+        (LogFormat::Json, _) => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+        (LogFormat::Text, true) => builder.with_ansi(false).without_time().init(),
+        (LogFormat::Text, false) => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
     let cli = Cli::parse();
+    let format = match &cli.command {
+        Command::Run {
+            log_format: Some(f),
+            ..
+        } => *f,
+        Command::Run { config, .. } => Config::peek_log_format(config).unwrap_or_default(),
+        _ => LogFormat::default(),
+    };
+    init_logging(format);
     let result = match cli.command {
         Command::Run {
             config,
             interface,
             keep_attached,
+            log_format: _,
         } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

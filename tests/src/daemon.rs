@@ -76,6 +76,31 @@ impl Daemon {
         config: &std::path::Path,
         resolv_conf: Option<&std::path::Path>,
     ) -> Daemon {
+        Self::spawn_env(bed, dir, config, resolv_conf, &[], &[])
+    }
+
+    /// Like [`Daemon::start`], with environment variables and extra `run` arguments (the
+    /// systemd notify socket, `--log-format`).
+    pub fn start_env(
+        bed: &Testbed,
+        dir: &std::path::Path,
+        config_text: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Daemon {
+        let config = dir.join("ipguard.toml");
+        std::fs::write(&config, with_state(bed, dir, config_text)).unwrap();
+        Self::spawn_env(bed, dir, &config, None, env, args)
+    }
+
+    fn spawn_env(
+        bed: &Testbed,
+        dir: &std::path::Path,
+        config: &std::path::Path,
+        resolv_conf: Option<&std::path::Path>,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Daemon {
         let stderr_path = dir.join("daemon.log");
         let log = std::fs::File::create(&stderr_path).unwrap();
         // nsenter switches only the network namespace (ip netns exec would also remount /sys).
@@ -93,6 +118,8 @@ impl Daemon {
             .args(["run", "--config"])
             .arg(config)
             .args(["--interface", &bed.srv_if])
+            .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

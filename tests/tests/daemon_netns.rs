@@ -240,3 +240,88 @@ fn daemon_refuses_to_start_on_bad_input() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("blacklist 3 entries"));
 }
+
+/// The systemd notify protocol against a socket of the test's own (PID 1 here is not
+/// systemd): READY once filtering, WATCHDOG pings at half `WATCHDOG_USEC`, RELOADING then
+/// READY around a SIGHUP, STOPPING at SIGTERM. The same run logs JSON, one object a line.
+#[test]
+fn systemd_notify_protocol_and_json_logs() {
+    use std::{
+        os::unix::net::UnixDatagram,
+        time::{Duration, Instant},
+    };
+    let bed = testbed("n");
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let daemon = Daemon::start_env(
+        &bed,
+        dir.path(),
+        CONFIG,
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+        &["--log-format", "json"],
+    );
+    // Every datagram until `until` holds, or 10 s.
+    let read_until = |until: &dyn Fn(&[String]) -> bool| {
+        let mut got: Vec<String> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut buf = [0u8; 4096];
+        while !until(&got) {
+            assert!(Instant::now() < deadline, "notifications so far: {got:?}");
+            if let Ok(n) = sock.recv(&mut buf) {
+                got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        got
+    };
+    let got = read_until(&|g| g.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3);
+    let ready = got
+        .iter()
+        .position(|m| m.lines().any(|l| l == "READY=1"))
+        .unwrap_or_else(|| panic!("no READY=1 in {got:?}"));
+    assert!(got[ready].contains(&format!("STATUS=filtering on {}", bed.srv_if)));
+    // Ready only once the program is attached.
+    assert!(bed.srv_has_xdp());
+    daemon.signal(libc::SIGHUP);
+    let got = read_until(&|g| g.iter().any(|m| m.contains("STATUS=config reloaded")));
+    let reloading = got
+        .iter()
+        .position(|m| m.lines().any(|l| l == "RELOADING=1"))
+        .unwrap_or_else(|| panic!("no RELOADING=1 in {got:?}"));
+    assert!(got[reloading].contains("MONOTONIC_USEC="), "{got:?}");
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "{log}");
+    let mut rest = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = sock.recv(&mut buf) {
+        rest.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(
+        rest.iter().any(|m| m.lines().any(|l| l == "STOPPING=1")),
+        "{rest:?}"
+    );
+    // Every line of the log is one JSON object with the text log's fields.
+    let mut messages = Vec::new();
+    for line in log.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        for key in ["timestamp", "level", "target", "message"] {
+            assert!(v.get(key).is_some(), "no {key}: {line}");
+        }
+        messages.push(v);
+    }
+    let filtering = messages
+        .iter()
+        .find(|v| v["message"] == "ipguard is filtering")
+        .unwrap_or_else(|| panic!("no start line in {log}"));
+    assert_eq!(filtering["interface"], bed.srv_if.as_str());
+    assert_eq!(filtering["level"], "INFO");
+    assert!(messages
+        .iter()
+        .any(|v| v["message"] == "SIGHUP: config reloaded"));
+}

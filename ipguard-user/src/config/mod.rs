@@ -41,6 +41,15 @@ impl Config {
         }
     }
 
+    /// The `[log] format` of a config file, read before the logger exists (and so before
+    /// the whole config is validated, which logs). `None` when the file cannot be read or
+    /// parsed, or sets no valid format: the full load then reports what is wrong.
+    pub fn peek_log_format(path: &Path) -> Option<LogFormat> {
+        let text = list_file::read_bounded(path, MAX_CONFIG_BYTES).ok()?;
+        let table: toml::Table = toml::from_str(&text).ok()?;
+        table.get("log")?.get("format")?.as_str()?.parse().ok()
+    }
+
     /// Parses and validates config text. `origin` is the file name used in error messages.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|error| {

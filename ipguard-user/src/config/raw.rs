@@ -148,6 +148,7 @@ pub(super) struct RawApi {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, expecting = "the [log] table")]
 pub(super) struct RawLog {
+    pub(super) format: Option<Spanned<String>>,
     pub(super) path: Option<Spanned<String>>,
     pub(super) max_bytes: Option<Spanned<i64>>,
     pub(super) backups: Option<Spanned<i64>>,

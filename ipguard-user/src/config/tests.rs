@@ -1130,6 +1130,7 @@ fn api_log_state_defaults() {
     assert_eq!(
         config.log,
         LogConfig {
+            format: LogFormat::Text,
             path: None,
             max_bytes: 5 * 1024 * 1024,
             backups: 7,
@@ -1188,6 +1189,7 @@ token_file = "/run/secrets/ipguard token"
 max_body_bytes = 1024
 
 [log]
+format = "json"
 path = "/tmp/ipguard/decisions.log"
 max_bytes = 4096
 backups = 0
@@ -1211,6 +1213,7 @@ pin_dir = "/sys/fs/bpf/other"
     assert_eq!(
         config.log,
         LogConfig {
+            format: LogFormat::Json,
             path: Some("/tmp/ipguard/decisions.log".into()),
             max_bytes: 4096,
             backups: 0,
@@ -1354,7 +1357,7 @@ fn log_errors_name_the_key() {
     );
     assert_eq!(
         error(&log("file = \"/var/log/x\"")),
-        "ipguard.toml:2:1: unknown field `file`, expected one of `path`, `max_bytes`, `backups`, `max_lines_per_sec`, `drop_interval`"
+        "ipguard.toml:2:1: unknown field `file`, expected one of `format`, `path`, `max_bytes`, `backups`, `max_lines_per_sec`, `drop_interval`"
     );
 }
 
@@ -1712,4 +1715,30 @@ fn cluster_is_off_by_default_and_checked_with_its_place() {
         let e = error(text);
         assert!(e.starts_with(expected), "{text}: {e}");
     }
+}
+
+#[test]
+fn log_format_is_text_or_json() {
+    assert_eq!(parse("").unwrap().log.format, LogFormat::Text);
+    assert_eq!(
+        parse("[log]\nformat = \"json\"\n").unwrap().log.format,
+        LogFormat::Json
+    );
+    let e = error("[log]\nformat = \"xml\"\n");
+    assert!(
+        e.starts_with("ipguard.toml:2:10: log.format: unknown variant `xml`, expected one of"),
+        "{e}"
+    );
+    // Read before the logger exists: the key alone, and nothing for a broken file.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ipguard.toml");
+    std::fs::write(
+        &file,
+        "[log]\nformat = \"json\"\n[lists]\nblacklist = [\"x\"]\n",
+    )
+    .unwrap();
+    assert_eq!(Config::peek_log_format(&file), Some(LogFormat::Json));
+    std::fs::write(&file, "[log]\nformat = \"json\"\n[[[").unwrap();
+    assert_eq!(Config::peek_log_format(&file), None);
+    assert_eq!(Config::peek_log_format(&dir.path().join("absent")), None);
 }

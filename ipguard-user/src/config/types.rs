@@ -42,6 +42,19 @@ named_enum! {
     }
 }
 
+named_enum! {
+    /// How the daemon writes its own log (stderr): `[log] format` or `--log-format`.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum LogFormat {
+        /// One human-readable line per event.
+        #[default]
+        Text = "text",
+        /// One JSON object per line (tracing-subscriber's JSON layer), for log shippers.
+        Json = "json",
+    }
+}
+
 /// The static lists of the `[lists]` section, in file order with duplicates removed.
 /// Overlaps between lists are legal; precedence is decided when the rules are compiled.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -248,6 +261,8 @@ pub const MIN_DROP_INTERVAL: Duration = Duration::from_secs(1);
 /// The `[log]` section: the decision log (see [`crate::decision_log`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
+    /// The daemon's own log (stderr), text (default) or JSON lines; not the decision log.
+    pub format: LogFormat,
     /// The log file, absolute; `None` (default): no decision log.
     pub path: Option<PathBuf>,
     /// The file is rotated before a record would make it larger than this; at least
@@ -267,6 +282,7 @@ pub struct LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
+            format: LogFormat::default(),
             path: None,
             max_bytes: DEFAULT_LOG_MAX_BYTES,
             backups: DEFAULT_LOG_BACKUPS,

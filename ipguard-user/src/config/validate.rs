@@ -559,8 +559,21 @@ impl Source<'_> {
             Some(raw) => self.duration("log.drop_interval", raw, MIN_DROP_INTERVAL, None)?,
             None => defaults.drop_interval,
         };
+        let format = match &raw.format {
+            None => LogFormat::default(),
+            Some(f) => f
+                .get_ref()
+                .parse()
+                .map_err(|e: UnknownVariant| ConfigError::Invalid {
+                    origin: self.origin.to_owned(),
+                    at: self.at(f),
+                    key: "log.format".into(),
+                    problem: e.to_string(),
+                })?,
+        };
         // The ranges above are the types' own, so the defaults are never used here.
         Ok(LogConfig {
+            format,
             path: self.path("log.path", &raw.path, PathKind::File)?,
             max_bytes: u64::try_from(max_bytes).unwrap_or(defaults.max_bytes),
             backups: u32::try_from(backups).unwrap_or(defaults.backups),

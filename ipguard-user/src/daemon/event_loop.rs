@@ -117,6 +117,11 @@ impl EventLoop {
         let last = locked(&self.ctl).rules().1;
         let resolver = tokio::spawn(resolver::run(jobs_rx, last, resolved_tx));
 
+        // Filtering since before the loop, the API accepting: systemd may go on.
+        super::notify::ready(&format!("filtering on {}", self.interface));
+        let watchdog = super::notify::watchdog_period();
+        let mut watchdog_ping =
+            tokio::time::interval(watchdog.unwrap_or(std::time::Duration::from_secs(3600)));
         let mut drops = tokio::time::interval(self.config.log.drop_interval);
         let mut upkeep = tokio::time::interval_at(Instant::now() + UPKEEP_EVERY, UPKEEP_EVERY);
         let mut batch = Vec::new();
@@ -132,6 +137,7 @@ impl EventLoop {
                 // The API changed the state: recompute the next deadline.
                 _ = changed.notified() => {}
                 _ = self.signals.hup.recv() => {
+                    super::notify::reloading();
                     match self.reload().await {
                         Ok(restart) => {
                             let _ = jobs_tx.send(self.job());
@@ -139,10 +145,16 @@ impl EventLoop {
                                 tracing::warn!(keys = ?restart, "SIGHUP: these settings need a restart to take effect");
                             }
                             tracing::info!("SIGHUP: config reloaded");
+                            super::notify::reloaded("config reloaded");
                         }
-                        Err(e) => tracing::error!(error = %e, "SIGHUP: the new config is invalid or cannot be applied; the running one stays in force"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "SIGHUP: the new config is invalid or cannot be applied; the running one stays in force");
+                            super::notify::reloaded("reload refused; the running config stays in force");
+                        }
                     }
                 }
+                // From the loop itself: if it hangs, the pings stop and systemd restarts it.
+                _ = watchdog_ping.tick(), if watchdog.is_some() => super::notify::watchdog(),
                 Some(reply) = reload_rx.recv() => {
                     let result = self.reload().await;
                     if result.is_ok() {
@@ -191,6 +203,7 @@ impl EventLoop {
                 }
             }
         };
+        super::notify::stopping();
         resolver.abort();
         let _ = stop_api.send(());
         let _ = server.await;

@@ -8,6 +8,7 @@ use std::{
 };
 
 mod event_loop;
+mod notify;
 mod resolver;
 
 use anyhow::{bail, Context as _};
