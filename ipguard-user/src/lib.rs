@@ -20,6 +20,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod decision_log;
 pub mod duration;
+pub mod manual;
 pub mod metrics;
 pub mod model;
 pub mod net;

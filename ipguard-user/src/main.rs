@@ -4,7 +4,7 @@
 
 use std::{io::IsTerminal as _, path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use ipguard::{
     cli,
     config::{Config, LogFormat},
@@ -48,6 +48,14 @@ enum Command {
         /// Config file (TOML).
         file: PathBuf,
     },
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages (ipguard.8, ipguard-<command>.8, ipguard.toml.5) into DIR.
+    #[command(hide = true)]
+    Manpages { dir: PathBuf },
     /// status, list, add, remove, report: clients of a running daemon's REST API.
     #[command(flatten)]
     Client(cli::ClientCommand),
@@ -126,6 +134,16 @@ fn main() -> ExitCode {
                 ))
             }),
         Command::CheckConfig { file } => check_config(&file),
+        Command::Completions { shell } => {
+            use std::io::Write as _;
+            let script = ipguard::manual::completions(Cli::command(), shell);
+            std::io::stdout()
+                .write_all(&script)
+                .map_err(anyhow::Error::from)
+        }
+        Command::Manpages { dir } => ipguard::manual::write_man_pages(Cli::command(), &dir)
+            .map(|pages| println!("{}", pages.join(" ")))
+            .map_err(|e| anyhow::anyhow!("writing the manual pages into {}: {e}", dir.display())),
         Command::Client(command) => cli::run(&command).map_err(anyhow::Error::from),
     };
     match result {

@@ -76,7 +76,7 @@ impl Daemon {
         config: &std::path::Path,
         resolv_conf: Option<&std::path::Path>,
     ) -> Daemon {
-        Self::spawn_env(bed, dir, config, resolv_conf, &[], &[])
+        Self::spawn_env(bed, dir, config, resolv_conf, &[], &[], None)
     }
 
     /// Like [`Daemon::start`], with environment variables and extra `run` arguments (the
@@ -90,7 +90,20 @@ impl Daemon {
     ) -> Daemon {
         let config = dir.join("ipguard.toml");
         std::fs::write(&config, with_state(bed, dir, config_text)).unwrap();
-        Self::spawn_env(bed, dir, &config, None, env, args)
+        Self::spawn_env(bed, dir, &config, None, env, args, None)
+    }
+
+    /// Like [`Daemon::start`], with `program` (a wrapper and its arguments, ending with the
+    /// binary, e.g. `setpriv ... /usr/sbin/ipguard`) in place of IPGUARD_BIN.
+    pub fn start_program(
+        bed: &Testbed,
+        dir: &std::path::Path,
+        config_text: &str,
+        program: &[String],
+    ) -> Daemon {
+        let config = dir.join("ipguard.toml");
+        std::fs::write(&config, with_state(bed, dir, config_text)).unwrap();
+        Self::spawn_env(bed, dir, &config, None, &[], &[], Some(program))
     }
 
     fn spawn_env(
@@ -100,6 +113,7 @@ impl Daemon {
         resolv_conf: Option<&std::path::Path>,
         env: &[(&str, &str)],
         args: &[&str],
+        program: Option<&[String]>,
     ) -> Daemon {
         let stderr_path = dir.join("daemon.log");
         let log = std::fs::File::create(&stderr_path).unwrap();
@@ -113,8 +127,11 @@ impl Daemon {
                     resolv.display()
                 ));
         }
+        match program {
+            Some(program) => cmd.args(program),
+            None => cmd.arg(ipguard_bin()),
+        };
         let child = cmd
-            .arg(ipguard_bin())
             .args(["run", "--config"])
             .arg(config)
             .args(["--interface", &bed.srv_if])

@@ -4,6 +4,7 @@
 //! repeat each step by hand.
 
 mod bench;
+mod package;
 mod run;
 mod setup;
 mod test;
@@ -38,6 +39,8 @@ enum Cmd {
     Test(test::TestArgs),
     /// rustfmt check and clippy with warnings denied.
     Lint,
+    /// Setup, build the release binary, then the Debian package (target/debian/*.deb).
+    Package,
     /// Setup, build, then benchmark the XDP program against baselines (root); writes
     /// target/bench/results.json.
     Bench(bench::BenchArgs),
@@ -54,6 +57,7 @@ fn main() -> Result<()> {
         Cmd::Test(args) => test::test(args),
         Cmd::Lint => lint(),
         Cmd::Bench(args) => bench::bench(args),
+        Cmd::Package => package::package().map(|_| ()),
     }
 }
 

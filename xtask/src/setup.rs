@@ -51,6 +51,7 @@ pub fn setup() -> Result<()> {
     println!("setup: checking the toolchain");
     apt_packages()?;
     bpf_linker()?;
+    cargo_deb()?;
     verify()?;
     python_tools()?;
     println!("setup: all present");
@@ -163,6 +164,29 @@ fn bpf_linker() -> Result<()> {
         format!("bpf-linker {BPF_LINKER_VERSION} not found after `cargo install`")
     })?;
     ensure_on_path(&path)
+}
+
+/// cargo-deb, which `cargo xtask package` builds the Debian package with.
+const CARGO_DEB_VERSION: &str = "3.8.0";
+
+fn cargo_deb() -> Result<()> {
+    let have = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["deb", "--version"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    if have.split_whitespace().any(|w| w == CARGO_DEB_VERSION) {
+        println!("  cargo-deb {CARGO_DEB_VERSION}");
+        return Ok(());
+    }
+    println!("  cargo-deb {CARGO_DEB_VERSION}      MISSING (building it takes two minutes)");
+    run_checked(
+        cargo()
+            .args(["install", "--locked"])
+            .arg(format!("cargo-deb@{CARGO_DEB_VERSION}")),
+    )
 }
 
 /// The first `bpf-linker` of the right version in PATH, `$CARGO_HOME/bin` or `~/.cargo/bin`.

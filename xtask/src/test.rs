@@ -22,12 +22,15 @@ pub fn test(args: TestArgs) -> Result<()> {
         bail!("privileged tests need root; run as root");
     }
     setup::setup()?;
+    // The package test installs the Debian package: build it (and the release binary).
+    let deb = crate::package::package()?;
     // The T2 tests run the daemon binary itself: build it first and tell them where it is.
     build(false)?;
     let bin = ipguard_bin(false)?;
     // --no-fail-fast: one failing test binary must not hide the results of the others.
     let mut cmd = cargo();
     cmd.env("IPGUARD_BIN", &bin)
+        .env("IPGUARD_DEB", &deb)
         .env(
             "IPGUARD_SCHEMATHESIS",
             setup::python_tools_dir()?.join("bin/schemathesis"),
