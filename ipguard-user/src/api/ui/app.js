@@ -234,8 +234,24 @@
     return 10 * p;
   }
 
-  function drawChart(names, maxId, midId) {
-    const now = performance.now();
+  // The time shown: the data there is, in steps of 10 s, up to the whole window.
+  function chartSpan(now) {
+    const age = points.length ? now - points[0].t : 0;
+    return Math.min(WINDOW_MS, Math.max(10000, Math.ceil(age / 10000) * 10000));
+  }
+
+  function fmtAge(ms) {
+    const s = Math.round(ms / 1000);
+    return s >= 60 && s % 60 === 0 ? `−${s / 60} min` : `−${s} s`;
+  }
+
+  function drawAxes(span) {
+    for (const n of document.querySelectorAll(".x-start")) n.textContent = fmtAge(span);
+    for (const n of document.querySelectorAll(".x-mid")) n.textContent = fmtAge(span / 2);
+    setText("span-note", `packets per second, last ${fmtAge(span).slice(1)}`);
+  }
+
+  function drawChart(names, maxId, midId, now, span) {
     let max = 0;
     for (const p of points) for (const n of names) max = Math.max(max, p.rates[n] || 0);
     const top = niceCeil(max);
@@ -244,7 +260,7 @@
     for (const n of names) {
       const active = points.some((p) => (p.rates[n] || 0) > 0);
       const coords = active ? points.map((p) => {
-        const x = CHART_W - ((now - p.t) / WINDOW_MS) * CHART_W;
+        const x = CHART_W - ((now - p.t) / span) * CHART_W;
         const y = CHART_H - 2 - ((p.rates[n] || 0) / top) * (CHART_H - 4);
         return `${x.toFixed(1)},${y.toFixed(1)}`;
       }) : [];
@@ -299,8 +315,10 @@
       $(id).setAttribute("data-rate", String(v));
     }
     $("charts").setAttribute("data-samples", String(points.length));
-    drawChart(PASS_LISTS, "chart-pass-max", "chart-pass-mid");
-    drawChart(DROP_LISTS, "chart-drop-max", "chart-drop-mid");
+    const span = chartSpan(t);
+    drawAxes(span);
+    drawChart(PASS_LISTS, "chart-pass-max", "chart-pass-mid", t, span);
+    drawChart(DROP_LISTS, "chart-drop-max", "chart-drop-mid", t, span);
   }
 
   function renderProblems(problems) {
@@ -418,6 +436,8 @@
     $("list-next").disabled = !listView.next;
     $("list-prev").disabled = listView.cursors.length <= 1;
     setText("list-page", `page ${listView.cursors.length}`);
+    // What the table shows now (list, page, search), for scripts that drive the page.
+    $("list-table").setAttribute("data-shown", `${listView.name}|${listView.cursors.length}|${listView.q}`);
   }
 
   function removeButton(list, net) {
@@ -573,6 +593,7 @@
     $("list-search").addEventListener("input", debounce(() => {
       listView.q = $("list-search").value.trim();
       listView.cursors = [""];
+      setMsg("list-msg", "");
       loadList().catch(() => {});
     }, 250));
     $("list-next").addEventListener("click", () => {
