@@ -20,6 +20,8 @@ pub mod daemon;
 pub mod dataplane;
 pub mod decision_log;
 pub mod duration;
+pub mod feeds;
+pub mod geo;
 pub mod manual;
 pub mod metrics;
 pub mod model;

@@ -60,7 +60,11 @@ pub fn setup() -> Result<()> {
 
 /// PyPI tools the tests run, pinned, in a virtual environment of the project's own
 /// (`target/pytools`): nothing is installed into the system's Python.
-const PYTHON_TOOLS: &[&str] = &["schemathesis==4.32.5", "playwright==1.65.3"];
+const PYTHON_TOOLS: &[&str] = &[
+    "schemathesis==4.32.5",
+    "playwright==1.65.3",
+    "mmdb-writer==0.2.7",
+];
 
 /// The virtual environment of [`PYTHON_TOOLS`].
 pub fn python_tools_dir() -> Result<PathBuf> {

@@ -1,0 +1,1 @@
+//! Blocklist feeds (`[[feed]]`): fetching, parsing, hygiene and held updates.

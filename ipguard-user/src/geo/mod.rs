@@ -1,0 +1,1 @@
+//! Geo-blocking (`[geo]`): MaxMind country and ASN databases compiled to prefixes.
