@@ -269,3 +269,56 @@ fn kill_9_keeps_filtering_and_a_restart_restores_state_and_expiries() {
     );
     let _ = sh(&["true"]);
 }
+
+/// `ipguard top` off a terminal: one plain snapshot with the rates measured over one
+/// interval while traffic flows, and the offender the reports banned.
+#[test]
+fn top_prints_a_snapshot_of_rates_and_offenders_when_piped() {
+    let bed = testbed("t");
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(&bed, dir.path(), CONFIG);
+    for _ in 0..3 {
+        cli_ok(&bed, &["report", "192.0.2.2", "--reason", "failed login"]);
+    }
+    // Dropped (graylisted) and passed traffic for longer than top's interval.
+    let cli_ns = bed.cli.clone();
+    let pings: Vec<std::process::Child> = ["192.0.2.2", "198.51.100.8"]
+        .into_iter()
+        .map(|src| {
+            std::process::Command::new("ip")
+                .args([
+                    "netns", "exec", &cli_ns, "ping", "-q", "-c", "25", "-i", "0.1",
+                ])
+                .args(["-W", "1", "-I", src, "192.0.2.1"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("ping")
+        })
+        .collect();
+    sleep(Duration::from_millis(300));
+    let out = cli_ok(&bed, &["top", "--interval", "1"]);
+    for mut p in pings {
+        let _ = p.wait();
+    }
+    assert!(!out.contains('\u{1b}'), "escapes in piped output: {out:?}");
+    let rate = |list: &str| -> f64 {
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(list))
+            .and_then(|l| l.split_whitespace().nth(2)?.parse().ok())
+            .unwrap_or_else(|| panic!("no {list} rate in\n{out}"))
+    };
+    assert!(rate("graylist") > 0.0, "{out}");
+    assert!(rate("unlisted") > 0.0, "{out}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("192.0.2.2 "))
+        .unwrap_or_else(|| panic!("no offender row in\n{out}"));
+    assert!(
+        row.contains("graylist") && row.contains("3 reports"),
+        "{row}"
+    );
+    // Plain status too when piped.
+    assert!(!cli_ok(&bed, &["status", "192.0.2.2"]).contains('\u{1b}'));
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "{log}");
+}

@@ -214,6 +214,11 @@ impl Call {
         Call::get("/v1/status".to_owned())
     }
 
+    /// `GET /v1/offenders?limit=`.
+    pub fn offenders(limit: u32) -> Self {
+        Call::get(format!("/v1/offenders?limit={limit}"))
+    }
+
     /// `GET /v1/ips/{ip}`.
     pub fn ip(ip: IpAddr) -> Self {
         Call::get(format!("/v1/ips/{}", encode_segment(&ip.to_string())))

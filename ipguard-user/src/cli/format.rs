@@ -21,7 +21,7 @@ pub(super) fn json_line(mut body: String) -> String {
 
 /// Escapes control characters: reasons come from API callers and must not be able to
 /// move the cursor or recolour an operator's terminal.
-pub(super) fn clean(s: &str) -> String {
+pub(crate) fn clean(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if c.is_control() {
@@ -52,7 +52,7 @@ pub(super) fn key_values(rows: &[(&str, String)]) -> String {
 
 /// A table with a header line; columns two spaces apart, numbers right-aligned, no
 /// trailing spaces.
-pub(super) fn table(header: &[&str], numeric: &[bool], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], numeric: &[bool], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -340,6 +340,55 @@ pub fn format_cluster(c: &ClusterView) -> String {
     if !nodes.is_empty() {
         out.push('\n');
         out.push_str(&table(&["NODE", "LAST SEEN"], &[], &nodes));
+    }
+    out
+}
+
+/// Colours for a terminal: table headers bold, and the value of the keys that carry a
+/// verdict (`verdict`, `list`, `link`, `outcome`) red, yellow or green by what it says.
+/// Applied to the plain text the `format_*` functions make (reasons were already
+/// cleaned of control characters), so piped output and `--json` never carry escapes;
+/// the writer (`anstream`) strips them again when stdout is not a terminal or
+/// `NO_COLOR` is set.
+pub fn highlight(text: &str) -> String {
+    use anstyle::{AnsiColor, Style};
+    let bold = Style::new().bold();
+    let paint = |word: &str| -> Option<Style> {
+        let colour = match word {
+            "drop" | "down" | "blacklist" | "banned" | "already_banned" => AnsiColor::Red,
+            "graylist" | "recorded" => AnsiColor::Yellow,
+            "pass" | "up" | "whitelist" | "whitelisted" => AnsiColor::Green,
+            _ => return None,
+        };
+        Some(Style::new().fg_color(Some(colour.into())).bold())
+    };
+    let mut out = String::with_capacity(text.len() + 64);
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches('\n');
+        let header = body.split("  ").filter(|w| !w.is_empty()).count() >= 2
+            && body
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c == ' ' || c == '_');
+        if header {
+            let _ = write!(out, "{bold}{body}{bold:#}");
+        } else if let Some((key, rest)) = body
+            .split_once("  ")
+            .filter(|(k, _)| matches!(k.trim(), "verdict" | "list" | "link" | "outcome"))
+        {
+            let value = rest.trim_start();
+            let pad = &rest[..rest.len() - value.len()];
+            match paint(value) {
+                Some(style) => {
+                    let _ = write!(out, "{key}  {pad}{style}{value}{style:#}");
+                }
+                None => out.push_str(body),
+            }
+        } else {
+            out.push_str(body);
+        }
+        if line.ends_with('\n') {
+            out.push('\n');
+        }
     }
     out
 }

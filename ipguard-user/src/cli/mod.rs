@@ -20,12 +20,13 @@ use ipnet::IpNet;
 
 mod client;
 mod format;
+pub mod top;
 
 pub use self::{client::*, format::*};
 use crate::{
     api::types::{
-        AddEntry, AddRequest, AddResponse, ClusterView, IpStatus, ListPage, RemoveResponse,
-        ReportRequest, ReportResponse, Status, MAX_PAGE,
+        AddEntry, AddRequest, AddResponse, ClusterView, IpStatus, ListPage, OffenderList,
+        RemoveResponse, ReportRequest, ReportResponse, Status, MAX_PAGE,
     },
     duration::{parse_lifetime, DurationError},
     model::ListKind,
@@ -116,6 +117,18 @@ pub enum ClientCommand {
         #[command(flatten)]
         api: ApiOpts,
     },
+    /// A live view of the daemon, like top: rates per list, top offenders, recent bans
+    /// (q or Esc quits). When stdout is not a terminal, one snapshot in text, then exit.
+    Top {
+        /// Seconds between updates (1-60).
+        #[arg(long, value_name = "S", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=60))]
+        interval: u64,
+        /// Offenders to show (1-100).
+        #[arg(long, value_name = "N", default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..=100))]
+        limit: u32,
+        #[command(flatten)]
+        api: ApiOpts,
+    },
     /// Report an abusive address; enough reports within the window ban it.
     Report {
         /// The address to report (IPv4 or IPv6).
@@ -137,6 +150,7 @@ impl ClientCommand {
             | ClientCommand::Add { api, .. }
             | ClientCommand::Remove { api, .. }
             | ClientCommand::Report { api, .. }
+            | ClientCommand::Top { api, .. }
             | ClientCommand::Cluster { api } => api,
         }
     }
@@ -158,8 +172,20 @@ pub fn run(command: &ClientCommand) -> Result<(), ClientError> {
     let opts = command.api_opts();
     let token = resolve_token(opts.token_file.as_deref(), std::env::var_os(TOKEN_ENV))?;
     let client = Client::new(&opts.api, token);
+    if let ClientCommand::Top {
+        interval, limit, ..
+    } = command
+    {
+        return top::run(&client, *interval, *limit);
+    }
     let output = execute(command, &client)?;
-    let mut stdout = io::stdout().lock();
+    let output = if opts.json {
+        output
+    } else {
+        highlight(&output)
+    };
+    // Colour on a terminal only (and not with NO_COLOR): anstream strips it otherwise.
+    let mut stdout = anstream::AutoStream::auto(io::stdout().lock());
     match stdout
         .write_all(output.as_bytes())
         .and_then(|()| stdout.flush())
@@ -245,6 +271,21 @@ pub fn execute(command: &ClientCommand, client: &Client) -> Result<String, Clien
                 Ok(json_line(client.send(&call)?))
             } else {
                 Ok(format_cluster(&client.fetch::<ClusterView>(&call)?))
+            }
+        }
+        ClientCommand::Top { limit, .. } => {
+            // One snapshot without rates (`run` drives the live view).
+            let status: Status = client.fetch(&Call::status())?;
+            let offenders: OffenderList = client.fetch(&Call::offenders(*limit))?;
+            if json {
+                Ok(json_line(serde_json::to_string(&serde_json::json!({
+                    "status": status,
+                    "offenders": offenders.offenders,
+                }))?))
+            } else {
+                let mut view = top::TopView::default();
+                view.update(status, offenders.offenders, None);
+                Ok(top::format_snapshot(&view))
             }
         }
         ClientCommand::Report { ip, reason, .. } => {

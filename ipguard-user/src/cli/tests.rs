@@ -1131,6 +1131,8 @@ fn cli_calls_are_documented_in_openapi() {
         )
         .unwrap(),
         Call::remove(ListKind::Blacklist, &net("203.0.113.0/24")),
+        Call::offenders(15),
+        Call::get("/v1/cluster".to_owned()),
         Call::report(&ReportRequest {
             ip: "192.0.2.1".into(),
             reason: None,
@@ -1518,4 +1520,49 @@ fn formats_the_fleet_and_a_fleet_decision() {
         }),
         "not in a fleet (no [cluster] in the config)\n"
     );
+}
+
+#[test]
+fn highlight_colours_verdicts_and_headers_only() {
+    let text = "ip       198.51.100.7\nverdict  drop\nlist     graylist\nreason   pass drop\n\nLIST  PACKETS\nblacklist  7\n";
+    let out = highlight(text);
+    // Stripped of its escapes, the text is unchanged.
+    assert_eq!(anstream::adapter::strip_str(&out).to_string(), text);
+    assert!(
+        out.contains("\u{1b}[1m\u{1b}[31mdrop\u{1b}[0m") || out.contains("drop\u{1b}[0m"),
+        "{out:?}"
+    );
+    assert!(out.contains("graylist\u{1b}[0m"), "{out:?}");
+    assert!(out.contains("\u{1b}[1mLIST  PACKETS\u{1b}[0m"), "{out:?}");
+    // A reason that says "pass drop" is not a verdict: left alone.
+    assert!(out.contains("reason   pass drop\n"), "{out:?}");
+    // Nothing to colour, nothing added.
+    assert_eq!(
+        highlight("blacklist: added 1, replaced 0\n"),
+        "blacklist: added 1, replaced 0\n"
+    );
+}
+
+#[test]
+fn top_takes_bounded_interval_and_limit() {
+    for (args, ok) in [
+        (&["ipguard", "top"][..], true),
+        (
+            &["ipguard", "top", "--interval", "5", "--limit", "100"],
+            true,
+        ),
+        (&["ipguard", "top", "--interval", "0"], false),
+        (&["ipguard", "top", "--limit", "101"], false),
+    ] {
+        #[derive(clap::Parser, Debug)]
+        struct Cli {
+            #[command(subcommand)]
+            c: ClientCommand,
+        }
+        assert_eq!(
+            <Cli as clap::Parser>::try_parse_from(args).is_ok(),
+            ok,
+            "{args:?}"
+        );
+    }
 }
