@@ -5,7 +5,7 @@ use std::{thread::sleep, time::Duration};
 
 use ipguard_tests::{
     daemon::{cli, cli_ok, http_get, pin_dir, ping, testbed, with_state, Daemon},
-    netns::sh,
+    netns::{in_netns, sh},
 };
 use serde_json::Value;
 
@@ -319,6 +319,116 @@ fn top_prints_a_snapshot_of_rates_and_offenders_when_piped() {
     );
     // Plain status too when piped.
     assert!(!cli_ok(&bed, &["status", "192.0.2.2"]).contains('\u{1b}'));
+    let (status, log) = daemon.terminate();
+    assert!(status.success(), "{log}");
+}
+
+/// An atomic reload: the config's list file is swapped for another of 100k entries, and
+/// a source listed in both is never passed while the tables change; `ipguard reload`
+/// answers once all of it is applied.
+#[test]
+fn a_reload_of_100k_entries_never_passes_a_source_listed_before_and_after() {
+    use std::{
+        net::UdpSocket,
+        sync::{
+            atomic::{AtomicBool, AtomicU64, Ordering},
+            Arc,
+        },
+    };
+    let bed = testbed("l");
+    let dir = tempfile::tempdir().unwrap();
+    const PROBE: &str = "203.0.113.5";
+    let write_list = |name: &str, second_octet: u8| {
+        let mut text = String::with_capacity(2 << 20);
+        for i in 0..100_000u32 {
+            let [_, a, b, c] = i.to_be_bytes();
+            text.push_str(&format!("100.{}.{b}.{c}\n", second_octet + a));
+        }
+        text.push_str(PROBE);
+        text.push('\n');
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let (a, b) = (write_list("a.txt", 64), write_list("b.txt", 96));
+    let config = |file: &std::path::Path| {
+        format!(
+            "[lists]\nwhitelist = [\"127.0.0.0/8\", \"::1\"]\nblacklist_files = [\"{}\"]\n",
+            file.display()
+        )
+    };
+    let daemon = Daemon::start(&bed, dir.path(), &config(&a));
+    assert_eq!(status_json(&bed, PROBE)["verdict"], "drop");
+
+    // A receiver in the server namespace counts what arrives from each source.
+    let rx = in_netns(&bed.srv, || UdpSocket::bind("192.0.2.1:0").unwrap());
+    rx.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let dst = rx.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (from_probe, from_control) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let receiver = {
+        let (stop, p, c) = (stop.clone(), from_probe.clone(), from_control.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok((_, from)) = rx.recv_from(&mut buf) {
+                    match from.ip().to_string().as_str() {
+                        PROBE => p.fetch_add(1, Ordering::Relaxed),
+                        _ => c.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            }
+        })
+    };
+    // The probe and an unlisted control source send all along, at most 20 s.
+    let sent = Arc::new(AtomicU64::new(0));
+    let sender = {
+        let (stop, sent, ns) = (stop.clone(), sent.clone(), bed.cli.clone());
+        std::thread::spawn(move || {
+            in_netns(&ns, move || {
+                let probe = UdpSocket::bind(format!("{PROBE}:0")).unwrap();
+                let control = UdpSocket::bind("192.0.2.2:0").unwrap();
+                let t = std::time::Instant::now();
+                while !stop.load(Ordering::Relaxed) && t.elapsed() < Duration::from_secs(20) {
+                    let _ = probe.send_to(b"probe", dst);
+                    let _ = control.send_to(b"control", dst);
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    sleep(Duration::from_micros(200));
+                }
+            })
+        })
+    };
+    sleep(Duration::from_millis(200));
+    std::fs::write(
+        dir.path().join("ipguard.toml"),
+        with_state(&bed, dir.path(), &config(&b)),
+    )
+    .unwrap();
+    let before = sent.load(Ordering::Relaxed);
+    let out = cli_ok(&bed, &["reload"]);
+    let during = sent.load(Ordering::Relaxed) - before;
+    assert!(out.starts_with("reloaded"), "{out}");
+    sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    sender.join().unwrap();
+    receiver.join().unwrap();
+    let (probe, control) = (
+        from_probe.load(Ordering::Relaxed),
+        from_control.load(Ordering::Relaxed),
+    );
+    eprintln!("reload: {during} probe packets sent while it ran; control received {control}");
+    assert!(during > 0, "nothing was sent while the reload ran");
+    assert!(
+        control > 100,
+        "the control source did not get through: {control}"
+    );
+    assert_eq!(probe, 0, "the probe, listed before and after, was passed");
+    // The new list is in force, the old one gone.
+    assert_eq!(status_json(&bed, "100.96.1.2")["verdict"], "drop");
+    assert_eq!(status_json(&bed, "100.64.1.2")["verdict"], "pass");
+    let s: Value = serde_json::from_str(&cli_ok(&bed, &["status", "--json"])).unwrap();
+    assert_eq!(s["entries"]["blacklist"], 100_001);
     let (status, log) = daemon.terminate();
     assert!(status.success(), "{log}");
 }

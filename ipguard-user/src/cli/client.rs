@@ -256,6 +256,15 @@ impl Call {
     pub fn report(request: &ReportRequest) -> serde_json::Result<Self> {
         Call::post("/v1/report".to_owned(), request)
     }
+
+    /// `POST /v1/reload` (an empty JSON object as the body).
+    pub fn reload() -> Self {
+        Call {
+            method: Method::Post,
+            path: "/v1/reload".to_owned(),
+            body: Some("{}".to_owned()),
+        }
+    }
 }
 
 /// Percent-encodes a path segment: everything but RFC 3986 unreserved characters and `:`

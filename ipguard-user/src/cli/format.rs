@@ -4,8 +4,8 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use crate::{
     api::types::{
-        AddResponse, ClusterView, IpStatus, ListPage, RemoveResponse, ReportResponse, Status,
-        Traffic,
+        AddResponse, ClusterView, IpStatus, ListPage, ReloadResponse, RemoveResponse,
+        ReportResponse, Status, Traffic,
     },
     model::ListKind,
 };
@@ -284,6 +284,19 @@ pub fn format_add(list: ListKind, answer: &AddResponse) -> String {
         "{list}: added {}, replaced {}\n",
         answer.added, answer.replaced
     )
+}
+
+/// `ipguard reload`: applied, and what still needs a restart.
+pub fn format_reload(answer: &ReloadResponse) -> String {
+    if answer.restart_needed.is_empty() {
+        "reloaded\n".to_owned()
+    } else {
+        let keys: Vec<String> = answer.restart_needed.iter().map(|k| clean(k)).collect();
+        format!(
+            "reloaded; these changed settings take effect only after a restart: {}\n",
+            keys.join(", ")
+        )
+    }
 }
 
 /// `ipguard remove`: the entry that is gone.

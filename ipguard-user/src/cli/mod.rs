@@ -26,7 +26,7 @@ pub use self::{client::*, format::*};
 use crate::{
     api::types::{
         AddEntry, AddRequest, AddResponse, ClusterView, IpStatus, ListPage, OffenderList,
-        RemoveResponse, ReportRequest, ReportResponse, Status, MAX_PAGE,
+        ReloadResponse, RemoveResponse, ReportRequest, ReportResponse, Status, MAX_PAGE,
     },
     duration::{parse_lifetime, DurationError},
     model::ListKind,
@@ -117,6 +117,12 @@ pub enum ClientCommand {
         #[command(flatten)]
         api: ApiOpts,
     },
+    /// Re-read the config file and apply all of it, or nothing (like SIGHUP); says which
+    /// changed settings need a restart.
+    Reload {
+        #[command(flatten)]
+        api: ApiOpts,
+    },
     /// A live view of the daemon, like top: rates per list, top offenders, recent bans
     /// (q or Esc quits). When stdout is not a terminal, one snapshot in text, then exit.
     Top {
@@ -151,6 +157,7 @@ impl ClientCommand {
             | ClientCommand::Remove { api, .. }
             | ClientCommand::Report { api, .. }
             | ClientCommand::Top { api, .. }
+            | ClientCommand::Reload { api }
             | ClientCommand::Cluster { api } => api,
         }
     }
@@ -271,6 +278,14 @@ pub fn execute(command: &ClientCommand, client: &Client) -> Result<String, Clien
                 Ok(json_line(client.send(&call)?))
             } else {
                 Ok(format_cluster(&client.fetch::<ClusterView>(&call)?))
+            }
+        }
+        ClientCommand::Reload { .. } => {
+            let call = Call::reload();
+            if json {
+                Ok(json_line(client.send(&call)?))
+            } else {
+                Ok(format_reload(&client.fetch::<ReloadResponse>(&call)?))
             }
         }
         ClientCommand::Top { limit, .. } => {

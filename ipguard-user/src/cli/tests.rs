@@ -1132,6 +1132,7 @@ fn cli_calls_are_documented_in_openapi() {
         .unwrap(),
         Call::remove(ListKind::Blacklist, &net("203.0.113.0/24")),
         Call::offenders(15),
+        Call::reload(),
         Call::get("/v1/cluster".to_owned()),
         Call::report(&ReportRequest {
             ip: "192.0.2.1".into(),
@@ -1565,4 +1566,23 @@ fn top_takes_bounded_interval_and_limit() {
             "{args:?}"
         );
     }
+}
+
+#[test]
+fn formats_reload() {
+    use crate::api::types::ReloadResponse;
+    assert_eq!(
+        format_reload(&ReloadResponse {
+            reloaded: true,
+            restart_needed: vec![]
+        }),
+        "reloaded\n"
+    );
+    assert_eq!(
+        format_reload(&ReloadResponse {
+            reloaded: true,
+            restart_needed: vec!["maps".into(), "api".into()]
+        }),
+        "reloaded; these changed settings take effect only after a restart: maps, api\n"
+    );
 }
