@@ -157,9 +157,11 @@ fn main() -> ExitCode {
 
 /// Everything `run` would refuse before it loads anything.
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
-    let config = Config::from_file(file)?;
-    daemon::check_api(&config)?;
-    daemon::check_cluster(&config)?;
+    let base = Config::from_file(file)?;
+    daemon::check_api(&base)?;
+    daemon::check_cluster(&base)?;
+    // Opens the geo databases and compiles their prefixes, as a start would.
+    let (config, geo) = daemon::compile_geo(&base)?;
     let compiled = compile(&config.lists);
     println!(
         "{}: ok (interface {}, xdp_mode {}; whitelist {}, graylist {}, blacklist {} entries; {} compiled prefixes)",
@@ -171,6 +173,18 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
         config.lists.blacklist.len(),
         compiled.len()
     );
+    if let Some(geo) = geo {
+        println!(
+            "geo: {} prefixes on the {}{}",
+            geo.nets.len(),
+            geo.list,
+            if geo.unmatched.is_empty() {
+                String::new()
+            } else {
+                format!(" (not in the databases: {})", geo.unmatched.join(", "))
+            }
+        );
+    }
     Ok(())
 }
 

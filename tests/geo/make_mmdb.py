@@ -99,9 +99,16 @@ def alias_ipv4_subtree(w):
         parent[bits[-1]] = v4_root
 
 
-def make_country(out, ip_version):
+# The same, a release later: 203.0.113.0/24 moved to XB (the daemon must notice the file).
+COUNTRY_DATA_MOVED = [
+    (nets, country("XB")) if nets == ["203.0.113.0/24"] else (nets, rec)
+    for nets, rec in COUNTRY_DATA
+]
+
+
+def make_country(out, ip_version, data=COUNTRY_DATA):
     w = writer(ip_version, "GeoLite2-Country")
-    for nets, record in COUNTRY_DATA:
+    for nets, record in data:
         if ip_version == 4:
             nets = [n for n in nets if ":" not in n]
         insert(w, nets, record)
@@ -156,7 +163,7 @@ def make_large(out, count, code):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="kind", required=True)
-    for kind in ["country", "country-v4", "asn"]:
+    for kind in ["country", "country-v4", "country-moved", "asn"]:
         sub.add_parser(kind).add_argument("out")
     large = sub.add_parser("large")
     large.add_argument("out")
@@ -167,6 +174,8 @@ def main():
         make_country(a.out, 6)
     elif a.kind == "country-v4":
         make_country(a.out, 4)
+    elif a.kind == "country-moved":
+        make_country(a.out, 6, COUNTRY_DATA_MOVED)
     elif a.kind == "asn":
         make_asn(a.out)
     else:

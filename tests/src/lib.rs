@@ -11,6 +11,7 @@ pub mod frames;
 pub mod netns;
 pub mod policy_bench;
 pub mod process;
+pub mod pytools;
 
 /// Panics unless the process runs as root: a privileged test must fail, not pass silently.
 pub fn require_root() {

@@ -8,46 +8,14 @@ use std::{
     collections::BTreeSet,
     net::IpAddr,
     path::{Path, PathBuf},
-    process::Command,
     time::Instant,
 };
 
 use ipguard::geo::{GeoDb, GeoError, MAX_DB_BYTES};
 use ipnet::IpNet;
 
-/// The venv's Python, which has mmdb-writer. Missing is a failure, not a skip.
-fn venv_python() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's own path");
-    exe.ancestors()
-        .map(|d| d.join("pytools/bin/python"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "no target/pytools/bin/python above {}: run `cargo xtask setup` (it makes the \
-                 venv with mmdb-writer that generates this test's databases)",
-                exe.display()
-            )
-        })
-}
-
-/// Runs `make_mmdb.py <args...> <dir>/<file>` and returns the database's path.
 fn make(dir: &Path, file: &str, args: &[&str]) -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("geo/make_mmdb.py");
-    let out = dir.join(file);
-    let run = Command::new(venv_python())
-        .arg(&script)
-        .arg(args[0])
-        .arg(&out)
-        .args(&args[1..])
-        .output()
-        .expect("run make_mmdb.py");
-    assert!(
-        run.status.success(),
-        "make_mmdb.py {args:?} failed ({}):\n{}",
-        run.status,
-        String::from_utf8_lossy(&run.stderr)
-    );
-    out
+    ipguard_tests::pytools::make_mmdb(dir, file, args)
 }
 
 fn open(dir: &Path, file: &str, kind: &str) -> GeoDb {

@@ -112,21 +112,6 @@ fn api(bed: &Testbed, method: &str, path: &str, body: Option<Value>) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
-/// The Python of the venv that `cargo xtask setup` makes in the target directory.
-fn venv_python() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test's own path");
-    exe.ancestors()
-        .map(|d| d.join("pytools/bin/python"))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "no target/pytools/bin/python above {}: run `cargo xtask setup` (it makes the \
-                 venv with Playwright for this test)",
-                exe.display()
-            )
-        })
-}
-
 /// Sends `n` UDP datagrams from `src` (an address of the client namespace) to `dst`.
 fn udp_from(bed: &Testbed, src: &str, dst: SocketAddr, n: usize) {
     let src: IpAddr = src.parse().unwrap();
@@ -212,7 +197,7 @@ impl Drop for Traffic {
 /// Runs the Playwright driver in the server namespace; kills its whole process group
 /// (Python, Playwright's driver, Chromium) after [`BROWSER_LIMIT`]. Its status and output.
 fn run_browser(bed: &Testbed, dir: &Path, shots: &Path) -> (bool, String) {
-    let python = venv_python();
+    let python = ipguard_tests::pytools::venv_python();
     assert!(
         Path::new("/usr/bin/chromium").is_file(),
         "/usr/bin/chromium is missing: `apt-get install chromium` (cargo xtask setup does)"

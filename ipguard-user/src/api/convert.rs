@@ -22,6 +22,7 @@ impl From<&Explanation> for IpStatus {
             prefix: x.prefix.map(|p| p.to_string()),
             reason: x.reason.clone(),
             source: x.decided_by.as_ref().map(|d| match d {
+                DecidedBy::Entry(_) if x.by_geo => "geo".into(),
                 DecidedBy::Entry(origin) => origin.as_str().into(),
                 DecidedBy::Rule(_) => "rule".into(),
             }),
@@ -33,6 +34,9 @@ impl From<&Explanation> for IpStatus {
                 .map(|d| u64::try_from(d.as_millis().div_ceil(1000)).unwrap_or(u64::MAX)),
             counters: counters(&x.counters),
             node: x.node.clone(),
+            country: x.geo.as_ref().and_then(|g| g.country.clone()),
+            asn: x.geo.as_ref().and_then(|g| g.asn),
+            asn_org: x.geo.as_ref().and_then(|g| g.asn_org.clone()),
         }
     }
 }

@@ -95,7 +95,7 @@ pub struct IpStatus {
     /// The prefix that decided, e.g. `203.0.113.0/24`.
     pub prefix: Option<String>,
     pub reason: Option<String>,
-    /// `config`, `api`, `rate_limit`, `report` or `rule`.
+    /// `config`, `api`, `rate_limit`, `report`, `cluster`, `geo` or `rule`.
     pub source: Option<String>,
     pub strikes: u32,
     /// RFC 3339, or null when the entry never expires (or there is none).
@@ -106,6 +106,14 @@ pub struct IpStatus {
     /// The fleet node that made the deciding entry (`[cluster]` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// The address's country (ISO 3166-1 code), when `[geo]` has a country database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    /// Its autonomous system, when `[geo]` has an ASN database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asn: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asn_org: Option<String>,
 }
 
 /// Largest `limit` of `GET /v1/offenders`.

@@ -106,7 +106,7 @@ pub(super) fn ip_status_rows(status: &IpStatus) -> Vec<(&'static str, String)> {
         (None, _) => "-".to_owned(),
     };
     let c = &status.counters;
-    vec![
+    let mut rows = vec![
         ("ip", clean(&status.ip)),
         ("verdict", clean(&status.verdict)),
         ("list", or_dash(status.list.as_deref())),
@@ -132,7 +132,18 @@ pub(super) fn ip_status_rows(status: &IpStatus) -> Vec<(&'static str, String)> {
                 c.packets, c.bytes, c.syns, c.dropped
             ),
         ),
-    ]
+    ];
+    if let Some(country) = &status.country {
+        rows.push(("country", clean(country)));
+    }
+    if let Some(asn) = status.asn {
+        let org = status
+            .asn_org
+            .as_deref()
+            .map_or(String::new(), |o| format!(" ({})", clean(o)));
+        rows.push(("as", format!("AS{asn}{org}")));
+    }
+    rows
 }
 
 /// `ipguard status IP`: one `key  value` line per field.

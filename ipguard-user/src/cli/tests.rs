@@ -368,6 +368,9 @@ fn sample_ip_status() -> IpStatus {
             dropped: 12,
         },
         node: None,
+        country: None,
+        asn: None,
+        asn_org: None,
     }
 }
 
@@ -408,6 +411,9 @@ fn formats_unlisted_and_expiring_ip_status() {
             dropped: 0,
         },
         node: None,
+        country: None,
+        asn: None,
+        asn_org: None,
     };
     assert_eq!(
         format_ip_status(&unlisted),
@@ -1193,6 +1199,9 @@ fn contract_samples() -> Vec<(&'static str, Value, Value, Option<&'static [&'sta
         expires: Some("2030-01-01T00:00:00Z".into()),
         retry_after: Some(5),
         node: Some("web-1".into()),
+        country: Some("DE".into()),
+        asn: Some(64500),
+        asn_org: Some("Example".into()),
         ..sample_ip_status()
     };
     let empty_status = IpStatus {

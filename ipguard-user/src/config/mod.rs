@@ -143,6 +143,7 @@ impl Config {
                 .as_ref()
                 .map(|c| source.cluster(c))
                 .transpose()?,
+            geo: raw.geo.as_ref().map(|g| source.geo(g)).transpose()?,
         })
     }
 }

@@ -37,6 +37,18 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) flood: RawFlood,
     pub(super) cluster: Option<Spanned<RawCluster>>,
+    pub(super) geo: Option<Spanned<RawGeo>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "the [geo] table")]
+pub(super) struct RawGeo {
+    pub(super) database: Option<Spanned<String>>,
+    pub(super) block_countries: Option<Vec<Spanned<String>>>,
+    pub(super) allow_countries: Option<Vec<Spanned<String>>>,
+    pub(super) asn_database: Option<Spanned<String>>,
+    pub(super) block_asns: Option<Vec<Spanned<i64>>>,
+    pub(super) list: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

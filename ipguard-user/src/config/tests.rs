@@ -525,7 +525,7 @@ fn unknown_field_is_an_error_at_the_key() {
     let text = "interface = \"eth0\"\nxdp_mode = \"auto\"\nwhitelsit = []\n";
     assert_eq!(
         error(text),
-        "ipguard.toml:3:1: unknown field `whitelsit`, expected one of `interface`, `xdp_mode`, `accumulate`, `rules_refresh`, `lists`, `maps`, `rate_limit`, `escalation`, `report`, `rules`, `api`, `log`, `state`, `protect`, `flood`, `cluster`"
+        "ipguard.toml:3:1: unknown field `whitelsit`, expected one of `interface`, `xdp_mode`, `accumulate`, `rules_refresh`, `lists`, `maps`, `rate_limit`, `escalation`, `report`, `rules`, `api`, `log`, `state`, `protect`, `flood`, `cluster`, `geo`"
     );
     assert_eq!(
         error("[lists]\nblacklist = []\nwhitelsit = []\n"),
@@ -1741,4 +1741,72 @@ fn log_format_is_text_or_json() {
     std::fs::write(&file, "[log]\nformat = \"json\"\n[[[").unwrap();
     assert_eq!(Config::peek_log_format(&file), None);
     assert_eq!(Config::peek_log_format(&dir.path().join("absent")), None);
+}
+
+#[test]
+fn geo_section_is_checked_and_named() {
+    let ok = parse(
+        "[geo]\ndatabase = \"/var/lib/GeoIP/c.mmdb\"\nblock_countries = [\"RU\", \"KP\"]\n\
+         asn_database = \"/var/lib/GeoIP/a.mmdb\"\nblock_asns = [64500]\n",
+    )
+    .unwrap()
+    .geo
+    .unwrap();
+    assert_eq!(
+        ok.countries,
+        GeoCountries::Block(["KP".to_owned(), "RU".to_owned()].into())
+    );
+    assert_eq!(ok.block_asns, [64500].into());
+    assert_eq!(ok.list, crate::model::ListKind::Blacklist);
+    let allow =
+        parse("[geo]\ndatabase = \"/g.mmdb\"\nallow_countries = [\"DE\"]\nlist = \"graylist\"\n")
+            .unwrap()
+            .geo
+            .unwrap();
+    assert_eq!(
+        allow.countries,
+        GeoCountries::Allow(["DE".to_owned()].into())
+    );
+    assert_eq!(allow.list, crate::model::ListKind::Graylist);
+    for (text, expected) in [
+        (
+            "[geo]\ndatabase = \"/g.mmdb\"\nblock_countries = [\"DE\", \"uk\"]\n",
+            "ipguard.toml:3:26: geo.block_countries[1]: \"uk\" is not a country code",
+        ),
+        (
+            "[geo]\ndatabase = \"/g.mmdb\"\nblock_countries = [\"DE\"]\nallow_countries = [\"FR\"]\n",
+            "ipguard.toml:4:20: geo.allow_countries: set block_countries or allow_countries, not both",
+        ),
+        (
+            "[geo]\ndatabase = \"/g.mmdb\"\nallow_countries = []\n",
+            "geo.allow_countries: is empty: that would drop every public address",
+        ),
+        (
+            "[geo]\nblock_countries = [\"DE\"]\n",
+            "missing field `database`",
+        ),
+        (
+            "[geo]\ndatabase = \"/g.mmdb\"\nblock_asns = [64500]\n",
+            "missing field `asn_database`",
+        ),
+        (
+            "[geo]\nasn_database = \"/a.mmdb\"\nblock_asns = [0]\n",
+            "ipguard.toml:3:15: geo.block_asns[0]: 0 is not an AS number",
+        ),
+        (
+            "[geo]\ndatabase = \"/g.mmdb\"\n",
+            "names nothing to drop",
+        ),
+        (
+            "[geo]\ndatabase = \"g.mmdb\"\nblock_countries = [\"DE\"]\n",
+            "ipguard.toml:2:12: geo.database: \"g.mmdb\" is not an absolute path",
+        ),
+        (
+            "[geo]\ndatabase = \"/g.mmdb\"\nblock_countries = [\"DE\"]\nlist = \"whitelist\"\n",
+            "ipguard.toml:4:8: geo.list: \"whitelist\": geo prefixes go on the blacklist or the graylist",
+        ),
+    ] {
+        let e = error(text);
+        assert!(e.contains(expected), "{text}: {e}");
+    }
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use super::protect::{MinPrefix, ProtectConfig};
 use crate::{
     duration::Lifetime,
-    model::named_enum,
+    model::{named_enum, ListKind},
     net::{parse_net, NetError},
 };
 
@@ -459,6 +459,34 @@ pub struct Config {
     pub flood: FloodSettings,
     /// The `[cluster]` section; `None`: this node shares nothing.
     pub cluster: Option<ClusterConfig>,
+    /// The `[geo]` section; `None`: no geo-blocking.
+    pub geo: Option<GeoConfig>,
+}
+
+/// Which countries `[geo]` drops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GeoCountries {
+    /// No country rule (only ASNs, if any).
+    None,
+    /// `block_countries`: these are dropped.
+    Block(std::collections::BTreeSet<String>),
+    /// `allow_countries`: every other address is dropped, those the database does not
+    /// know included (special-purpose ranges excepted; the whitelist still wins).
+    Allow(std::collections::BTreeSet<String>),
+}
+
+/// The `[geo]` section: countries and ASNs compiled from MaxMind databases into prefixes
+/// on a list (see [`crate::geo`]); read at start, at reloads and when a file changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeoConfig {
+    /// The country database (GeoLite2-Country or DB-IP country lite format).
+    pub database: Option<PathBuf>,
+    pub countries: GeoCountries,
+    /// The ASN database (GeoLite2-ASN format), for `block_asns`.
+    pub asn_database: Option<PathBuf>,
+    pub block_asns: std::collections::BTreeSet<u32>,
+    /// The list the prefixes go on: blacklist (default) or graylist.
+    pub list: ListKind,
 }
 
 named_enum! {
@@ -549,6 +577,7 @@ impl Default for Config {
             protect: ProtectConfig::default(),
             flood: FloodSettings::default(),
             cluster: None,
+            geo: None,
         }
     }
 }

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     duration::{parse_duration, parse_lifetime, DurationError, Lifetime},
-    model::UnknownVariant,
+    model::{ListKind, UnknownVariant},
     net::parse_net,
 };
 
@@ -605,6 +605,114 @@ impl Source<'_> {
             key: key.to_owned(),
             problem: problem.into(),
         }
+    }
+
+    /// `[geo]`: valid country codes, one of block/allow, the databases their rules need.
+    pub(super) fn geo(&self, raw: &Spanned<RawGeo>) -> Result<GeoConfig, ConfigError> {
+        let g = raw.get_ref();
+        let codes = |key: &str, list: &Vec<Spanned<String>>| {
+            let mut out = std::collections::BTreeSet::new();
+            for (i, v) in list.iter().enumerate() {
+                if !crate::geo::is_country_code(v.get_ref()) {
+                    return Err(self.invalid(
+                        v,
+                        &format!("{key}[{i}]"),
+                        format!(
+                            "{:?} is not a country code (two capital letters, ISO 3166-1, e.g. \"DE\")",
+                            crate::model::excerpt(v.get_ref())
+                        ),
+                    ));
+                }
+                out.insert(v.get_ref().clone());
+            }
+            Ok(out)
+        };
+        let countries = match (&g.block_countries, &g.allow_countries) {
+            (Some(_), Some(allow)) => {
+                return Err(self.invalid(
+                    &allow[0],
+                    "geo.allow_countries",
+                    "set block_countries or allow_countries, not both",
+                ))
+            }
+            (Some(block), None) => GeoCountries::Block(codes("geo.block_countries", block)?),
+            (None, Some(allow)) if allow.is_empty() => {
+                return Err(ConfigError::Invalid {
+                    origin: self.origin.to_owned(),
+                    at: self.at(raw),
+                    key: "geo.allow_countries".into(),
+                    problem: "is empty: that would drop every public address".into(),
+                })
+            }
+            (None, Some(allow)) => GeoCountries::Allow(codes("geo.allow_countries", allow)?),
+            (None, None) => GeoCountries::None,
+        };
+        let database = self.path("geo.database", &g.database, PathKind::File)?;
+        if countries != GeoCountries::None && database.is_none() {
+            return Err(ConfigError::MissingField {
+                origin: self.origin.to_owned(),
+                at: self.at(raw),
+                key: "geo".into(),
+                field: "database",
+            });
+        }
+        let mut block_asns = std::collections::BTreeSet::new();
+        for (i, v) in g.block_asns.iter().flatten().enumerate() {
+            let n = u32::try_from(*v.get_ref())
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    self.invalid(
+                        v,
+                        &format!("geo.block_asns[{i}]"),
+                        format!("{} is not an AS number (1 to 4294967295)", v.get_ref()),
+                    )
+                })?;
+            block_asns.insert(n);
+        }
+        let asn_database = self.path("geo.asn_database", &g.asn_database, PathKind::File)?;
+        if !block_asns.is_empty() && asn_database.is_none() {
+            return Err(ConfigError::MissingField {
+                origin: self.origin.to_owned(),
+                at: self.at(raw),
+                key: "geo".into(),
+                field: "asn_database",
+            });
+        }
+        if countries == GeoCountries::None && block_asns.is_empty() {
+            return Err(ConfigError::Invalid {
+                origin: self.origin.to_owned(),
+                at: self.at(raw),
+                key: "geo".into(),
+                problem:
+                    "names nothing to drop: set block_countries, allow_countries or block_asns"
+                        .into(),
+            });
+        }
+        let list = match &g.list {
+            None => ListKind::Blacklist,
+            Some(v) => match v.get_ref().as_str() {
+                "blacklist" => ListKind::Blacklist,
+                "graylist" => ListKind::Graylist,
+                _ => {
+                    return Err(self.invalid(
+                        v,
+                        "geo.list",
+                        format!(
+                            "{:?}: geo prefixes go on the blacklist or the graylist",
+                            crate::model::excerpt(v.get_ref())
+                        ),
+                    ))
+                }
+            },
+        };
+        Ok(GeoConfig {
+            database,
+            countries,
+            asn_database,
+            block_asns,
+            list,
+        })
     }
 
     /// `[cluster]`: the Redis URL is required; node and prefix are checked names.

@@ -10,7 +10,7 @@ mod admin;
 mod events;
 pub mod fleet;
 mod health;
-mod protect;
+pub mod protect;
 mod telemetry;
 pub mod view;
 
@@ -132,6 +132,8 @@ pub struct Controller<B: Backend> {
     rechecks: window::Rechecks,
     /// The fleet this node shares decisions with, if any.
     fleet: Option<fleet::Fleet>,
+    /// The compiled `[geo]`, for explanations (its prefixes are in the config lists).
+    geo: Option<std::sync::Arc<crate::geo::GeoState>>,
 }
 
 /// Sources near a limit the controller keeps to read again (about 100 bytes each).
@@ -201,6 +203,7 @@ impl<B: Backend> Controller<B> {
                 snapshot_owed: false,
                 rechecks: window::Rechecks::new(MAX_RECHECKS),
                 fleet: None,
+                geo: None,
             },
             drift,
         ))
@@ -413,6 +416,11 @@ impl<B: Backend> Controller<B> {
     /// The mode the program runs in, once attached.
     pub fn set_xdp_mode(&mut self, mode: String) {
         self.placement.xdp_mode = mode;
+    }
+
+    /// The compiled `[geo]` now in force (its prefixes came with the config's lists).
+    pub fn set_geo(&mut self, geo: Option<std::sync::Arc<crate::geo::GeoState>>) {
+        self.geo = geo;
     }
 
     /// Read access to the policy (entries, strikes, the compiled table).

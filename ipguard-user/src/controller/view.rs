@@ -60,6 +60,10 @@ pub struct Explanation {
     /// The fleet node that made the deciding entry (this node's own name for its own
     /// entries), when this node is in a fleet.
     pub node: Option<String>,
+    /// The address's country and AS, when `[geo]` has databases.
+    pub geo: Option<crate::geo::GeoInfo>,
+    /// The deciding prefix came from `[geo]`.
+    pub by_geo: bool,
 }
 
 /// One page of a list, ordered by prefix.
@@ -124,6 +128,8 @@ impl<B: Backend> Controller<B> {
             retry_after: None,
             counters: self.backend.source(ip)?.unwrap_or_default(),
             node: None,
+            geo: self.geo.as_ref().map(|g| g.info(ip)),
+            by_geo: false,
         };
         let Some((prefix, decided)) = self.policy.decide(ip) else {
             return Ok(x);
@@ -136,6 +142,28 @@ impl<B: Backend> Controller<B> {
                 x.drop = list != Some(ListKind::Whitelist);
                 if let Some(e) = list.and_then(|l| engine.entry(l, prefix)) {
                     x.reason = Some(e.reason.clone());
+                    // Geo prefixes come with the config's lists: say which rule made them.
+                    if e.origin == Origin::Config && list == self.geo.as_ref().map(|g| g.list) {
+                        if let Some(g) = self
+                            .geo
+                            .as_ref()
+                            .filter(|g| g.nets.binary_search(&prefix).is_ok())
+                        {
+                            x.by_geo = true;
+                            let info = g.info(ip);
+                            let parts: Vec<String> = info
+                                .country
+                                .map(|c| format!("country {c}"))
+                                .into_iter()
+                                .chain(info.asn.map(|n| format!("AS{n}")))
+                                .collect();
+                            x.reason = Some(if parts.is_empty() {
+                                "geo: not in the databases (outside the allowed countries)".into()
+                            } else {
+                                format!("geo: {}", parts.join(", "))
+                            });
+                        }
+                    }
                     x.decided_by = Some(DecidedBy::Entry(e.origin));
                     x.node =
                         self.fleet()

@@ -17,9 +17,9 @@ use tokio::{
 };
 
 use super::{
-    dedup_events, drain, locked, read_config,
+    compile_geo, dedup_events, drain, locked, read_config_with_geo,
     resolver::{self, Job, Resolved},
-    Shared, EVENT_CHUNK,
+    ConfigRead, Shared, EVENT_CHUNK,
 };
 use crate::{
     api::{self, AppState, ReloadRequest},
@@ -63,6 +63,10 @@ pub struct EventLoop {
     interface: String,
     /// Reports counted across the fleet, when in one.
     pub fleet_reports: Option<crate::cluster::FleetReports>,
+    /// The compiled `[geo]`, whose database files upkeep watches.
+    pub geo: Option<Arc<crate::geo::GeoState>>,
+    /// The config as written (without the geo prefixes), to compile `[geo]` again.
+    pub config_base: Config,
 }
 
 impl EventLoop {
@@ -77,6 +81,8 @@ impl EventLoop {
     ) -> Self {
         Self {
             ctl,
+            config_base: config.clone(),
+            geo: None,
             config,
             config_path,
             events,
@@ -197,7 +203,12 @@ impl EventLoop {
                         tracing::error!(error = %e, "cannot write the rules to the tables");
                     }
                 }
-                _ = upkeep.tick() => self.upkeep(),
+                _ = upkeep.tick() => {
+                    self.upkeep();
+                    if self.geo.as_ref().is_some_and(|g| g.files_changed()) {
+                        self.reload_geo().await;
+                    }
+                }
                 _ = drops.tick(), if logging => {
                     locked(&self.ctl).log_drops(self.config.log.drop_interval);
                 }
@@ -220,10 +231,40 @@ impl EventLoop {
     /// Reads the config file again and applies it whole, or nothing of it: returns the
     /// keys that need a restart.
     async fn reload(&mut self) -> anyhow::Result<Vec<&'static str>> {
-        let new = read_config(self.config_path.clone()).await?;
-        let restart = locked(&self.ctl).reload(&new, &self.config, Now::read())?;
-        self.config = new;
+        let read = read_config_with_geo(self.config_path.clone()).await?;
+        self.apply(read)
+    }
+
+    /// Applies a config as read (whole, or nothing of it).
+    fn apply(&mut self, read: ConfigRead) -> anyhow::Result<Vec<&'static str>> {
+        let mut c = locked(&self.ctl);
+        let restart = c.reload(&read.merged, &self.config, Now::read())?;
+        c.set_geo(read.geo.clone());
+        drop(c);
+        self.config = read.merged;
+        self.config_base = read.base;
+        self.geo = read.geo;
         Ok(restart)
+    }
+
+    /// A geo database file changed: compile `[geo]` again from the config as last read
+    /// (not the file, which may hold edits the operator has not reloaded yet).
+    async fn reload_geo(&mut self) {
+        let base = self.config_base.clone();
+        let compiled =
+            tokio::task::spawn_blocking(move || compile_geo(&base).map(|(m, g)| (base, m, g)))
+                .await;
+        let result = match compiled {
+            Ok(Ok((base, merged, geo))) => self.apply(ConfigRead { base, merged, geo }).map(|_| ()),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(anyhow::anyhow!("the geo compiler panicked: {e}")),
+        };
+        match result {
+            Ok(()) => tracing::info!("geo: a database changed; recompiled and applied"),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "geo: a database changed but cannot be used; the prefixes in force stay")
+            }
+        }
     }
 
     /// The host's addresses, expired API clients, an owed snapshot, and the XDP link: if

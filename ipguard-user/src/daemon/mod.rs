@@ -17,12 +17,15 @@ use caps::{CapSet, Capability};
 use ipguard_common::RateEvent;
 use tokio::io::{unix::AsyncFd, Interest};
 
+use ipnet::IpNet;
+
 use crate::{
     config::Config,
-    controller::{self, Controller, ControllerError, Placement},
+    controller::{self, protect::Protection, Controller, ControllerError, Placement},
     dataplane::{self, Dataplane, DataplaneError, KernelBackend},
     decision_log::{DecisionLog, Record},
-    model::Now,
+    geo::GeoState,
+    model::{ListKind, Now},
     store::Store,
 };
 
@@ -199,7 +202,11 @@ pub async fn run(config_path: &Path, options: RunOptions) -> anyhow::Result<()> 
     // First: a signal during start-up is then a clean stop once filtering, never an exit
     // that leaves half-made pins behind.
     let signals = event_loop::Signals::install()?;
-    let config = read_config(config_path.to_owned()).await?;
+    let ConfigRead {
+        base: config_base,
+        merged: config,
+        geo,
+    } = read_config_with_geo(config_path.to_owned()).await?;
     tracing::debug!(elapsed = ?started.elapsed(), "config read");
     let Some(interface) = options
         .interface
@@ -334,6 +341,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> anyhow::Result<()> 
         }
     };
     locked(&ctl).set_xdp_mode(mode.clone());
+    locked(&ctl).set_geo(geo.clone());
     fresh_pins.0 = None;
     let ([whitelist, graylist, blacklist], compiled) = locked(&ctl).sizes();
     tracing::info!(
@@ -386,6 +394,8 @@ pub async fn run(config_path: &Path, options: RunOptions) -> anyhow::Result<()> 
         interface.clone(),
     );
     looped.fleet_reports = reports;
+    looped.geo = geo;
+    looped.config_base = config_base;
     let (which, config, mut program) = looped.run(listener, token).await?;
     if let Some(task) = fleet {
         task.abort();
@@ -432,12 +442,56 @@ impl Drop for FreshPins {
     }
 }
 
-/// Reads and validates the config off the event loop (list files may be large).
-pub(crate) async fn read_config(path: PathBuf) -> anyhow::Result<Config> {
-    tokio::task::spawn_blocking(move || Config::from_file(&path))
-        .await
-        .context("the config reader panicked")?
-        .map_err(Into::into)
+/// Reads and validates the config off the event loop (list files may be large), with
+/// `[geo]` compiled: the databases opened and their prefixes merged into the config's own
+/// list (after its entries, duplicates left out), so that a start and a reload apply them
+/// like the file's entries (one diff, additions before removals).
+pub(crate) async fn read_config_with_geo(path: PathBuf) -> anyhow::Result<ConfigRead> {
+    tokio::task::spawn_blocking(move || {
+        let base = Config::from_file(&path)?;
+        let (merged, geo) = compile_geo(&base)?;
+        Ok(ConfigRead { base, merged, geo })
+    })
+    .await
+    .context("the config reader panicked")?
+}
+
+/// A config file as read: as written (to compile `[geo]` again when a database changes)
+/// and with the geo prefixes merged (what the controller applies).
+pub(crate) struct ConfigRead {
+    pub base: Config,
+    pub merged: Config,
+    pub geo: Option<Arc<GeoState>>,
+}
+
+/// See [`read_config_with_geo`]; also what `check-config` runs. Blocking (reads files).
+pub fn compile_geo(base: &Config) -> anyhow::Result<(Config, Option<Arc<GeoState>>)> {
+    let mut config = base.clone();
+    let Some(geo) = &base.geo else {
+        return Ok((config, None));
+    };
+    let mut protection = Protection::new(config.protect.clone());
+    if let Ok(addrs) = crate::controller::interface_addresses() {
+        protection.set_interfaces(addrs);
+    }
+    let state = GeoState::load(geo, &protection.nets())?;
+    if !state.unmatched.is_empty() {
+        tracing::warn!(unknown = ?state.unmatched, "geo: the databases know none of these; check the codes (GB, not UK)");
+    }
+    let list = match state.list {
+        ListKind::Graylist => &mut config.lists.graylist,
+        _ => &mut config.lists.blacklist,
+    };
+    let have: std::collections::HashSet<IpNet> = list.iter().copied().collect();
+    list.extend(state.nets.iter().filter(|n| !have.contains(n)));
+    tracing::info!(
+        prefixes = state.nets.len(),
+        list = %state.list,
+        database = ?geo.database,
+        asn_database = ?geo.asn_database,
+        "geo compiled"
+    );
+    Ok((config, Some(Arc::new(state))))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! that `allow_countries` and the protected addresses need.
 
 mod db;
+mod load;
 mod prefix;
 #[cfg(test)]
 mod tests;
@@ -14,6 +15,7 @@ mod tests;
 use std::path::PathBuf;
 
 pub use db::{Compiled, GeoDb, MAX_DB_BYTES};
+pub use load::{GeoInfo, GeoState};
 pub use prefix::{aggregate, complement, subtract, SPECIAL_PURPOSE};
 
 /// Why a geo database could not be used. One line each, starting with the file.
