@@ -94,13 +94,13 @@ pub const V4_TBL24_SLOTS: u32 = 1 << 24;
 pub const V4_TBL24_ELEMS: u32 = V4_TBL24_SLOTS / 4;
 /// One [`MAP_V4_TBL24`] element.
 pub type Tbl24Elem = [u16; 4];
-/// A /24's slot: the [`ListCode`] of its longest prefix of /24 or less (low 3 bits), and
+/// A /24's slot: the [`ListCode`] of its longest prefix of /24 or less (low 4 bits), and
 /// [`SLOT_HOSTS`] if some address in it has a longer prefix in [`MAP_V4_HOSTS`].
 pub type Tbl24Slot = u16;
 /// See [`Tbl24Slot`].
 pub const SLOT_HOSTS: Tbl24Slot = 0x8000;
-/// See [`Tbl24Slot`].
-pub const SLOT_LIST: Tbl24Slot = 0x7;
+/// See [`Tbl24Slot`]: room for every `LIST_*` code.
+pub const SLOT_LIST: Tbl24Slot = 0xf;
 
 /// Prefix length of a [`MAP_V6_ANCHORS`] key.
 pub const V6_ANCHOR_BITS: u8 = 32;
@@ -191,6 +191,38 @@ pub const LIST_BLACKLIST: ListCode = 3;
 pub const LIST_RULE_ALLOW: ListCode = 4;
 /// An ordered `deny` rule decided: drop.
 pub const LIST_RULE_DENY: ListCode = 5;
+/// Monitor mode: a graylist entry decided, and the packet would be dropped in enforce
+/// mode. Passed, counted in [`Stat::WouldDropGraylist`], and otherwise treated like an
+/// unlisted source (counted per source and against the rate rules, held to the SYN budget).
+/// Monitoring is a property of the compiled entry, so the enforce path pays nothing for it.
+pub const LIST_MONITOR_GRAYLIST: ListCode = 6;
+/// Monitor mode: a blacklist entry decided (see [`LIST_MONITOR_GRAYLIST`]).
+pub const LIST_MONITOR_BLACKLIST: ListCode = 7;
+/// Monitor mode: an ordered `deny` rule decided (see [`LIST_MONITOR_GRAYLIST`]).
+pub const LIST_MONITOR_RULE: ListCode = 8;
+const _: () = assert!(LIST_MONITOR_RULE <= SLOT_LIST as ListCode);
+
+/// The monitored code of a dropping code (graylist, blacklist, deny rule), for monitor
+/// mode; every other code is returned as it is.
+pub const fn monitored(code: ListCode) -> ListCode {
+    match code {
+        LIST_GRAYLIST => LIST_MONITOR_GRAYLIST,
+        LIST_BLACKLIST => LIST_MONITOR_BLACKLIST,
+        LIST_RULE_DENY => LIST_MONITOR_RULE,
+        other => other,
+    }
+}
+
+/// The dropping code a monitored code stands for (the inverse of [`monitored`]); every
+/// other code is returned as it is.
+pub const fn enforced(code: ListCode) -> ListCode {
+    match code {
+        LIST_MONITOR_GRAYLIST => LIST_GRAYLIST,
+        LIST_MONITOR_BLACKLIST => LIST_BLACKLIST,
+        LIST_MONITOR_RULE => LIST_RULE_DENY,
+        other => other,
+    }
+}
 
 /// A compiled list entry: the daemon compiles list and rule precedence (whitelist wins)
 /// into one verdict per prefix, and the tables hold its `list` (longest prefix wins).
@@ -372,7 +404,8 @@ pub struct StatCounter {
 const _: () = assert!(core::mem::size_of::<StatCounter>() == 16);
 
 /// Index into [`MAP_STATS`]. Every packet lands in exactly one of the verdict slots
-/// (`PassUnlisted` .. `DropMalformed`, and `DropRule`); `L4Truncated` is counted in addition.
+/// (`PassUnlisted` .. `DropMalformed`, `DropRule`, `DropSynBudget` and the `WouldDrop*`
+/// slots); `L4Truncated`, `EventLost` and `SourceInserted` are counted in addition.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Stat {
@@ -403,10 +436,16 @@ pub enum Stat {
     SourceInserted = 9,
     /// TCP SYN from a source not known good, past the SYN budget: dropped.
     DropSynBudget = 10,
+    /// IP packet from a monitored graylist entry ([`LIST_MONITOR_GRAYLIST`]): passed.
+    WouldDropGraylist = 11,
+    /// IP packet from a monitored blacklist entry ([`LIST_MONITOR_BLACKLIST`]): passed.
+    WouldDropBlacklist = 12,
+    /// IP packet whose source a monitored `deny` rule matched ([`LIST_MONITOR_RULE`]): passed.
+    WouldDropRule = 13,
 }
 
 /// Number of slots in [`MAP_STATS`].
-pub const STAT_COUNT: u32 = 11;
+pub const STAT_COUNT: u32 = 14;
 
 impl Stat {
     /// All slots, in index order.
@@ -422,5 +461,8 @@ impl Stat {
         Stat::EventLost,
         Stat::SourceInserted,
         Stat::DropSynBudget,
+        Stat::WouldDropGraylist,
+        Stat::WouldDropBlacklist,
+        Stat::WouldDropRule,
     ];
 }

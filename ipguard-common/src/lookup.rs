@@ -153,6 +153,16 @@ mod tests {
     }
 
     #[test]
+    fn every_code_fits_a_slot() {
+        let mut m = Model::default();
+        for code in 0..=crate::LIST_MONITOR_RULE {
+            m.slots.insert(0xc0_00_02, code as Tbl24Slot | SLOT_HOSTS);
+            assert_eq!(lookup_v4(&m, [192, 0, 2, 9]), code);
+            assert_eq!(crate::enforced(crate::monitored(code)), code);
+        }
+    }
+
+    #[test]
     fn v6_lengths_are_tried_longest_first_then_the_anchor_itself() {
         let mut m = Model::default();
         let a = v6("2001:db8:1:2::5");

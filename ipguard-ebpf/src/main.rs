@@ -4,7 +4,8 @@
 //! prefix wins) and lays them out so that a lookup costs the same whatever the list size:
 //! IPv4 is one array load by /24, plus one hash lookup only in the /24s that hold longer
 //! prefixes; IPv6 is one hash lookup by /32, plus one per prefix length present under that
-//! /32 (see `ipguard_common::V6Anchor`). Only passed, unlisted traffic is counted per source and against the rate rules:
+//! /32 (see `ipguard_common::V6Anchor`). Only passed, unlisted traffic (and, in monitor
+//! mode, what would have been dropped) is counted per source and against the rate rules:
 //! dropped packets must not feed a banned source's rate windows, and whitelisted sources
 //! are never rate-limited. Rate windows are counted here, per CPU; when a source's count
 //! grows by a rule's `step`, an event on a ring buffer wakes the daemon, which sums the
@@ -32,8 +33,9 @@ use ipguard_common::{
     lookup, FloodConfig, FloodSlot, ListCode, RateConfig, RateEvent, RateRuleDef, SourceCounters,
     SourceKey, Stat, StatCounter, Tbl24Elem, Tbl24Slot, V6Anchor, V6LongKey, DEFAULT_LPM_CAPACITY,
     DEFAULT_SOURCES_CAPACITY, EVENTS_BYTES, FLOOD_SLOT_NS, LIST_BLACKLIST, LIST_GRAYLIST,
-    LIST_NONE, LIST_RULE_DENY, LIST_WHITELIST, MAX_FLOOD_CPUS, MAX_RATE_RULES, MAX_RULE_PORTS,
-    RATE_BYTES, RATE_FLAG_TRACK_DROPS, RATE_PACKETS, RATE_SYN, STAT_COUNT, V4_TBL24_ELEMS, V6_BITS,
+    LIST_MONITOR_BLACKLIST, LIST_MONITOR_GRAYLIST, LIST_MONITOR_RULE, LIST_NONE, LIST_RULE_DENY,
+    LIST_WHITELIST, MAX_FLOOD_CPUS, MAX_RATE_RULES, MAX_RULE_PORTS, RATE_BYTES,
+    RATE_FLAG_TRACK_DROPS, RATE_PACKETS, RATE_SYN, STAT_COUNT, V4_TBL24_ELEMS, V6_BITS,
 };
 use parse::{Frame, L4};
 
@@ -156,11 +158,22 @@ fn verdict(code: ListCode, source: SourceKey, l4: L4, len: u64) -> u32 {
             drop(Stat::DropGraylist, len)
         }
         LIST_RULE_DENY => drop(Stat::DropRule, len),
-        // LIST_NONE (no entry), an allow rule, or a code this program does not know:
-        // pass, and count against the rate rules.
+        // LIST_NONE (no entry), an allow rule, a monitored entry, or a code this program
+        // does not know: pass, and count against the rate rules.
         _ => {
+            // Monitor mode: what would be dropped passes like an unlisted source (counted
+            // per source and against the rate rules: in enforce mode it would not reach
+            // the application either way), in its would-drop slot. A property of the table
+            // entry: no lookup more, and one count_source for every passing code (the
+            // program stays small enough for LLVM to keep it in one function).
+            let stat = match code {
+                LIST_MONITOR_GRAYLIST => Stat::WouldDropGraylist,
+                LIST_MONITOR_BLACKLIST => Stat::WouldDropBlacklist,
+                LIST_MONITOR_RULE => Stat::WouldDropRule,
+                _ => Stat::PassUnlisted,
+            };
             if count_source(&source, len, l4) {
-                pass(Stat::PassUnlisted, len)
+                pass(stat, len)
             } else {
                 drop(Stat::DropSynBudget, len)
             }

@@ -173,6 +173,16 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
         config.lists.blacklist.len(),
         compiled.len()
     );
+    let (gray, black) = (
+        config.lists.monitor_graylist.len(),
+        config.lists.monitor_blacklist.len(),
+    );
+    if config.mode == ipguard::model::Mode::Monitor || gray + black > 0 {
+        println!(
+            "mode {}; monitored (passed, counted as would drop): graylist {gray}, blacklist {black} entries",
+            config.mode
+        );
+    }
     if let Some(geo) = geo {
         println!(
             "geo: {} prefixes on the {}{}",

@@ -219,7 +219,10 @@ mod tests {
         assert!(page.starts_with(".TH IPGUARD.TOML 5"), "{}", &page[..80]);
         for line in EXAMPLE_CONFIG.lines() {
             let t = line.trim();
-            if t.starts_with('[') || t.starts_with("# [") {
+            let commented_section = t
+                .strip_prefix("# ")
+                .is_some_and(|c| c.starts_with('[') && c.ends_with(']') && !c.contains(' '));
+            if t.starts_with('[') || commented_section {
                 let t = t.trim_start_matches("# ");
                 let title = t.to_uppercase();
                 assert!(

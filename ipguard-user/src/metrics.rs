@@ -12,7 +12,7 @@ use prometheus_client::{
 use crate::{
     controller::fleet::Fleet,
     controller::{
-        view::{StatusReport, VERDICT_STATS},
+        view::{StatusReport, VERDICT_STATS, WOULD_DROP_STATS},
         Telemetry,
     },
     model::ListKind,
@@ -40,7 +40,12 @@ struct MapLabels {
 }
 
 /// Renders the Prometheus text exposition of `status` and the kept metrics.
-pub fn render(status: &StatusReport, kept: &Telemetry, fleet: Option<&Fleet>) -> String {
+pub fn render(
+    status: &StatusReport,
+    kept: &Telemetry,
+    fleet: Option<&Fleet>,
+    feeds: &[crate::feeds::FeedStatus],
+) -> String {
     let mut reg = Registry::with_prefix("ipguard");
     let packets = Family::<TrafficLabels, Counter>::default();
     let bytes = Family::<TrafficLabels, Counter>::default();
@@ -63,6 +68,31 @@ pub fn render(status: &StatusReport, kept: &Telemetry, fleet: Option<&Fleet>) ->
         "Bytes seen by the XDP program, by verdict and deciding list",
         bytes,
     );
+    let would = Family::<ListLabels, Counter>::default();
+    let would_bytes = Family::<ListLabels, Counter>::default();
+    for (list, stat) in WOULD_DROP_STATS {
+        let l = ListLabels { list: list.into() };
+        let t = status.stats.get(stat);
+        would.get_or_create(&l).inc_by(t.packets);
+        would_bytes.get_or_create(&l).inc_by(t.bytes);
+    }
+    reg.register(
+        "would_drop",
+        "Packets monitor mode passed that enforce mode would drop, by deciding list",
+        would,
+    );
+    reg.register(
+        "would_drop_bytes",
+        "Bytes monitor mode passed that enforce mode would drop, by deciding list",
+        would_bytes,
+    );
+    let monitor = Gauge::<i64>::default();
+    monitor.set(i64::from(status.mode == crate::model::Mode::Monitor));
+    reg.register(
+        "monitor_mode",
+        "1 while the global mode is monitor (nothing dropped by lists or rules), 0 in enforce mode",
+        monitor,
+    );
     let entries = Family::<ListLabels, Gauge>::default();
     for list in ListKind::ALL {
         entries
@@ -76,6 +106,14 @@ pub fn render(status: &StatusReport, kept: &Telemetry, fleet: Option<&Fleet>) ->
             list: "rules".into(),
         })
         .set(status.rules as i64);
+    for (list, n) in ["monitored_graylist", "monitored_blacklist"]
+        .into_iter()
+        .zip(status.monitored)
+    {
+        entries
+            .get_or_create(&ListLabels { list: list.into() })
+            .set(n as i64);
+    }
     reg.register(
         "list_entries",
         "Entries per list (and ordered rules)",
@@ -139,7 +177,7 @@ pub fn render(status: &StatusReport, kept: &Telemetry, fleet: Option<&Fleet>) ->
     );
     reg.register(
         "promotions",
-        "Host bans replaced by their /24 or /64 because the host table was full",
+        "Prefixes banned in place of host bans inside them, by why: count (promote_v4_after, promote_v6_after) or full (the host table was full)",
         kept.promotions.clone(),
     );
     reg.register(
@@ -178,12 +216,80 @@ pub fn render(status: &StatusReport, kept: &Telemetry, fleet: Option<&Fleet>) ->
     if let Some(f) = fleet {
         register_fleet(&mut reg, f);
     }
+    if !feeds.is_empty() {
+        register_feeds(&mut reg, feeds);
+    }
     let mut out = String::new();
     // Writing to a String cannot fail; were it to, the scrape shows it rather than a panic.
     if let Err(e) = encode(&mut out, &reg) {
         tracing::error!(error = %e, "cannot encode the metrics");
     }
     out
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FeedLabels {
+    feed: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FeedWhyLabels {
+    feed: String,
+    why: String,
+}
+
+/// The `[[feed]]`s: entries in force, fetches and failures, what the last body had that
+/// could not be listed, and whether an update waits for an operator.
+fn register_feeds(reg: &mut Registry, feeds: &[crate::feeds::FeedStatus]) {
+    let entries = Family::<FeedLabels, Gauge>::default();
+    let fetches = Family::<FeedLabels, Counter>::default();
+    let failures = Family::<FeedLabels, Counter>::default();
+    let held = Family::<FeedLabels, Gauge>::default();
+    let rejected = Family::<FeedWhyLabels, Gauge>::default();
+    for f in feeds {
+        let l = FeedLabels {
+            feed: f.name.clone(),
+        };
+        entries
+            .get_or_create(&l)
+            .set(i64::try_from(f.entries).unwrap_or(i64::MAX));
+        fetches.get_or_create(&l).inc_by(f.fetches);
+        failures.get_or_create(&l).inc_by(f.failures);
+        held.get_or_create(&l).set(i64::from(f.held.is_some()));
+        let why = |w: &str| FeedWhyLabels {
+            feed: f.name.clone(),
+            why: w.into(),
+        };
+        rejected
+            .get_or_create(&why("invalid_line"))
+            .set(i64::try_from(f.rejected_lines).unwrap_or(i64::MAX));
+        for (w, n) in &f.dropped {
+            rejected
+                .get_or_create(&why(w))
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+    }
+    reg.register("feed_entries", "Entries a feed has in force", entries);
+    reg.register(
+        "feed_fetches",
+        "Fetches of a feed (a 304 included)",
+        fetches,
+    );
+    reg.register(
+        "feed_failures",
+        "Fetches of a feed that failed (its last good entries stay)",
+        failures,
+    );
+    reg.register(
+        "feed_held",
+        "1 while a feed holds an update back for an operator",
+        held,
+    );
+    reg.register(
+        "feed_rejected",
+        "Entries of a feed's last body not listed, by why (invalid_line, protected, too_broad, bogon)",
+        rejected,
+    );
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -34,5 +34,10 @@ pub fn escalation() -> Escalation {
         state_retention: 240 * H,
         grace_violations: 0,
         promote_when_full: 4,
+        promote_v4_after: 0,
+        promote_v6_after: 0,
+        promote_v4_prefix: 24,
+        promote_v6_prefix: 64,
+        promote_window: 10 * 60 * S,
     }
 }

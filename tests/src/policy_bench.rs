@@ -653,3 +653,84 @@ pub fn engine_scale(quick: bool) -> Vec<Figure> {
         ),
     ]
 }
+
+/// `[geo]` with a country of many prefixes (a database made with mmdb-writer): the time
+/// to open the database and compile the country's prefixes, and the daemon's start-up to
+/// filtering with it, against the same prefixes given in a list file (the baseline: what
+/// geo costs beyond loading its prefixes).
+pub fn geo(quick: bool) -> Vec<Figure> {
+    use std::collections::BTreeSet;
+    let n = if quick { 20_000 } else { 100_000 };
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = crate::pytools::make_mmdb(
+        dir.path(),
+        "large.mmdb",
+        &["large", "--prefixes", &n.to_string(), "--country", "XL"],
+    );
+    let codes: BTreeSet<String> = ["XL".to_owned()].into();
+    let mut compile = Vec::new();
+    let mut nets = Vec::new();
+    for _ in 0..if quick { 3 } else { 5 } {
+        let t = Instant::now();
+        let db = ipguard::geo::GeoDb::open(&db_path).expect("open the test database");
+        nets = db.country_networks(&codes).expect("compile").networks;
+        compile.push(t.elapsed().as_secs_f64());
+    }
+    compile.sort_by(f64::total_cmp);
+    let list = dir.path().join("xl.txt");
+    std::fs::write(
+        &list,
+        nets.iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .unwrap();
+    let maps = format!(
+        "[maps]\nlpm_v4_capacity = {0}\nlpm_v6_capacity = {0}\n",
+        nets.len() + 1024
+    );
+    let with_geo = format!(
+        "[lists]\nwhitelist = [\"127.0.0.0/8\", \"::1\"]\n{maps}[geo]\ndatabase = {:?}\nblock_countries = [\"XL\"]\n",
+        db_path.display().to_string()
+    );
+    let with_file = format!(
+        "[lists]\nwhitelist = [\"127.0.0.0/8\", \"::1\"]\nblacklist_files = [{:?}]\n{maps}",
+        list.display().to_string()
+    );
+    let bed = testbed("G");
+    let runs = if quick { 1 } else { 3 };
+    let (geo_s, _, geo_note) = startup_runs(&bed, &with_geo, runs);
+    let (file_s, _, file_note) = startup_runs(&bed, &with_file, runs);
+    let case = format!("country of {} prefixes ({n} in the database)", nets.len());
+    vec![
+        fig(
+            case.clone(),
+            "open + compile",
+            compile[compile.len() / 2],
+            "s",
+            format!("GeoDb::open + country_networks, median of {}", compile.len()),
+        ),
+        fig(
+            case.clone(),
+            "start-up to filtering, [geo]",
+            geo_s,
+            "s",
+            geo_note,
+        ),
+        fig(
+            case.clone(),
+            "start-up to filtering, same prefixes in a list file",
+            file_s,
+            "s",
+            file_note,
+        ),
+        fig(
+            case,
+            "geo start-up / list-file start-up",
+            geo_s / file_s,
+            "x",
+            "the same prefixes either way: the ratio is what opening and compiling the database adds",
+        ),
+    ]
+}

@@ -140,6 +140,74 @@ fn a_full_host_table_degrades_and_keeps_filtering() {
     assert!(exit.success(), "{log}");
 }
 
+const PROMOTE: &str = r#"
+[lists]
+whitelist = ["127.0.0.0/8", "::1"]
+[[rate_limit]]
+kind = "syn"
+count = 10
+window = "1s"
+[escalation]
+graylist_duration = "5m"
+promote_v4_after = 8
+promote_window = "10m"
+"#;
+
+/// 8 sources of one /24 banned within the window: the /24 is banned in their place and
+/// their host entries released; sources of it never seen are dropped, explained by the
+/// promotion; a /24 with fewer bans keeps its host entries.
+#[test]
+fn sources_of_one_slash_24_banned_within_the_window_are_promoted() {
+    let bed = testbed("pc");
+    source_range(&bed, "198.18.0.0/16");
+    let dir = tempfile::tempdir().unwrap();
+    let dst = listener(&bed, "192.0.2.1:0");
+    let daemon = Daemon::start(&bed, dir.path(), PROMOTE);
+    // 25 SYNs a source: split by a window edge, one side still has more than 10.
+    let crowd = hosts([198, 18, 5], 12);
+    syn_flood(&bed, &crowd, dst, 25);
+    let few = hosts([198, 18, 6], 5);
+    syn_flood(&bed, &few, dst, 25);
+    for src in few.iter().chain(&crowd) {
+        let ip = src.to_string();
+        eventually(Duration::from_secs(5), &format!("{ip} banned"), || {
+            explain(&bed, &ip)["verdict"] == "drop"
+        });
+    }
+    // A 13th source of the crowded /24 that never sent anything.
+    let x = explain(&bed, "198.18.5.200");
+    assert_eq!(x["verdict"], "drop", "{x}");
+    assert_eq!(x["prefix"], "198.18.5.0/24", "{x}");
+    assert_eq!(x["list"], "graylist", "{x}");
+    assert_eq!(x["source"], "rate_limit", "{x}");
+    assert_eq!(
+        x["reason"], "promoted: 8 sources of 198.18.5.0/24 banned within 10m",
+        "{x}"
+    );
+    // The crowd's host entries are released (the later sources never got one); the
+    // other /24's stay, and it is not promoted.
+    let (code, body) = http_get(&bed, "/v1/lists/graylist?limit=1000");
+    assert_eq!(code, 200, "{body}");
+    let page = json(&body);
+    let nets: BTreeSet<String> = page["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["net"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: BTreeSet<String> = std::iter::once("198.18.5.0/24".to_owned())
+        .chain(few.iter().map(|ip| format!("{ip}/32")))
+        .collect();
+    assert_eq!(nets, expected, "{body}");
+    assert_eq!(status(&bed)["maps"]["lpm_v4"]["used"], 5);
+    assert_eq!(explain(&bed, "198.18.6.200")["verdict"], "pass");
+    assert_eq!(explain(&bed, "198.18.6.1")["prefix"], "198.18.6.1/32");
+    assert_eq!(metric(&bed, "ipguard_promotions_total{why=\"count\"}"), 1.0);
+    let (exit, log) = daemon.terminate();
+    assert!(exit.success(), "{log}");
+    assert!(log.contains("banned the whole prefix"), "{log}");
+}
+
 /// A spoofed flood "from" the operator's network or from the host's own address bans
 /// nobody; the same flood from anyone else does.
 #[test]

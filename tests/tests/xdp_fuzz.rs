@@ -14,7 +14,10 @@ use ipguard::{
     model::{longest_match, Compiled},
     policy::compile::compile,
 };
-use ipguard_common::{Stat, LIST_BLACKLIST, LIST_GRAYLIST, LIST_RULE_DENY, LIST_WHITELIST};
+use ipguard_common::{
+    Stat, LIST_BLACKLIST, LIST_GRAYLIST, LIST_MONITOR_BLACKLIST, LIST_MONITOR_GRAYLIST,
+    LIST_MONITOR_RULE, LIST_RULE_DENY, LIST_WHITELIST,
+};
 use ipguard_tests::{frames::*, require_root};
 use ipnet::IpNet;
 use proptest::{prelude::*, test_runner::TestRunner};
@@ -41,6 +44,9 @@ fn lists() -> Lists {
             "198.51.100.7/32",
             "2001:db8:bad:1::5/128",
         ]),
+        // Monitor mode: would drop, passes; inside an enforced prefix, enforced.
+        monitor_graylist: nets(&["2001:db9::/32"]),
+        monitor_blacklist: nets(&["100.64.0.0/24", "10.9.8.0/24"]),
     }
 }
 
@@ -119,6 +125,9 @@ fn reference(frame: &[u8], table: &Compiled) -> (u32, Stat) {
         Some(LIST_GRAYLIST) => (XDP_DROP, Stat::DropGraylist),
         Some(LIST_BLACKLIST) => (XDP_DROP, Stat::DropBlacklist),
         Some(LIST_RULE_DENY) => (XDP_DROP, Stat::DropRule),
+        Some(LIST_MONITOR_GRAYLIST) => (XDP_PASS, Stat::WouldDropGraylist),
+        Some(LIST_MONITOR_BLACKLIST) => (XDP_PASS, Stat::WouldDropBlacklist),
+        Some(LIST_MONITOR_RULE) => (XDP_PASS, Stat::WouldDropRule),
         _ => (XDP_PASS, Stat::PassUnlisted),
     }
 }

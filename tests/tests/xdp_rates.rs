@@ -29,6 +29,7 @@ fn program(rules: &[RateLimit]) -> (Dataplane, RingBuf<MapData>) {
         whitelist: vec!["192.0.2.128/25".parse().unwrap()],
         graylist: vec![],
         blacklist: vec!["203.0.113.0/24".parse().unwrap()],
+        ..Lists::default()
     };
     dp.backend.sync(&compile(&l)).unwrap();
     let cpus = aya::util::nr_cpus().unwrap() as u32;

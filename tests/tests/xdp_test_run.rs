@@ -36,6 +36,7 @@ fn program(white: &[&str], gray: &[&str], black: &[&str]) -> Dataplane {
         whitelist: nets(white),
         graylist: nets(gray),
         blacklist: nets(black),
+        ..Lists::default()
     };
     dp.backend.sync(&compile(&l)).expect("write the tables");
     dp
@@ -706,4 +707,175 @@ fn assert_verdicts_absent(
         };
         assert_eq!(run(dp, &frame), naive_verdict(new, ip), "verdict for {ip}");
     }
+}
+
+/// Monitor mode, per entry: a monitored entry passes and lands in its would-drop slot (and
+/// is counted per source, like an unlisted source), an enforced entry still drops even
+/// under a longer monitored prefix, and every packet moves exactly one verdict slot.
+#[test]
+fn monitored_entries_pass_as_would_drop() {
+    let mut dp = program(&[], &[], &[]);
+    let l = Lists {
+        whitelist: nets(&["192.0.2.128/25"]),
+        blacklist: nets(&["203.0.113.0/24"]),
+        monitor_graylist: nets(&["100.64.0.0/16", "2001:db8:6a::/48"]),
+        monitor_blacklist: nets(&[
+            "198.51.100.0/24",
+            "203.0.113.7/32",
+            "192.0.2.128/26",
+            "2001:db8:bad::/48",
+        ]),
+        ..Lists::default()
+    };
+    dp.backend.sync(&compile(&l)).expect("write the tables");
+    let udp = udp();
+    let v4 = |src: &str| v4_frame(&[], src, IPPROTO_UDP, &udp);
+    let v6 = |src: &str| v6_frame(&[], src, IPPROTO_UDP, &udp);
+    check(
+        &mut dp,
+        &v4("198.51.100.9"),
+        XDP_PASS,
+        Stat::WouldDropBlacklist,
+        &[],
+    );
+    check(
+        &mut dp,
+        &v4("100.64.3.4"),
+        XDP_PASS,
+        Stat::WouldDropGraylist,
+        &[],
+    );
+    check(
+        &mut dp,
+        &v6("2001:db8:bad::1"),
+        XDP_PASS,
+        Stat::WouldDropBlacklist,
+        &[],
+    );
+    check(
+        &mut dp,
+        &v6("2001:db8:6a::1"),
+        XDP_PASS,
+        Stat::WouldDropGraylist,
+        &[],
+    );
+    // A longer monitored prefix never weakens an enforced one, nor the whitelist.
+    check(
+        &mut dp,
+        &v4("203.0.113.7"),
+        XDP_DROP,
+        Stat::DropBlacklist,
+        &[],
+    );
+    check(
+        &mut dp,
+        &v4("203.0.113.8"),
+        XDP_DROP,
+        Stat::DropBlacklist,
+        &[],
+    );
+    check(
+        &mut dp,
+        &v4("192.0.2.130"),
+        XDP_PASS,
+        Stat::PassWhitelist,
+        &[],
+    );
+    check(&mut dp, &v4("192.0.2.7"), XDP_PASS, Stat::PassUnlisted, &[]);
+    // Counted per source like an unlisted source (so the rate rules see it).
+    let c = source(&dp, "198.51.100.9").expect("a would-drop source is counted");
+    assert_eq!((c.packets, c.dropped), (1, 0));
+    assert!(source(&dp, "203.0.113.7").is_none());
+}
+
+/// Monitor mode, global: the compiled table switched to monitor passes every graylist,
+/// blacklist and deny-rule decision into its would-drop slot, the whitelist and unlisted
+/// sources unchanged; switched back (the ops of one table rewrite), they drop again.
+#[test]
+fn global_monitor_mode_passes_what_would_drop_and_switches_back() {
+    use ipguard::{
+        model::{Layer, Mode},
+        policy::compile::{Change, ListState},
+    };
+    let mut dp = program(&[], &[], &[]);
+    let mut state = ListState::new();
+    let members = [
+        ("192.0.2.128/25", Layer::White),
+        ("198.51.100.0/24", Layer::Gray),
+        ("203.0.113.0/24", Layer::Black),
+        (
+            "10.1.0.0/16",
+            Layer::Rule {
+                index: 0,
+                deny: false,
+            },
+        ),
+        (
+            "10.0.0.0/8",
+            Layer::Rule {
+                index: 1,
+                deny: true,
+            },
+        ),
+        ("10.1.2.0/24", Layer::MonitorBlack),
+        ("2001:db8:bad::/48", Layer::Black),
+        ("100.64.0.0/16", Layer::MonitorBlack),
+    ];
+    let _ = state.apply(
+        members
+            .iter()
+            .map(|(n, l)| Change::Insert(n.parse().unwrap(), *l)),
+    );
+    dp.backend.sync(state.written()).expect("write the tables");
+    let udp = udp();
+    let v4 = |src: &str| v4_frame(&[], src, IPPROTO_UDP, &udp);
+    let v6 = |src: &str| v6_frame(&[], src, IPPROTO_UDP, &udp);
+    let cases = |monitor: bool| {
+        let (drop, gray, black, rule) = if monitor {
+            (
+                XDP_PASS,
+                Stat::WouldDropGraylist,
+                Stat::WouldDropBlacklist,
+                Stat::WouldDropRule,
+            )
+        } else {
+            (
+                XDP_DROP,
+                Stat::DropGraylist,
+                Stat::DropBlacklist,
+                Stat::DropRule,
+            )
+        };
+        vec![
+            (v4("198.51.100.1"), drop, gray),
+            (v4("203.0.113.1"), drop, black),
+            (v6("2001:db8:bad::1"), drop, black),
+            (v4("10.9.9.9"), drop, rule),
+            // The first matching rule allows; a monitored entry inside it says would drop.
+            (v4("10.1.3.3"), XDP_PASS, Stat::PassUnlisted),
+            (v4("10.1.2.3"), XDP_PASS, Stat::WouldDropBlacklist),
+            (v4("100.64.0.1"), XDP_PASS, Stat::WouldDropBlacklist),
+            (v4("192.0.2.200"), XDP_PASS, Stat::PassWhitelist),
+            (v4("192.0.2.1"), XDP_PASS, Stat::PassUnlisted),
+        ]
+    };
+    for (frame, verdict, stat) in cases(false) {
+        check(&mut dp, &frame, verdict, stat, &[]);
+    }
+    let ops = state.set_mode(Mode::Monitor);
+    assert!(!ops.is_empty());
+    dp.backend.apply(&ops).expect("switch to monitor");
+    for (frame, verdict, stat) in cases(true) {
+        check(&mut dp, &frame, verdict, stat, &[]);
+    }
+    let ops = state.set_mode(Mode::Enforce);
+    dp.backend.apply(&ops).expect("switch back to enforce");
+    for (frame, verdict, stat) in cases(false) {
+        check(&mut dp, &frame, verdict, stat, &[]);
+    }
+    // The tables hold exactly what a sync of the enforce table would write.
+    assert_eq!(
+        dp.backend.sync(state.written()).unwrap(),
+        SyncReport::default()
+    );
 }

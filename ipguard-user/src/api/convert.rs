@@ -23,9 +23,17 @@ impl From<&Explanation> for IpStatus {
             reason: x.reason.clone(),
             source: x.decided_by.as_ref().map(|d| match d {
                 DecidedBy::Entry(_) if x.by_geo => "geo".into(),
+                DecidedBy::Entry(_) if x.feed.is_some() => "feed".into(),
                 DecidedBy::Entry(origin) => origin.as_str().into(),
                 DecidedBy::Rule(_) => "rule".into(),
+                DecidedBy::Monitored(crate::policy::monitor::MonitorSource::Config) => {
+                    "config".into()
+                }
+                DecidedBy::Monitored(crate::policy::monitor::MonitorSource::Feed(_)) => {
+                    "feed".into()
+                }
             }),
+            would_drop: x.would_drop,
             strikes: x.strikes,
             expires: x.expires.map(Ts::rfc3339),
             // Whole seconds, rounded up: a client that waits this long finds it expired.
@@ -114,9 +122,18 @@ impl From<&StatusReport> for Status {
             .map(|l| (l.as_str().to_owned(), r.entries[l.index()]))
             .collect();
         entries.insert("rules".into(), r.rules);
+        // Monitor mode's entries, when there are any (not on the lists' pages).
+        for (name, n) in ["monitored_graylist", "monitored_blacklist"]
+            .into_iter()
+            .zip(r.monitored)
+            .filter(|(_, n)| *n > 0)
+        {
+            entries.insert(name.into(), n);
+        }
         Status {
             interface: r.interface.clone(),
             xdp_mode: r.xdp_mode.clone(),
+            mode: r.mode.as_str().into(),
             uptime_seconds: r.uptime.as_secs(),
             entries,
             tracked_sources: r.tracked_sources,
@@ -197,6 +214,46 @@ impl From<Option<&crate::controller::fleet::Fleet>> for super::types::ClusterVie
                 removed: f.counts.removed,
                 dropped: f.counts.dropped,
             },
+        }
+    }
+}
+
+impl From<&crate::feeds::FeedStatus> for super::types::FeedView {
+    fn from(f: &crate::feeds::FeedStatus) -> Self {
+        super::types::FeedView {
+            name: f.name.clone(),
+            list: f.list.as_str().into(),
+            source: f.source.clone(),
+            format: f.format.into(),
+            entries: f.entries as u64,
+            last_fetch: f.last_fetch.map(Ts::rfc3339),
+            last_change: f.last_change.map(Ts::rfc3339),
+            last_error: f.last_error.clone(),
+            next_fetch: f.next_fetch.rfc3339(),
+            fetches: f.fetches,
+            failures: f.failures,
+            rejected_lines: f.rejected_lines as u64,
+            rejected_samples: f.rejected_samples.clone(),
+            dropped: f
+                .dropped
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v as u64))
+                .collect(),
+            dropped_samples: f.dropped_samples.clone(),
+            held: f.held.as_ref().map(|h| super::types::HeldView {
+                reason: h.reason.clone(),
+                added: h.added as u64,
+                removed: h.removed as u64,
+                since: h.since.rfc3339(),
+            }),
+        }
+    }
+}
+
+impl From<&[crate::feeds::FeedStatus]> for super::types::FeedList {
+    fn from(feeds: &[crate::feeds::FeedStatus]) -> Self {
+        super::types::FeedList {
+            feeds: feeds.iter().map(Into::into).collect(),
         }
     }
 }

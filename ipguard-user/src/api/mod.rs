@@ -5,6 +5,7 @@
 //! answered with a 4xx and an [`types::ApiError`] naming the problem, and changes nothing.
 
 mod convert;
+mod mode;
 pub mod serve;
 pub mod types;
 pub mod ui;
@@ -54,6 +55,8 @@ pub struct AppState<B: Backend> {
     pub metrics_auth: bool,
     /// Reports counted across the fleet (`[cluster]`); `None`: counted here only.
     pub fleet_reports: Option<crate::cluster::FleetReports>,
+    /// The feed task, for `POST /v1/feeds/{name}/accept`; `None`: no feeds.
+    pub feeds: Option<tokio::sync::mpsc::Sender<crate::daemon::feeds_task::FeedCommand>>,
 }
 
 /// A reload asked through the API: the daemon answers with the settings that need a
@@ -68,6 +71,7 @@ impl<B: Backend> Clone for AppState<B> {
             changed: self.changed.clone(),
             reload: self.reload.clone(),
             metrics_auth: self.metrics_auth,
+            feeds: self.feeds.clone(),
             fleet_reports: self.fleet_reports.clone(),
         }
     }
@@ -116,8 +120,11 @@ pub fn router<B: Backend>(state: AppState<B>, max_body: usize) -> Router {
         .route("/lists/{list}/{net}", delete(remove::<B>))
         .route("/report", post(report::<B>))
         .route("/reload", post(reload::<B>))
+        .route("/mode", get(mode::get_mode::<B>).put(mode::put_mode::<B>))
         .route("/cluster", get(cluster::<B>))
         .route("/offenders", get(offenders::<B>))
+        .route("/feeds", get(feeds::<B>))
+        .route("/feeds/{name}/accept", post(feed_accept::<B>))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::<B>));
     let metrics = Router::new().route("/metrics", get(metrics_text::<B>));
     let metrics = if state.metrics_auth {
@@ -430,6 +437,56 @@ async fn cluster<B: Backend>(
     Ok(axum::Json(types::ClusterView::from(st.lock()?.fleet())))
 }
 
+async fn feeds<B: Backend>(
+    State(st): State<AppState<B>>,
+) -> Result<axum::Json<types::FeedList>, AppError> {
+    Ok(axum::Json(types::FeedList::from(st.lock()?.feed_status())))
+}
+
+async fn feed_accept<B: Backend>(
+    State(st): State<AppState<B>>,
+    Path(name): Path<String>,
+) -> Result<axum::Json<types::FeedView>, AppError> {
+    let not_found = || {
+        AppError::new(
+            StatusCode::NOT_FOUND,
+            "not found",
+            format!("no feed named {:?}", crate::model::excerpt(&name)),
+        )
+    };
+    if !st.lock()?.feed_status().iter().any(|f| f.name == name) {
+        return Err(not_found());
+    }
+    let tx = st.feeds.clone().ok_or_else(not_found)?;
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let unavailable = || {
+        AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the feed task is not running",
+        )
+    };
+    tx.send(crate::daemon::feeds_task::FeedCommand::Accept(
+        name.clone(),
+        reply,
+    ))
+    .await
+    .map_err(|_| unavailable())?;
+    match answer.await.map_err(|_| unavailable())? {
+        Ok(()) => {
+            st.changed.notify_one();
+            let ctl = st.lock()?;
+            let status = ctl
+                .feed_status()
+                .iter()
+                .find(|f| f.name == name)
+                .ok_or_else(not_found)?;
+            Ok(axum::Json(types::FeedView::from(status)))
+        }
+        Err(why) => Err(AppError::new(StatusCode::CONFLICT, "not accepted", why)),
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OffendersQuery {
@@ -459,7 +516,7 @@ async fn metrics_text<B: Backend>(State(st): State<AppState<B>>) -> Result<Respo
     let text = {
         let ctl = st.lock()?;
         let report = ctl.status(Now::read())?;
-        metrics::render(&report, ctl.telemetry(), ctl.fleet())
+        metrics::render(&report, ctl.telemetry(), ctl.fleet(), ctl.feed_status())
     };
     Ok((
         [(

@@ -78,6 +78,7 @@ fn api_as(client: &str, token: Option<&str>, max_body: usize) -> Api {
         reload: None,
         metrics_auth: false,
         fleet_reports: None,
+        feeds: None,
     };
     let peer: SocketAddr = if client.contains(':') {
         format!("[{client}]:40000")
@@ -792,6 +793,7 @@ mod probe_findings {
             reload: None,
             metrics_auth: false,
             fleet_reports: None,
+            feeds: None,
         };
         let peer: SocketAddr = "192.0.2.50:4000".parse().unwrap();
         let a = Api {
@@ -956,4 +958,129 @@ mod probe_findings {
             .await;
         assert_eq!(s, StatusCode::BAD_REQUEST);
     }
+}
+
+/// `GET`/`PUT /v1/mode`: shown, switched at once (the tables, explain, status and metrics
+/// follow), switched back to exactly the tables of before; a bad body changes nothing.
+#[tokio::test]
+async fn mode_is_shown_switched_and_bad_bodies_change_nothing() {
+    let a = api();
+    let enforce = json!({"mode": "enforce", "config_mode": "enforce"});
+    assert_eq!(a.get("/v1/mode").await, (StatusCode::OK, enforce.clone()));
+    let before = a.state();
+    let put = |body: Value| a.call(Method::PUT, "/v1/mode", Some(body), None);
+    for (body, detail) in [
+        (json!({"mode": "Monitor"}), "\"Monitor\" is not a mode"),
+        (
+            json!({"mode": "dry-run"}),
+            "expected one of `enforce`, `monitor`",
+        ),
+        (json!({"mode": "m".repeat(5000)}), "bytes)"),
+        (json!({}), "missing field `mode`"),
+        (
+            json!({"mode": "monitor", "force": true}),
+            "unknown field `force`",
+        ),
+        (json!({"mode": 1}), "invalid type"),
+        (json!("monitor"), "invalid type"),
+    ] {
+        let (s, v) = put(body.clone()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert!(
+            v["detail"].as_str().unwrap().contains(detail),
+            "{body}: {v}"
+        );
+        assert_eq!(a.state(), before, "{body}");
+    }
+    let (s, _) = a
+        .raw(
+            Method::PUT,
+            "/v1/mode",
+            "text/plain",
+            r#"{"mode":"monitor"}"#,
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let (s, _) = a
+        .raw(Method::PUT, "/v1/mode", "application/json", "{\"mode\":")
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(a.state(), before);
+    assert_eq!(a.get("/v1/mode").await.1, enforce);
+
+    // Monitor: the blacklisted /24 passes as would drop; the whitelist is untouched.
+    let (s, v) = put(json!({"mode": "monitor"})).await;
+    assert_eq!(
+        (s, v),
+        (
+            StatusCode::OK,
+            json!({"mode": "monitor", "config_mode": "enforce"})
+        )
+    );
+    let (_, x) = a.get("/v1/ips/203.0.113.9").await;
+    assert_eq!(
+        (&x["verdict"], &x["list"], &x["would_drop"]),
+        (&json!("pass"), &json!("blacklist"), &json!(true)),
+        "{x}"
+    );
+    let (_, x) = a.get("/v1/ips/10.1.2.3").await;
+    assert_eq!(x["verdict"], "pass");
+    assert!(x.get("would_drop").is_none(), "{x}");
+    // A ban added in monitor mode is monitored too.
+    let (s, _) = a
+        .post(
+            "/v1/lists/graylist",
+            json!({"entries": [{"net": "198.51.100.0/24"}]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, x) = a.get("/v1/ips/198.51.100.9").await;
+    assert_eq!(
+        (&x["verdict"], &x["would_drop"]),
+        (&json!("pass"), &json!(true))
+    );
+    assert_eq!(a.get("/v1/status").await.1["mode"], "monitor");
+    {
+        let mut c = a.ctl.lock().unwrap();
+        c.backend_mut().stats.0[Stat::WouldDropBlacklist as usize] = StatCounter {
+            packets: 4,
+            bytes: 400,
+        };
+    }
+    let (_, status) = a.get("/v1/status").await;
+    assert_eq!(status["lists"]["would_drop_blacklist"]["packets"], 4);
+    assert_eq!(status["verdicts"]["pass"]["packets"], 9);
+    let (s, metrics) = a.get("/metrics").await;
+    assert_eq!(s, StatusCode::OK);
+    let metrics = metrics.as_str().unwrap().to_owned();
+    for line in [
+        "ipguard_would_drop_total{list=\"blacklist\"} 4",
+        "ipguard_would_drop_total{list=\"rule\"} 0",
+        "ipguard_would_drop_bytes_total{list=\"blacklist\"} 400",
+        "ipguard_monitor_mode 1",
+        "ipguard_packets_total{verdict=\"pass\",list=\"would_drop_blacklist\"} 4",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+    // The same mode again changes nothing; enforce puts the tables back.
+    assert_eq!(put(json!({"mode": "monitor"})).await.0, StatusCode::OK);
+    assert_eq!(
+        put(json!({"mode": "enforce"})).await,
+        (StatusCode::OK, enforce.clone())
+    );
+    let (_, x) = a.get("/v1/ips/203.0.113.9").await;
+    assert_eq!(x["verdict"], "drop");
+    assert!(x.get("would_drop").is_none(), "{x}");
+    let (_, x) = a.get("/v1/ips/198.51.100.9").await;
+    assert_eq!(x["verdict"], "drop");
+    a.call(
+        Method::DELETE,
+        "/v1/lists/graylist/198.51.100.0%2F24",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(a.state(), before);
+    let (_, metrics) = a.get("/metrics").await;
+    assert!(metrics.as_str().unwrap().contains("ipguard_monitor_mode 0"));
 }

@@ -46,6 +46,8 @@ pub struct Status {
     pub interface: String,
     /// `native` or `skb`.
     pub xdp_mode: String,
+    /// `enforce`, or `monitor` (drops are only counted: see `GET /v1/mode`).
+    pub mode: String,
     pub uptime_seconds: u64,
     /// Entries per list (`whitelist`, `graylist`, `blacklist`) and `rules`.
     pub entries: BTreeMap<String, u64>,
@@ -54,7 +56,8 @@ pub struct Status {
     /// Packet and byte totals per verdict: `pass`, `drop`.
     pub verdicts: BTreeMap<String, Traffic>,
     /// Totals per deciding list: `unlisted`, `whitelist`, `graylist`, `blacklist`, `rule`,
-    /// `non_ip`, `malformed`.
+    /// `non_ip`, `malformed`, `syn_budget`, and monitor mode's `would_drop_graylist`,
+    /// `would_drop_blacklist`, `would_drop_rule` (passed).
     pub lists: BTreeMap<String, Traffic>,
     /// `lpm_v4`, `lpm_v6`, `sources`.
     pub maps: BTreeMap<String, MapFill>,
@@ -92,6 +95,10 @@ pub struct IpStatus {
     pub verdict: String,
     /// `whitelist`, `graylist`, `blacklist`, or null (unlisted; a rule may still decide).
     pub list: Option<String>,
+    /// Monitor mode: passed, and would be dropped in enforce mode (by `list` or the rule).
+    /// Left out when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub would_drop: bool,
     /// The prefix that decided, e.g. `203.0.113.0/24`.
     pub prefix: Option<String>,
     pub reason: Option<String>,
@@ -114,6 +121,23 @@ pub struct IpStatus {
     pub asn: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub asn_org: Option<String>,
+}
+
+/// `GET /v1/mode` and the answer to `PUT /v1/mode`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModeView {
+    /// `enforce` or `monitor`: the mode in force.
+    pub mode: String,
+    /// The config file's `mode`: applied at start, and at a reload that finds it changed.
+    pub config_mode: String,
+}
+
+/// `PUT /v1/mode`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModeRequest {
+    /// `enforce` or `monitor`.
+    pub mode: String,
 }
 
 /// Largest `limit` of `GET /v1/offenders`.
@@ -143,6 +167,51 @@ pub struct OffenderView {
     /// RFC 3339, or null when the ban never expires (or there is none).
     pub expires: Option<String>,
     pub counters: IpCounters,
+}
+
+/// `GET /v1/feeds`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeedList {
+    pub feeds: Vec<FeedView>,
+}
+
+/// One `[[feed]]` in [`FeedList`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FeedView {
+    pub name: String,
+    /// `whitelist`, `graylist` or `blacklist`.
+    pub list: String,
+    /// The URL (without credentials or query) or the path.
+    pub source: String,
+    pub format: String,
+    /// Entries in force.
+    pub entries: u64,
+    /// RFC 3339; null before the first fetch.
+    pub last_fetch: Option<String>,
+    pub last_change: Option<String>,
+    /// The last fetch's error, until one succeeds (the last good entries stay).
+    pub last_error: Option<String>,
+    pub next_fetch: String,
+    pub fetches: u64,
+    pub failures: u64,
+    /// Lines of the last body that were not entries, and some of them.
+    pub rejected_lines: u64,
+    pub rejected_samples: Vec<String>,
+    /// Entries of the last body the hygiene dropped, by why (`protected`, `too_broad`,
+    /// `bogon`), and some of them.
+    pub dropped: BTreeMap<String, u64>,
+    pub dropped_samples: Vec<String>,
+    /// An update held back for an operator (`POST /v1/feeds/{name}/accept`).
+    pub held: Option<HeldView>,
+}
+
+/// A held feed update.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldView {
+    pub reason: String,
+    pub added: u64,
+    pub removed: u64,
+    pub since: String,
 }
 
 /// `GET /v1/cluster`.

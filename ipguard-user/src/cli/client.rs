@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 
 use super::{format::clean, DEFAULT_API, TOKEN_ENV};
 use crate::{
-    api::types::{AddRequest, ApiError, ReportRequest},
-    model::ListKind,
+    api::types::{AddRequest, ApiError, ModeRequest, ReportRequest},
+    model::{ListKind, Mode},
 };
 
 /// A daemon that accepts the connection but never answers must not hang a script forever.
@@ -170,6 +170,7 @@ fn excerpt(body: &str) -> String {
 pub enum Method {
     Get,
     Post,
+    Put,
     Delete,
 }
 
@@ -178,6 +179,7 @@ impl Method {
         match self {
             Method::Get => "GET",
             Method::Post => "POST",
+            Method::Put => "PUT",
             Method::Delete => "DELETE",
         }
     }
@@ -255,6 +257,29 @@ impl Call {
     /// `POST /v1/report`.
     pub fn report(request: &ReportRequest) -> serde_json::Result<Self> {
         Call::post("/v1/report".to_owned(), request)
+    }
+
+    /// `GET /v1/mode`, or with a mode `PUT /v1/mode`.
+    pub fn mode(mode: Option<Mode>) -> serde_json::Result<Self> {
+        match mode {
+            None => Ok(Call::get("/v1/mode".to_owned())),
+            Some(mode) => Ok(Call {
+                method: Method::Put,
+                path: "/v1/mode".to_owned(),
+                body: Some(serde_json::to_string(&ModeRequest {
+                    mode: mode.as_str().to_owned(),
+                })?),
+            }),
+        }
+    }
+
+    /// `POST /v1/feeds/{name}/accept`.
+    pub fn feed_accept(name: &str) -> Self {
+        Call {
+            method: Method::Post,
+            path: format!("/v1/feeds/{}/accept", encode_segment(name)),
+            body: Some("{}".to_owned()),
+        }
     }
 
     /// `POST /v1/reload` (an empty JSON object as the body).
@@ -335,10 +360,13 @@ impl Client {
                 }
                 request.call()
             }
-            Method::Post => {
-                let mut request = self
-                    .agent
-                    .post(&url)
+            Method::Post | Method::Put => {
+                let request = if call.method == Method::Post {
+                    self.agent.post(&url)
+                } else {
+                    self.agent.put(&url)
+                };
+                let mut request = request
                     .header("accept", "application/json")
                     .header("content-type", "application/json");
                 if let Some(bearer) = &bearer {

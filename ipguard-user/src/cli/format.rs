@@ -4,8 +4,8 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use crate::{
     api::types::{
-        AddResponse, ClusterView, IpStatus, ListPage, ReloadResponse, RemoveResponse,
-        ReportResponse, Status, Traffic,
+        AddResponse, ClusterView, FeedList, IpStatus, ListPage, ModeView, ReloadResponse,
+        RemoveResponse, ReportResponse, Status, Traffic,
     },
     model::ListKind,
 };
@@ -108,7 +108,14 @@ pub(super) fn ip_status_rows(status: &IpStatus) -> Vec<(&'static str, String)> {
     let c = &status.counters;
     let mut rows = vec![
         ("ip", clean(&status.ip)),
-        ("verdict", clean(&status.verdict)),
+        (
+            "verdict",
+            if status.would_drop {
+                format!("{} (would drop)", clean(&status.verdict))
+            } else {
+                clean(&status.verdict)
+            },
+        ),
         ("list", or_dash(status.list.as_deref())),
         ("prefix", or_dash(status.prefix.as_deref())),
         ("reason", or_dash(status.reason.as_deref())),
@@ -222,6 +229,7 @@ pub fn format_status(status: &Status) -> String {
     let mut out = key_values(&[
         ("interface", clean(&status.interface)),
         ("xdp mode", clean(&status.xdp_mode)),
+        ("mode", clean(&status.mode)),
         ("uptime", format_seconds(status.uptime_seconds)),
         ("tracked sources", status.tracked_sources.to_string()),
         (
@@ -259,6 +267,10 @@ pub fn format_status(status: &Status) -> String {
                 "rule",
                 "non_ip",
                 "malformed",
+                "syn_budget",
+                "would_drop_graylist",
+                "would_drop_blacklist",
+                "would_drop_rule",
             ],
         ),
     ));
@@ -297,6 +309,61 @@ pub fn format_add(list: ListKind, answer: &AddResponse) -> String {
     )
 }
 
+/// `ipguard feeds`: one block per feed.
+pub fn format_feeds(list: &FeedList) -> String {
+    if list.feeds.is_empty() {
+        return "no feeds (no [[feed]] in the config)\n".to_owned();
+    }
+    let mut out = String::new();
+    for (i, f) in list.feeds.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let dropped = if f.dropped.is_empty() {
+            "0".to_owned()
+        } else {
+            f.dropped
+                .iter()
+                .map(|(k, v)| format!("{} {v}", clean(k)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut rows = vec![
+            ("feed", clean(&f.name)),
+            ("list", clean(&f.list)),
+            (
+                "source",
+                format!("{} ({})", clean(&f.source), clean(&f.format)),
+            ),
+            ("entries", f.entries.to_string()),
+            ("last fetch", or_dash(f.last_fetch.as_deref())),
+            ("last change", or_dash(f.last_change.as_deref())),
+            ("next fetch", clean(&f.next_fetch)),
+            ("fetches", format!("{} ({} failed)", f.fetches, f.failures)),
+            ("rejected lines", f.rejected_lines.to_string()),
+            ("dropped", dropped),
+        ];
+        if let Some(e) = &f.last_error {
+            rows.push(("last error", clean(e)));
+        }
+        if let Some(h) = &f.held {
+            rows.push((
+                "held",
+                format!(
+                    "{} (+{} -{}, since {}); ipguard feed accept {}",
+                    clean(&h.reason),
+                    h.added,
+                    h.removed,
+                    clean(&h.since),
+                    clean(&f.name)
+                ),
+            ));
+        }
+        out.push_str(&key_values(&rows));
+    }
+    out
+}
+
 /// `ipguard reload`: applied, and what still needs a restart.
 pub fn format_reload(answer: &ReloadResponse) -> String {
     if answer.restart_needed.is_empty() {
@@ -306,6 +373,19 @@ pub fn format_reload(answer: &ReloadResponse) -> String {
         format!(
             "reloaded; these changed settings take effect only after a restart: {}\n",
             keys.join(", ")
+        )
+    }
+}
+
+/// `ipguard mode`: the mode in force, and the config file's when they differ.
+pub fn format_mode(answer: &ModeView) -> String {
+    let mode = clean(&answer.mode);
+    if answer.config_mode == answer.mode {
+        format!("mode  {mode}\n")
+    } else {
+        format!(
+            "mode  {mode}\n(the config file says {}: a restart, or a reload that finds its mode changed, applies it)\n",
+            clean(&answer.config_mode)
         )
     }
 }
@@ -380,7 +460,7 @@ pub fn highlight(text: &str) -> String {
     let paint = |word: &str| -> Option<Style> {
         let colour = match word {
             "drop" | "down" | "blacklist" | "banned" | "already_banned" => AnsiColor::Red,
-            "graylist" | "recorded" => AnsiColor::Yellow,
+            "graylist" | "recorded" | "monitor" | "pass (would drop)" => AnsiColor::Yellow,
             "pass" | "up" | "whitelist" | "whitelisted" => AnsiColor::Green,
             _ => return None,
         };
@@ -397,7 +477,7 @@ pub fn highlight(text: &str) -> String {
             let _ = write!(out, "{bold}{body}{bold:#}");
         } else if let Some((key, rest)) = body
             .split_once("  ")
-            .filter(|(k, _)| matches!(k.trim(), "verdict" | "list" | "link" | "outcome"))
+            .filter(|(k, _)| matches!(k.trim(), "verdict" | "list" | "link" | "outcome" | "mode"))
         {
             let value = rest.trim_start();
             let pad = &rest[..rest.len() - value.len()];

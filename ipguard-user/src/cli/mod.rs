@@ -1,4 +1,4 @@
-//! The REST API's command-line client: `ipguard status|list|add|remove|report`.
+//! The REST API's command-line client: `ipguard status|list|add|remove|report|mode`.
 //!
 //! Three layers, each testable alone: [`Call`] builds a request (method, path, JSON body)
 //! from validated arguments, [`Client`] sends it and turns failures into one-line
@@ -25,11 +25,12 @@ pub mod top;
 pub use self::{client::*, format::*};
 use crate::{
     api::types::{
-        AddEntry, AddRequest, AddResponse, ClusterView, IpStatus, ListPage, OffenderList,
-        ReloadResponse, RemoveResponse, ReportRequest, ReportResponse, Status, MAX_PAGE,
+        AddEntry, AddRequest, AddResponse, ClusterView, FeedList, FeedView, IpStatus, ListPage,
+        ModeView, OffenderList, ReloadResponse, RemoveResponse, ReportRequest, ReportResponse,
+        Status, MAX_PAGE,
     },
     duration::{parse_lifetime, DurationError},
-    model::ListKind,
+    model::{ListKind, Mode},
 };
 
 /// Where the CLI looks for the API unless told otherwise (the daemon's default `[api] listen`).
@@ -117,9 +118,29 @@ pub enum ClientCommand {
         #[command(flatten)]
         api: ApiOpts,
     },
+    /// Show the blocklist feeds (`[[feed]]`): entries, fetches, rejects, held updates.
+    Feeds {
+        #[command(flatten)]
+        api: ApiOpts,
+    },
+    /// Act on one feed: `ipguard feed accept NAME` applies the update it holds back.
+    Feed {
+        #[command(subcommand)]
+        action: FeedAction,
+    },
     /// Re-read the config file and apply all of it, or nothing (like SIGHUP); says which
     /// changed settings need a restart.
     Reload {
+        #[command(flatten)]
+        api: ApiOpts,
+    },
+    /// Show the mode, or switch it now: in monitor mode lists and deny rules drop nothing,
+    /// and what they would drop passes and is counted (would drop). Holds until a restart,
+    /// or a reload that finds the config's `mode` changed.
+    Mode {
+        /// The mode to switch to; without it, the mode in force.
+        #[arg(value_name = "MODE", value_parser = mode_parser())]
+        mode: Option<Mode>,
         #[command(flatten)]
         api: ApiOpts,
     },
@@ -147,6 +168,19 @@ pub enum ClientCommand {
     },
 }
 
+/// What `ipguard feed` does.
+#[derive(Clone, Debug, PartialEq, Eq, clap::Subcommand)]
+pub enum FeedAction {
+    /// Apply the update the feed holds back (it changed too much, or emptied): look at
+    /// `ipguard feeds` first.
+    Accept {
+        /// The feed's name.
+        name: String,
+        #[command(flatten)]
+        api: ApiOpts,
+    },
+}
+
 impl ClientCommand {
     /// The options common to all commands.
     pub fn api_opts(&self) -> &ApiOpts {
@@ -158,6 +192,11 @@ impl ClientCommand {
             | ClientCommand::Report { api, .. }
             | ClientCommand::Top { api, .. }
             | ClientCommand::Reload { api }
+            | ClientCommand::Feeds { api }
+            | ClientCommand::Feed {
+                action: FeedAction::Accept { api, .. },
+            }
+            | ClientCommand::Mode { api, .. }
             | ClientCommand::Cluster { api } => api,
         }
     }
@@ -166,6 +205,10 @@ impl ClientCommand {
 fn list_parser() -> impl clap::builder::TypedValueParser<Value = ListKind> {
     PossibleValuesParser::new(ListKind::ALL.map(ListKind::as_str))
         .try_map(|name| name.parse::<ListKind>())
+}
+
+fn mode_parser() -> impl clap::builder::TypedValueParser<Value = Mode> {
+    PossibleValuesParser::new(Mode::ALL.map(Mode::as_str)).try_map(|name| name.parse::<Mode>())
 }
 
 fn parse_duration_arg(s: &str) -> Result<String, DurationError> {
@@ -280,12 +323,43 @@ pub fn execute(command: &ClientCommand, client: &Client) -> Result<String, Clien
                 Ok(format_cluster(&client.fetch::<ClusterView>(&call)?))
             }
         }
+        ClientCommand::Feeds { .. } => {
+            let call = Call::get("/v1/feeds".to_owned());
+            if json {
+                Ok(json_line(client.send(&call)?))
+            } else {
+                Ok(format_feeds(&client.fetch::<FeedList>(&call)?))
+            }
+        }
+        ClientCommand::Feed {
+            action: FeedAction::Accept { name, .. },
+        } => {
+            let call = Call::feed_accept(name);
+            if json {
+                Ok(json_line(client.send(&call)?))
+            } else {
+                let f: FeedView = client.fetch(&call)?;
+                Ok(format!(
+                    "{}: update applied, {} entries in force\n",
+                    clean(&f.name),
+                    f.entries
+                ))
+            }
+        }
         ClientCommand::Reload { .. } => {
             let call = Call::reload();
             if json {
                 Ok(json_line(client.send(&call)?))
             } else {
                 Ok(format_reload(&client.fetch::<ReloadResponse>(&call)?))
+            }
+        }
+        ClientCommand::Mode { mode, .. } => {
+            let call = Call::mode(*mode)?;
+            if json {
+                Ok(json_line(client.send(&call)?))
+            } else {
+                Ok(format_mode(&client.fetch::<ModeView>(&call)?))
             }
         }
         ClientCommand::Top { limit, .. } => {

@@ -355,6 +355,7 @@ fn sample_ip_status() -> IpStatus {
         ip: "203.0.113.9".into(),
         verdict: "drop".into(),
         list: Some("blacklist".into()),
+        would_drop: false,
         prefix: Some("203.0.113.0/24".into()),
         reason: Some("config".into()),
         source: Some("config".into()),
@@ -398,6 +399,7 @@ fn formats_unlisted_and_expiring_ip_status() {
         ip: "192.0.2.2".into(),
         verdict: "pass".into(),
         list: None,
+        would_drop: false,
         prefix: None,
         reason: None,
         source: None,
@@ -540,6 +542,7 @@ fn formats_status() {
     let status = Status {
         interface: "eth0".into(),
         xdp_mode: "native".into(),
+        mode: "enforce".into(),
         uptime_seconds: 93_784,
         entries: BTreeMap::from([
             ("blacklist".into(), 3),
@@ -580,6 +583,7 @@ fn formats_status() {
         "\
 interface        eth0
 xdp mode         native
+mode             enforce
 uptime           1d 2h
 tracked sources  17
 entries          whitelist 2, graylist 0, blacklist 3, rules 2
@@ -1096,8 +1100,11 @@ fn openapi_documents_exactly_the_api_paths() {
         ("/v1/lists/{list}/{net}", &["delete"]),
         ("/v1/report", &["post"]),
         ("/v1/reload", &["post"]),
+        ("/v1/mode", &["get", "put"]),
         ("/v1/cluster", &["get"]),
         ("/v1/offenders", &["get"]),
+        ("/v1/feeds", &["get"]),
+        ("/v1/feeds/{name}/accept", &["post"]),
     ]
     .into_iter()
     .map(|(p, ms)| (p.to_owned(), ms.iter().map(|m| (*m).to_owned()).collect()))
@@ -1139,6 +1146,10 @@ fn cli_calls_are_documented_in_openapi() {
         Call::remove(ListKind::Blacklist, &net("203.0.113.0/24")),
         Call::offenders(15),
         Call::reload(),
+        Call::mode(None).unwrap(),
+        Call::mode(Some(crate::model::Mode::Monitor)).unwrap(),
+        Call::get("/v1/feeds".to_owned()),
+        Call::feed_accept("spamhaus-drop"),
         Call::get("/v1/cluster".to_owned()),
         Call::report(&ReportRequest {
             ip: "192.0.2.1".into(),
@@ -1196,6 +1207,7 @@ fn schema_fields(
 /// (for answers: every field serde writes).
 fn contract_samples() -> Vec<(&'static str, Value, Value, Option<&'static [&'static str]>)> {
     let full_status = IpStatus {
+        would_drop: true,
         expires: Some("2030-01-01T00:00:00Z".into()),
         retry_after: Some(5),
         node: Some("web-1".into()),
@@ -1218,6 +1230,7 @@ fn contract_samples() -> Vec<(&'static str, Value, Value, Option<&'static [&'sta
     let status = Status {
         interface: "eth0".into(),
         xdp_mode: "skb".into(),
+        mode: "monitor".into(),
         uptime_seconds: 1,
         entries: BTreeMap::new(),
         tracked_sources: 0,
@@ -1280,6 +1293,28 @@ fn contract_samples() -> Vec<(&'static str, Value, Value, Option<&'static [&'sta
             None,
         ),
         ("Status", to(&status), to(&status), None),
+        (
+            "ModeView",
+            to(&crate::api::types::ModeView {
+                mode: "monitor".into(),
+                config_mode: "enforce".into(),
+            }),
+            to(&crate::api::types::ModeView {
+                mode: "enforce".into(),
+                config_mode: "enforce".into(),
+            }),
+            None,
+        ),
+        (
+            "ModeRequest",
+            to(&crate::api::types::ModeRequest {
+                mode: "monitor".into(),
+            }),
+            to(&crate::api::types::ModeRequest {
+                mode: "enforce".into(),
+            }),
+            Some(&["mode"]),
+        ),
         (
             "IpCounters",
             to(&IpCounters::default()),
@@ -1375,6 +1410,26 @@ fn contract_samples() -> Vec<(&'static str, Value, Value, Option<&'static [&'sta
             None,
         ),
         (
+            "FeedList",
+            to(&crate::api::types::FeedList {
+                feeds: vec![feed_view(true)],
+            }),
+            to(&crate::api::types::FeedList { feeds: vec![] }),
+            None,
+        ),
+        (
+            "FeedView",
+            to(&feed_view(true)),
+            to(&feed_view(false)),
+            None,
+        ),
+        (
+            "HeldView",
+            to(&feed_view(true).held.unwrap()),
+            to(&feed_view(true).held.unwrap()),
+            None,
+        ),
+        (
             "ClusterView",
             to(&cluster_view(true)),
             to(&cluster_view(false)),
@@ -1395,6 +1450,34 @@ fn contract_samples() -> Vec<(&'static str, Value, Value, Option<&'static [&'sta
             Some(&["error", "detail"]),
         ),
     ]
+}
+
+/// A feed with every optional field set, or none.
+pub(super) fn feed_view(full: bool) -> crate::api::types::FeedView {
+    let some = |s: &str| full.then(|| s.to_owned());
+    crate::api::types::FeedView {
+        name: "spamhaus-drop".into(),
+        list: "blacklist".into(),
+        source: "https://www.spamhaus.org/drop/drop_v4.json".into(),
+        format: "spamhaus-json".into(),
+        entries: 1500,
+        last_fetch: some("2030-01-01T00:00:00Z"),
+        last_change: some("2030-01-01T00:00:00Z"),
+        last_error: some("feed https://x/ answered HTTP 404 Not Found"),
+        next_fetch: "2030-01-01T01:00:00Z".into(),
+        fetches: 3,
+        failures: 1,
+        rejected_lines: 2,
+        rejected_samples: vec!["line 7: x: not an address".into()],
+        dropped: [("bogon".to_owned(), 2)].into(),
+        dropped_samples: vec!["10.0.0.0/8: inside bogon 10.0.0.0/8".into()],
+        held: full.then(|| crate::api::types::HeldView {
+            reason: "the update changes 80% of the feed (more than 50%)".into(),
+            added: 10,
+            removed: 1190,
+            since: "2030-01-01T00:30:00Z".into(),
+        }),
+    }
 }
 
 /// A top offender with a ban, or without.
@@ -1594,4 +1677,69 @@ fn formats_reload() {
         }),
         "reloaded; these changed settings take effect only after a restart: maps, api\n"
     );
+}
+
+#[test]
+fn parses_mode_with_and_without_a_mode() {
+    use crate::model::Mode;
+    assert_eq!(
+        parse(&["mode"]),
+        ClientCommand::Mode {
+            mode: None,
+            api: opts(DEFAULT_API)
+        }
+    );
+    assert_eq!(
+        parse(&["mode", "monitor"]),
+        ClientCommand::Mode {
+            mode: Some(Mode::Monitor),
+            api: opts(DEFAULT_API)
+        }
+    );
+    assert_eq!(
+        parse_err(&["mode", "dry-run"]).kind(),
+        ErrorKind::InvalidValue
+    );
+    // The request: a GET to show, a PUT with the mode's name to switch.
+    let get = Call::mode(None).unwrap();
+    assert_eq!((get.method, get.path.as_str()), (Method::Get, "/v1/mode"));
+    assert_eq!(get.body, None);
+    let put = Call::mode(Some(Mode::Enforce)).unwrap();
+    assert_eq!((put.method, put.path.as_str()), (Method::Put, "/v1/mode"));
+    assert_eq!(put.body.as_deref(), Some(r#"{"mode":"enforce"}"#));
+}
+
+#[test]
+fn formats_the_mode_and_a_would_drop_verdict() {
+    use crate::api::types::ModeView;
+    let view = |mode: &str, config: &str| ModeView {
+        mode: mode.into(),
+        config_mode: config.into(),
+    };
+    assert_eq!(format_mode(&view("enforce", "enforce")), "mode  enforce\n");
+    let differs = format_mode(&view("monitor", "enforce"));
+    assert!(differs.starts_with("mode  monitor\n"), "{differs}");
+    assert!(
+        differs.contains("the config file says enforce"),
+        "{differs}"
+    );
+    let x = IpStatus {
+        verdict: "pass".into(),
+        would_drop: true,
+        ..sample_ip_status()
+    };
+    let text = format_ip_status(&x);
+    assert!(text.contains("verdict   pass (would drop)\n"), "{text}");
+    assert!(text.contains("list      blacklist\n"), "{text}");
+    // Coloured as a warning, and the JSON says so only when true.
+    assert!(
+        highlight(&text).contains("pass (would drop)\u{1b}[0m"),
+        "{text:?}"
+    );
+    assert!(serde_json::to_string(&x)
+        .unwrap()
+        .contains(r#""would_drop":true"#));
+    assert!(!serde_json::to_string(&sample_ip_status())
+        .unwrap()
+        .contains("would_drop"));
 }

@@ -361,6 +361,7 @@ mod tests {
         Status {
             interface: "eth0".into(),
             xdp_mode: "native".into(),
+            mode: "enforce".into(),
             uptime_seconds: 3700,
             entries: BTreeMap::new(),
             tracked_sources: 2,

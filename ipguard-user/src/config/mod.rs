@@ -81,6 +81,7 @@ impl Config {
             xdp_mode: source.xdp_mode(raw.xdp_mode)?,
             accumulate: raw.accumulate.unwrap_or(false),
             rules_refresh: source.rules_refresh(&raw.rules_refresh)?,
+            mode: source.mode("mode", &raw.mode)?,
             lists: Lists {
                 whitelist: source.list(
                     "whitelist",
@@ -100,7 +101,9 @@ impl Config {
                     &raw.lists.blacklist_files,
                     min,
                 )?,
-            },
+                ..Lists::default()
+            }
+            .with_mode(source.mode("lists.mode", &raw.lists.mode)?),
             maps: MapsConfig {
                 sources_capacity: source.capacity(
                     "maps.sources_capacity",
@@ -122,7 +125,7 @@ impl Config {
                 )?,
             },
             rate_limit: source.rate_limits(&raw.rate_limit)?,
-            escalation: source.escalation(&raw.escalation)?,
+            escalation: source.escalation(&raw.escalation, min)?,
             report: source.report(&raw.report)?,
             rules: source.rules(&raw.rules)?,
             api: source.api(&raw.api)?,
@@ -144,6 +147,7 @@ impl Config {
                 .map(|c| source.cluster(c))
                 .transpose()?,
             geo: raw.geo.as_ref().map(|g| source.geo(g)).transpose()?,
+            feeds: source.feeds(&raw.feed)?,
         })
     }
 }

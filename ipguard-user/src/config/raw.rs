@@ -15,6 +15,7 @@ pub(super) struct RawConfig {
     pub(super) xdp_mode: Option<Spanned<String>>,
     pub(super) accumulate: Option<bool>,
     pub(super) rules_refresh: Option<Spanned<String>>,
+    pub(super) mode: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) lists: RawLists,
     #[serde(default)]
@@ -38,6 +39,22 @@ pub(super) struct RawConfig {
     pub(super) flood: RawFlood,
     pub(super) cluster: Option<Spanned<RawCluster>>,
     pub(super) geo: Option<Spanned<RawGeo>>,
+    #[serde(default)]
+    pub(super) feed: Vec<Spanned<RawFeed>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [[feed]] table")]
+pub(super) struct RawFeed {
+    pub(super) name: Option<Spanned<String>>,
+    pub(super) url: Option<Spanned<String>>,
+    pub(super) path: Option<Spanned<String>>,
+    pub(super) list: Option<Spanned<String>>,
+    pub(super) refresh: Option<Spanned<String>>,
+    pub(super) format: Option<Spanned<String>>,
+    pub(super) max_change: Option<Spanned<f64>>,
+    pub(super) exclude_bogons: Option<bool>,
+    pub(super) mode: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -49,6 +66,7 @@ pub(super) struct RawGeo {
     pub(super) asn_database: Option<Spanned<String>>,
     pub(super) block_asns: Option<Vec<Spanned<i64>>>,
     pub(super) list: Option<Spanned<String>>,
+    pub(super) mode: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -95,6 +113,7 @@ pub(super) struct RawLists {
     pub(super) graylist_files: Vec<Spanned<String>>,
     #[serde(default)]
     pub(super) blacklist_files: Vec<Spanned<String>>,
+    pub(super) mode: Option<Spanned<String>>,
 }
 
 /// Capacities as `i64` (TOML's integer type), so that negative and oversized values
@@ -130,6 +149,11 @@ pub(super) struct RawEscalation {
     pub(super) state_retention: Option<Spanned<String>>,
     pub(super) grace_violations: Option<Spanned<i64>>,
     pub(super) promote_when_full: Option<Spanned<i64>>,
+    pub(super) promote_v4_after: Option<Spanned<i64>>,
+    pub(super) promote_v6_after: Option<Spanned<i64>>,
+    pub(super) promote_v4_prefix: Option<Spanned<i64>>,
+    pub(super) promote_v6_prefix: Option<Spanned<i64>>,
+    pub(super) promote_window: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

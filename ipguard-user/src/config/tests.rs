@@ -228,6 +228,11 @@ fn escalation_defaults() {
             state_retention: 30 * DAY,
             grace_violations: 0,
             promote_when_full: 4,
+            promote_v4_after: 0,
+            promote_v6_after: 0,
+            promote_v4_prefix: 24,
+            promote_v6_prefix: 64,
+            promote_window: Duration::from_secs(600),
         }
     );
     assert_eq!(escalation, Escalation::default());
@@ -282,6 +287,12 @@ relative_block = true
 reset_strikes_after_blacklist = false
 state_retention = "90d"
 grace_violations = 2
+promote_when_full = 0
+promote_v4_after = 16
+promote_v6_after = 8
+promote_v4_prefix = 20
+promote_v6_prefix = 56
+promote_window = "30m"
 
 [report]
 count = 10
@@ -325,7 +336,12 @@ source = "2001:db8::/32"
             reset_strikes_after_blacklist: false,
             state_retention: 90 * DAY,
             grace_violations: 2,
-            promote_when_full: 4,
+            promote_when_full: 0,
+            promote_v4_after: 16,
+            promote_v6_after: 8,
+            promote_v4_prefix: 20,
+            promote_v6_prefix: 56,
+            promote_window: Duration::from_secs(1800),
         }
     );
     assert_eq!(
@@ -525,11 +541,11 @@ fn unknown_field_is_an_error_at_the_key() {
     let text = "interface = \"eth0\"\nxdp_mode = \"auto\"\nwhitelsit = []\n";
     assert_eq!(
         error(text),
-        "ipguard.toml:3:1: unknown field `whitelsit`, expected one of `interface`, `xdp_mode`, `accumulate`, `rules_refresh`, `lists`, `maps`, `rate_limit`, `escalation`, `report`, `rules`, `api`, `log`, `state`, `protect`, `flood`, `cluster`, `geo`"
+        "ipguard.toml:3:1: unknown field `whitelsit`, expected one of `interface`, `xdp_mode`, `accumulate`, `rules_refresh`, `mode`, `lists`, `maps`, `rate_limit`, `escalation`, `report`, `rules`, `api`, `log`, `state`, `protect`, `flood`, `cluster`, `geo`, `feed`"
     );
     assert_eq!(
         error("[lists]\nblacklist = []\nwhitelsit = []\n"),
-        "ipguard.toml:3:1: unknown field `whitelsit`, expected one of `whitelist`, `graylist`, `blacklist`, `whitelist_files`, `graylist_files`, `blacklist_files`"
+        "ipguard.toml:3:1: unknown field `whitelsit`, expected one of `whitelist`, `graylist`, `blacklist`, `whitelist_files`, `graylist_files`, `blacklist_files`, `mode`"
     );
     assert_eq!(
         error("[maps]\nsource_capacity = 10\n"),
@@ -1091,7 +1107,26 @@ fn escalation_errors_name_the_key() {
     );
     assert_eq!(
         error(&esc("strikes = 3")),
-        "ipguard.toml:3:1: unknown field `strikes`, expected one of `graylist_duration`, `strikes_to_blacklist`, `strike_window`, `blacklist_duration`, `ban_growth`, `max_ban`, `relative_block`, `reset_strikes_after_blacklist`, `state_retention`, `grace_violations`, `promote_when_full`"
+        "ipguard.toml:3:1: unknown field `strikes`, expected one of `graylist_duration`, `strikes_to_blacklist`, `strike_window`, `blacklist_duration`, `ban_growth`, `max_ban`, `relative_block`, `reset_strikes_after_blacklist`, `state_retention`, `grace_violations`, `promote_when_full`, `promote_v4_after`, `promote_v6_after`, `promote_v4_prefix`, `promote_v6_prefix`, `promote_window`"
+    );
+    assert_eq!(
+        error(&esc("promote_v4_prefix = 32")),
+        "ipguard.toml:3:21: escalation.promote_v4_prefix: must be between 8 and 31, got 32"
+    );
+    assert_eq!(
+        error(&esc("promote_v6_prefix = 15")),
+        "ipguard.toml:3:21: escalation.promote_v6_prefix: must be between 16 and 127, got 15"
+    );
+    assert_eq!(
+        error(&esc("promote_v4_after = -1")),
+        "ipguard.toml:3:20: escalation.promote_v4_after: must be between 0 and 4294967295, got -1"
+    );
+    assert!(error(&esc("promote_window = \"0s\""))
+        .starts_with("ipguard.toml:3:18: escalation.promote_window: "));
+    // A promoted prefix is never broader than the lists take.
+    assert_eq!(
+        error("[protect]\nmin_prefix_v4 = 16\n[escalation]\npromote_v4_prefix = 12\n"),
+        "ipguard.toml:4:21: escalation.promote_v4_prefix: must be between 16 and 31, got 12"
     );
     assert_eq!(
         error("escalation = 3\n"),
@@ -1804,6 +1839,128 @@ fn geo_section_is_checked_and_named() {
         (
             "[geo]\ndatabase = \"/g.mmdb\"\nblock_countries = [\"DE\"]\nlist = \"whitelist\"\n",
             "ipguard.toml:4:8: geo.list: \"whitelist\": geo prefixes go on the blacklist or the graylist",
+        ),
+    ] {
+        let e = error(text);
+        assert!(e.contains(expected), "{text}: {e}");
+    }
+}
+
+#[test]
+fn mode_keys_are_read_and_checked() {
+    use crate::model::Mode;
+    assert_eq!(parse("").unwrap().mode, Mode::Enforce);
+    assert_eq!(parse("mode = \"monitor\"\n").unwrap().mode, Mode::Monitor);
+    assert_eq!(parse("mode = \"enforce\"\n").unwrap().mode, Mode::Enforce);
+    // [lists] mode moves the file's graylist and blacklist, never the whitelist.
+    let c = parse(
+        "[lists]\nwhitelist = [\"192.0.2.0/24\"]\ngraylist = [\"198.51.100.0/24\"]\n\
+         blacklist = [\"203.0.113.0/24\"]\nmode = \"monitor\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.mode, Mode::Enforce);
+    assert_eq!(c.lists.whitelist, nets(&["192.0.2.0/24"]));
+    assert!(c.lists.graylist.is_empty() && c.lists.blacklist.is_empty());
+    assert_eq!(c.lists.monitor_graylist, nets(&["198.51.100.0/24"]));
+    assert_eq!(c.lists.monitor_blacklist, nets(&["203.0.113.0/24"]));
+    let c = parse("[lists]\nblacklist = [\"203.0.113.0/24\"]\nmode = \"enforce\"\n").unwrap();
+    assert_eq!(c.lists.blacklist, nets(&["203.0.113.0/24"]));
+    assert!(c.lists.monitor_blacklist.is_empty());
+    let geo = |mode: &str| {
+        parse(&format!(
+            "[geo]\ndatabase = \"/g.mmdb\"\nblock_countries = [\"DE\"]\n{mode}"
+        ))
+        .map(|c| c.geo.unwrap().mode)
+    };
+    assert_eq!(geo("").unwrap(), Mode::Enforce);
+    assert_eq!(geo("mode = \"monitor\"\n").unwrap(), Mode::Monitor);
+    for (text, expected) in [
+        (
+            "mode = \"dry-run\"\n",
+            "ipguard.toml:1:8: mode: unknown variant `dry-run`, expected one of `enforce`, `monitor`",
+        ),
+        (
+            "[lists]\nmode = \"Monitor\"\n",
+            "ipguard.toml:2:8: lists.mode: unknown variant `Monitor`, expected one of `enforce`, `monitor`",
+        ),
+        (
+            "[geo]\ndatabase = \"/g.mmdb\"\nblock_countries = [\"DE\"]\nmode = \"off\"\n",
+            "ipguard.toml:4:8: geo.mode: unknown variant `off`, expected one of `enforce`, `monitor`",
+        ),
+        ("mode = true\n", "ipguard.toml:1:8: "),
+    ] {
+        assert_eq!(&error(text)[..expected.len()], expected, "{text}");
+    }
+}
+
+#[test]
+fn feed_tables_are_checked_and_named() {
+    let c = parse(
+        "[[feed]]\nname = \"drop\"\nurl = \"https://x.example/drop.json\"\nformat = \"spamhaus-json\"\n\
+         refresh = \"12h\"\nmax_change = 0.2\n\n[[feed]]\nname = \"local\"\npath = \"/srv/l.netset\"\n\
+         list = \"whitelist\"\nexclude_bogons = true\n",
+    )
+    .unwrap();
+    assert_eq!(c.feeds.len(), 2);
+    assert_eq!(c.feeds[0].format, crate::feeds::FeedFormat::SpamhausJson);
+    assert_eq!(c.feeds[0].refresh, Duration::from_secs(12 * 3600));
+    assert_eq!(c.feeds[0].list, crate::model::ListKind::Blacklist);
+    assert_eq!(c.feeds[1].list, crate::model::ListKind::Whitelist);
+    assert_eq!(c.feeds[1].refresh, DEFAULT_FEED_REFRESH);
+    assert!(c.feeds[1].exclude_bogons);
+    assert_eq!(c.feeds[0].mode, crate::model::Mode::Enforce);
+    let m = parse("[[feed]]\nname = \"a\"\nurl = \"http://x/\"\nmode = \"monitor\"\n").unwrap();
+    assert_eq!(m.feeds[0].mode, crate::model::Mode::Monitor);
+    for (text, expected) in [
+        ("[[feed]]\nurl = \"http://x/\"\n", "missing field `name`"),
+        (
+            "[[feed]]\nname = \"a b\"\nurl = \"http://x/\"\n",
+            "ipguard.toml:2:8: feed[0].name: invalid feed name",
+        ),
+        (
+            "[[feed]]\nname = \"a\"\nurl = \"http://x/\"\n[[feed]]\nname = \"a\"\npath = \"/p\"\n",
+            "ipguard.toml:5:8: feed[1].name: \"a\" names another feed too",
+        ),
+        ("[[feed]]\nname = \"a\"\n", "missing field `url`"),
+        (
+            "[[feed]]\nname = \"a\"\nurl = \"http://x/\"\npath = \"/p\"\n",
+            "feed[0].path: set url or path, not both",
+        ),
+        (
+            "[[feed]]\nname = \"a\"\nurl = \"ftp://x/\"\n",
+            "ipguard.toml:3:7: feed[0].url: \"ftp://x/\" is not an http:// or https:// URL",
+        ),
+        (
+            "[[feed]]\nname = \"a\"\npath = \"rel.txt\"\n",
+            "feed[0].path: \"rel.txt\" is not an absolute path",
+        ),
+        (
+            "[[feed]]\nname = \"a\"\nurl = \"http://x/\"\nlist = \"greylist\"\n",
+            "feed[0].list: unknown variant `greylist`",
+        ),
+        (
+            "[[feed]]\nname = \"a\"\nurl = \"http://x/\"\nformat = \"csv\"\n",
+            "feed[0].format: unknown variant `csv`",
+        ),
+        (
+            "[[feed]]\nname = \"a\"\nurl = \"http://x/\"\nrefresh = \"0s\"\n",
+            "feed[0].refresh",
+        ),
+        (
+            "[[feed]]\nname = \"a\"\nurl = \"http://x/\"\nmax_change = -1.0\n",
+            "ipguard.toml:4:14: feed[0].max_change: -1 is not a positive share",
+        ),
+        (
+            "[[feed]]\nname = \"a\"\nurl = \"http://x/\"\ncolour = \"red\"\n",
+            "unknown field `colour`",
+        ),
+        (
+            "[[feed]]\nname = \"a\"\nurl = \"http://x/\"\nmode = \"dry\"\n",
+            "feed[0].mode: unknown variant `dry`",
+        ),
+        (
+            "[[feed]]\nname = \"a\"\nurl = \"http://x/\"\nlist = \"whitelist\"\nmode = \"monitor\"\n",
+            "ipguard.toml:5:8: feed[0].mode: a whitelist feed drops nothing",
         ),
     ] {
         let e = error(text);

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use super::protect::{MinPrefix, ProtectConfig};
 use crate::{
     duration::Lifetime,
-    model::{named_enum, ListKind},
+    model::{named_enum, ListKind, Mode},
     net::{parse_net, NetError},
 };
 
@@ -57,6 +57,9 @@ named_enum! {
 
 /// The static lists of the `[lists]` section, in file order with duplicates removed.
 /// Overlaps between lists are legal; precedence is decided when the rules are compiled.
+/// With `[lists] mode = "monitor"` the file's graylist and blacklist entries are in
+/// `monitor_graylist` and `monitor_blacklist` instead (so are `[geo]`'s prefixes with
+/// `[geo] mode = "monitor"`, once merged by the daemon).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Lists {
     /// Always passed, never rate-limited, never listed by the daemon.
@@ -65,6 +68,22 @@ pub struct Lists {
     pub graylist: Vec<IpNet>,
     /// Dropped.
     pub blacklist: Vec<IpNet>,
+    /// Monitor mode: passed and counted as would drop (graylist).
+    pub monitor_graylist: Vec<IpNet>,
+    /// Monitor mode: passed and counted as would drop (blacklist).
+    pub monitor_blacklist: Vec<IpNet>,
+}
+
+impl Lists {
+    /// With [`Mode::Monitor`], the graylist and blacklist entries moved to their monitored
+    /// lists (`[lists] mode`).
+    pub fn with_mode(mut self, mode: Mode) -> Self {
+        if mode == Mode::Monitor {
+            self.monitor_graylist.append(&mut self.graylist);
+            self.monitor_blacklist.append(&mut self.blacklist);
+        }
+        self
+    }
 }
 
 /// Sizes of the kernel maps (`[maps]` section).
@@ -157,10 +176,24 @@ pub struct Escalation {
     pub state_retention: Duration,
     /// Violations a first-time offender is forgiven before its first strike (default 0).
     pub grace_violations: u32,
-    /// When a host ban does not fit the kernel's host table: ban the source's /24 (IPv4)
-    /// or /64 (IPv6) instead if at least this many of its sources are banned already, and
-    /// release their host entries (default 4; 0: never).
+    /// When a host ban does not fit the kernel's host table: ban the source's
+    /// `/promote_v4_prefix` (IPv4) or `/promote_v6_prefix` (IPv6) instead if at least this
+    /// many of its sources are banned already, and release their host entries (default 4;
+    /// 0: never).
     pub promote_when_full: u32,
+    /// Policy bans of IPv4 sources of one `/promote_v4_prefix` within `promote_window`
+    /// that get the whole prefix banned in place of its host entries (default 0: never).
+    pub promote_v4_after: u32,
+    /// The same for IPv6 sources of one `/promote_v6_prefix` (default 0: never).
+    pub promote_v6_after: u32,
+    /// The prefix length IPv4 sources are promoted to, by count or when the table is
+    /// full; 8 ..= 31 (default 24).
+    pub promote_v4_prefix: u8,
+    /// The prefix length IPv6 sources are promoted to; 16 ..= 127 (default 64).
+    pub promote_v6_prefix: u8,
+    /// How far back policy bans count towards `promote_v4_after` / `promote_v6_after`;
+    /// at least 1s (default 10m).
+    pub promote_window: Duration,
 }
 
 impl Default for Escalation {
@@ -177,6 +210,11 @@ impl Default for Escalation {
             state_retention: Duration::from_secs(30 * DAY),
             grace_violations: 0,
             promote_when_full: 4,
+            promote_v4_after: 0,
+            promote_v6_after: 0,
+            promote_v4_prefix: 24,
+            promote_v6_prefix: 64,
+            promote_window: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -434,6 +472,9 @@ pub struct Config {
     /// How often the hostnames in `rules` are resolved again; at least
     /// [`MIN_RULES_REFRESH`], default [`DEFAULT_RULES_REFRESH`].
     pub rules_refresh: Duration,
+    /// `mode`: whether drops are carried out, default [`Mode::Enforce`]. Applied at start
+    /// and at every reload; `PUT /v1/mode` switches it until then.
+    pub mode: Mode,
     /// The `[lists]` section.
     pub lists: Lists,
     /// The `[maps]` section.
@@ -461,6 +502,33 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// The `[geo]` section; `None`: no geo-blocking.
     pub geo: Option<GeoConfig>,
+    /// The `[[feed]]` tables, in file order (names unique).
+    pub feeds: Vec<FeedConfig>,
+}
+
+/// Shortest `[[feed]] refresh` (sources ask for much longer: Spamhaus for at least 1h).
+pub const MIN_FEED_REFRESH: Duration = Duration::from_secs(1);
+/// `[[feed]] refresh` unless set.
+pub const DEFAULT_FEED_REFRESH: Duration = Duration::from_secs(3600);
+/// `[[feed]] max_change` unless set: an update changing more than half the feed is held.
+pub const DEFAULT_FEED_MAX_CHANGE: f64 = 0.5;
+
+/// One `[[feed]]`: a blocklist fetched and refreshed by the daemon (see [`crate::feeds`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedConfig {
+    /// Unique; also the name of its last good copy in `state.dir/feeds`.
+    pub name: String,
+    pub source: crate::feeds::Source,
+    pub list: ListKind,
+    pub refresh: Duration,
+    pub format: crate::feeds::FeedFormat,
+    /// Largest share of the feed an update may change before it is held for an operator:
+    /// (added + removed) / entries in force.
+    pub max_change: f64,
+    pub exclude_bogons: bool,
+    /// [`Mode::Monitor`](crate::model::Mode::Monitor): its entries pass, counted as would
+    /// drop (graylist and blacklist feeds; a whitelist feed is always enforced).
+    pub mode: crate::model::Mode,
 }
 
 /// Which countries `[geo]` drops.
@@ -487,6 +555,9 @@ pub struct GeoConfig {
     pub block_asns: std::collections::BTreeSet<u32>,
     /// The list the prefixes go on: blacklist (default) or graylist.
     pub list: ListKind,
+    /// `mode`: [`Mode::Monitor`] puts the prefixes on the list's monitored layer (passed,
+    /// counted as would drop); default [`Mode::Enforce`].
+    pub mode: Mode,
 }
 
 named_enum! {
@@ -565,6 +636,7 @@ impl Default for Config {
             xdp_mode: XdpMode::default(),
             accumulate: false,
             rules_refresh: DEFAULT_RULES_REFRESH,
+            mode: Mode::default(),
             lists: Lists::default(),
             maps: MapsConfig::default(),
             rate_limit: Vec::new(),
@@ -578,6 +650,7 @@ impl Default for Config {
             flood: FloodSettings::default(),
             cluster: None,
             geo: None,
+            feeds: Vec::new(),
         }
     }
 }

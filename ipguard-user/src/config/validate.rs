@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     duration::{parse_duration, parse_lifetime, DurationError, Lifetime},
-    model::{ListKind, UnknownVariant},
+    model::{ListKind, Mode, UnknownVariant},
     net::parse_net,
 };
 
@@ -67,6 +67,26 @@ impl Source<'_> {
             at: self.at(&raw),
             error,
         })
+    }
+
+    /// A `mode` key (`mode`, `lists.mode`, `geo.mode`, `feed[i].mode`): `enforce` (the
+    /// default) or `monitor`.
+    pub(super) fn mode(
+        &self,
+        key: &str,
+        raw: &Option<Spanned<String>>,
+    ) -> Result<Mode, ConfigError> {
+        let Some(raw) = raw else {
+            return Ok(Mode::default());
+        };
+        raw.get_ref()
+            .parse()
+            .map_err(|error| ConfigError::UnknownVariant {
+                origin: self.origin.to_owned(),
+                at: self.at(raw),
+                key: key.to_owned(),
+                error,
+            })
     }
 
     /// A list's inline entries, then those of its files in order.
@@ -346,7 +366,13 @@ impl Source<'_> {
         Ok(ports)
     }
 
-    pub(super) fn escalation(&self, raw: &RawEscalation) -> Result<Escalation, ConfigError> {
+    /// `min`: a promoted prefix is a list entry like any, so never broader than the lists
+    /// take.
+    pub(super) fn escalation(
+        &self,
+        raw: &RawEscalation,
+        min: MinPrefix,
+    ) -> Result<Escalation, ConfigError> {
         let defaults = Escalation::default();
         let ban_growth = match &raw.ban_growth {
             None => defaults.ban_growth,
@@ -401,7 +427,47 @@ impl Source<'_> {
                 Some(n) => self.integer("escalation.promote_when_full", n, 0)?,
                 None => defaults.promote_when_full,
             },
+            promote_v4_after: match &raw.promote_v4_after {
+                Some(n) => self.integer("escalation.promote_v4_after", n, 0)?,
+                None => defaults.promote_v4_after,
+            },
+            promote_v6_after: match &raw.promote_v6_after {
+                Some(n) => self.integer("escalation.promote_v6_after", n, 0)?,
+                None => defaults.promote_v6_after,
+            },
+            promote_v4_prefix: self.prefix_len(
+                "escalation.promote_v4_prefix",
+                &raw.promote_v4_prefix,
+                min.v4.clamp(8, 31)..=31,
+                defaults.promote_v4_prefix,
+            )?,
+            promote_v6_prefix: self.prefix_len(
+                "escalation.promote_v6_prefix",
+                &raw.promote_v6_prefix,
+                min.v6.clamp(16, 127)..=127,
+                defaults.promote_v6_prefix,
+            )?,
+            promote_window: match &raw.promote_window {
+                Some(w) => {
+                    self.duration("escalation.promote_window", w, Duration::from_secs(1), None)?
+                }
+                None => defaults.promote_window,
+            },
         })
+    }
+
+    /// An optional prefix length in `range`, or `default`.
+    fn prefix_len(
+        &self,
+        key: &str,
+        raw: &Option<Spanned<i64>>,
+        range: std::ops::RangeInclusive<u8>,
+        default: u8,
+    ) -> Result<u8, ConfigError> {
+        let (min, max) = (i64::from(*range.start()), i64::from(*range.end()));
+        let len = self.ranged(key, raw, min, max, i64::from(default))?;
+        // In range, so it fits.
+        Ok(u8::try_from(len).unwrap_or(default))
     }
 
     pub(super) fn report(
@@ -607,6 +673,131 @@ impl Source<'_> {
         }
     }
 
+    /// `[[feed]]`: a unique safe name, exactly one of url (http/https) or path, a list,
+    /// a refresh of at least [`MIN_FEED_REFRESH`], a known format, a positive max_change.
+    pub(super) fn feeds(&self, raw: &[Spanned<RawFeed>]) -> Result<Vec<FeedConfig>, ConfigError> {
+        let mut out: Vec<FeedConfig> = Vec::with_capacity(raw.len());
+        for (i, table) in raw.iter().enumerate() {
+            let f = table.get_ref();
+            let key = |k: &str| format!("feed[{i}].{k}");
+            let missing = |field: &'static str| ConfigError::MissingField {
+                origin: self.origin.to_owned(),
+                at: self.at(table),
+                key: format!("feed[{i}]"),
+                field,
+            };
+            let name = f.name.as_ref().ok_or_else(|| missing("name"))?;
+            if let Err(e) = crate::feeds::validate_name(name.get_ref()) {
+                return Err(self.invalid(name, &key("name"), e.to_string()));
+            }
+            if out.iter().any(|o| &o.name == name.get_ref()) {
+                return Err(self.invalid(
+                    name,
+                    &key("name"),
+                    format!("{:?} names another feed too", name.get_ref()),
+                ));
+            }
+            let source = match (&f.url, &f.path) {
+                (Some(_), Some(p)) => {
+                    return Err(self.invalid(p, &key("path"), "set url or path, not both"))
+                }
+                (None, None) => return Err(missing("url")),
+                (Some(u), None) => {
+                    let url = u.get_ref();
+                    if !(url.starts_with("http://") || url.starts_with("https://")) {
+                        return Err(self.invalid(
+                            u,
+                            &key("url"),
+                            format!(
+                                "{:?} is not an http:// or https:// URL",
+                                crate::model::excerpt(url)
+                            ),
+                        ));
+                    }
+                    crate::feeds::Source::Url(url.clone())
+                }
+                (None, Some(p)) => {
+                    let path = std::path::PathBuf::from(p.get_ref());
+                    if !path.is_absolute() || p.get_ref().ends_with('/') {
+                        return Err(self.invalid(
+                            p,
+                            &key("path"),
+                            format!(
+                                "{:?} is not an absolute path of a file",
+                                crate::model::excerpt(p.get_ref())
+                            ),
+                        ));
+                    }
+                    crate::feeds::Source::Path(path)
+                }
+            };
+            let list = match &f.list {
+                None => ListKind::Blacklist,
+                Some(v) => v.get_ref().parse::<ListKind>().map_err(|error| {
+                    ConfigError::UnknownVariant {
+                        origin: self.origin.to_owned(),
+                        at: self.at(v),
+                        key: key("list"),
+                        error,
+                    }
+                })?,
+            };
+            let refresh = match &f.refresh {
+                None => DEFAULT_FEED_REFRESH,
+                Some(r) => self.duration(&key("refresh"), r, MIN_FEED_REFRESH, None)?,
+            };
+            let format = match &f.format {
+                None => crate::feeds::FeedFormat::Netset,
+                Some(v) => v
+                    .get_ref()
+                    .parse()
+                    .map_err(|error| ConfigError::UnknownVariant {
+                        origin: self.origin.to_owned(),
+                        at: self.at(v),
+                        key: key("format"),
+                        error,
+                    })?,
+            };
+            let max_change = match &f.max_change {
+                None => DEFAULT_FEED_MAX_CHANGE,
+                Some(m) if m.get_ref().is_finite() && *m.get_ref() > 0.0 => *m.get_ref(),
+                Some(m) => {
+                    return Err(self.invalid(
+                        m,
+                        &key("max_change"),
+                        format!(
+                            "{} is not a positive share (0.5 = half the feed may change)",
+                            m.get_ref()
+                        ),
+                    ))
+                }
+            };
+            out.push(FeedConfig {
+                name: name.get_ref().clone(),
+                source,
+                list,
+                refresh,
+                format,
+                max_change,
+                exclude_bogons: f.exclude_bogons.unwrap_or(false),
+                mode: {
+                    let mode = self.mode(&key("mode"), &f.mode)?;
+                    if list == ListKind::Whitelist && mode == crate::model::Mode::Monitor {
+                        if let Some(m) = &f.mode {
+                            return Err(self.invalid(
+                                m,
+                                &key("mode"),
+                                "a whitelist feed drops nothing: monitor mode is for graylist and blacklist feeds",
+                            ));
+                        }
+                    }
+                    mode
+                },
+            });
+        }
+        Ok(out)
+    }
+
     /// `[geo]`: valid country codes, one of block/allow, the databases their rules need.
     pub(super) fn geo(&self, raw: &Spanned<RawGeo>) -> Result<GeoConfig, ConfigError> {
         let g = raw.get_ref();
@@ -712,6 +903,7 @@ impl Source<'_> {
             asn_database,
             block_asns,
             list,
+            mode: self.mode("geo.mode", &g.mode)?,
         })
     }
 

@@ -87,6 +87,7 @@ impl<B: Backend> Controller<B> {
             .policy
             .reload_lists(&self.settings.config_lists, &new_lists, now.wall);
         self.carry_out(change, "config", "config", Durability::BestEffort, now)?;
+        self.reload_monitored(config, now)?;
         self.policy
             .reconfigure(config.escalation.clone(), config.report);
         self.protection.reconfigure(config.protect.clone());

@@ -158,8 +158,8 @@ impl<B: Backend> Controller<B> {
                     match self.carry_out(change, "policy", "", Durability::BestEffort, now) {
                         Ok(()) => self.after_violation(v, &outcome, now),
                         Err(ControllerError::Table(TableError::Full { .. })) => {
-                            if let Outcome::Banned { until, .. } = outcome {
-                                self.promote(v.ip, until, now);
+                            if let Outcome::Banned { list, until, .. } = outcome {
+                                self.promote(v.ip, (list, until), now);
                             }
                         }
                         Err(e) => result = Err(e),
@@ -217,21 +217,16 @@ impl<B: Backend> Controller<B> {
         }
     }
 
-    /// `ip`'s ban did not fit the host table: ban its /24 or /64 instead if enough of it is
-    /// banned already (`[escalation] promote_when_full`).
-    fn promote(&mut self, ip: IpAddr, until: Option<Ts>, now: Now) {
+    /// `ip`'s ban (`ban`: its list and end) did not fit the host table: ban its prefix
+    /// instead if enough of it is banned already (`[escalation] promote_when_full`; logged
+    /// and counted by `carry_out` like a promotion by count).
+    fn promote(&mut self, ip: IpAddr, ban: (ListKind, Option<Ts>), now: Now) {
         let min = self.settings.promote_when_full;
-        let Some((prefix, change)) = self.policy.promote(ip, min, until, now.wall) else {
+        let Some((prefix, change)) = self.policy.promote(ip, min, ban, now.wall) else {
             return;
         };
-        match self.carry_out(change, "policy", "promoted", Durability::BestEffort, now) {
-            Ok(()) => {
-                self.telemetry.promotions.inc();
-                tracing::warn!(source = %ip, prefix = %prefix, "host table full: banned the whole prefix instead and released its host entries");
-            }
-            Err(e) => {
-                tracing::debug!(source = %ip, prefix = %prefix, error = %e, "promotion refused too")
-            }
+        if let Err(e) = self.carry_out(change, "policy", "promoted", Durability::BestEffort, now) {
+            tracing::debug!(source = %ip, prefix = %prefix, error = %e, "promotion refused too")
         }
     }
 

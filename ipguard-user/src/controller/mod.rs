@@ -10,6 +10,7 @@ mod admin;
 mod events;
 pub mod fleet;
 mod health;
+mod mode;
 pub mod protect;
 mod telemetry;
 pub mod view;
@@ -32,7 +33,7 @@ use crate::{
     decision_log::{DecisionLog, Record},
     model::{ListKind, Now, Ts},
     policy::{
-        engine::{Command, EngineState},
+        engine::{Command, EngineState, Promotion},
         window, Changed, Policy,
     },
     store::{Store, StoreError},
@@ -86,6 +87,8 @@ struct Settings {
     config_lists: [Vec<IpNet>; 3],
     maps: MapsConfig,
     promote_when_full: u32,
+    /// The config's `mode`, to tell at a reload whether the file's changed.
+    mode: crate::model::Mode,
 }
 
 impl Settings {
@@ -97,6 +100,7 @@ impl Settings {
             config_lists: config_lists(config),
             maps: config.maps,
             promote_when_full: config.escalation.promote_when_full,
+            mode: config.mode,
         }
     }
 }
@@ -134,6 +138,10 @@ pub struct Controller<B: Backend> {
     fleet: Option<fleet::Fleet>,
     /// The compiled `[geo]`, for explanations (its prefixes are in the config lists).
     geo: Option<std::sync::Arc<crate::geo::GeoState>>,
+    /// The feeds' entries in force (in the config lists), for explanations.
+    feed_sets: crate::feeds::FeedSets,
+    /// The feeds' status, as the feed task last published it.
+    feed_status: Vec<crate::feeds::FeedStatus>,
 }
 
 /// Sources near a limit the controller keeps to read again (about 100 bytes each).
@@ -175,6 +183,7 @@ impl<B: Backend> Controller<B> {
         };
         let restored = state.as_ref().map_or(0, |s| s.entries.len());
         policy.load(&settings.config_lists, state, now.wall);
+        mode::load(&mut policy, config);
         if store.is_some() {
             tracing::info!(
                 entries = restored,
@@ -204,6 +213,8 @@ impl<B: Backend> Controller<B> {
                 rechecks: window::Rechecks::new(MAX_RECHECKS),
                 fleet: None,
                 geo: None,
+                feed_sets: Default::default(),
+                feed_status: Vec::new(),
             },
             drift,
         ))
@@ -252,13 +263,40 @@ impl<B: Backend> Controller<B> {
             self.health.tables_ok(&change.ops);
         }
         self.policy.commit();
-        self.record(&change.commands, by, why);
+        self.record(&change.commands, by, why, &change.promotions);
+        self.promoted(&change.promotions);
         self.note_fleet(&change.commands, by, why, now);
         Ok(())
     }
 
+    /// Logs, counts and records the prefixes a carried-out change banned in place of host
+    /// bans (the entries themselves are `listed` / `unlisted` records too).
+    fn promoted(&mut self, promotions: &[Promotion]) {
+        for p in promotions {
+            self.telemetry.count_promotion(p.trigger.as_str());
+            tracing::warn!(
+                prefix = %p.prefix,
+                list = p.list.as_str(),
+                sources = p.sources,
+                released = p.released,
+                why = p.trigger.as_str(),
+                "banned the whole prefix in place of its hosts and released their entries"
+            );
+            self.log_record(&Record::Promoted {
+                net: p.prefix.to_string(),
+                list: p.list.as_str().into(),
+                until: p.until.map(Ts::rfc3339),
+                sources: p.sources,
+                released: p.released,
+                why: p.trigger.as_str().into(),
+                reason: p.reason.clone(),
+            });
+        }
+    }
+
     /// Logs the commands of a carried-out change and writes their decision records.
-    fn record(&mut self, cmds: &[Command], by: &str, why: &str) {
+    /// Host entries released by a promotion are `unlisted` with why `promoted`.
+    fn record(&mut self, cmds: &[Command], by: &str, why: &str, promotions: &[Promotion]) {
         if cmds.is_empty() {
             return;
         }
@@ -322,6 +360,11 @@ impl<B: Backend> Controller<B> {
                     });
                 }
                 Command::Unblock { net, list } => {
+                    let why = if promotions.iter().any(|p| p.prefix.contains(net)) {
+                        "promoted"
+                    } else {
+                        why
+                    };
                     if verbose {
                         tracing::info!(net = %net, list = list.as_str(), why, by, "unlisted");
                     }
@@ -419,6 +462,37 @@ impl<B: Backend> Controller<B> {
     }
 
     /// The compiled `[geo]` now in force (its prefixes came with the config's lists).
+    /// The feeds' entries now in the config lists.
+    pub fn set_feed_sets(&mut self, sets: crate::feeds::FeedSets) {
+        self.feed_sets = sets;
+    }
+
+    pub fn set_feed_status(&mut self, status: Vec<crate::feeds::FeedStatus>) {
+        self.feed_status = status;
+    }
+
+    pub fn feed_status(&self) -> &[crate::feeds::FeedStatus] {
+        &self.feed_status
+    }
+
+    /// What a feed must never list: the protected addresses and the whitelist.
+    pub fn feed_protected(&self) -> Vec<IpNet> {
+        let mut nets = self.protection.nets();
+        nets.extend(
+            self.policy
+                .engine()
+                .page(ListKind::Whitelist, None, usize::MAX)
+                .into_iter()
+                .map(|(n, _)| n),
+        );
+        nets
+    }
+
+    /// The shortest prefixes a list takes (`[protect] min_prefix_v4`/`_v6`).
+    pub fn min_prefix(&self) -> crate::config::MinPrefix {
+        self.protection.min_prefix()
+    }
+
     pub fn set_geo(&mut self, geo: Option<std::sync::Arc<crate::geo::GeoState>>) {
         self.geo = geo;
     }

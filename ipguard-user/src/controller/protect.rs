@@ -83,6 +83,11 @@ impl Protection {
         before != self.clients.len()
     }
 
+    /// The shortest prefixes a list takes.
+    pub fn min_prefix(&self) -> crate::config::MinPrefix {
+        self.config.min_prefix
+    }
+
     /// Every protected network.
     pub fn nets(&self) -> Vec<IpNet> {
         // Loopback, in IPv6's IPv4-mapped form too (so that `::ffff:0:0/96`, all of IPv4

@@ -15,6 +15,12 @@ pub struct BanLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PromotionLabels {
+    /// `count` (`promote_v4_after` / `promote_v6_after`), `full` (the host table was full).
+    pub why: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MapLabels {
     pub map: String,
 }
@@ -39,8 +45,8 @@ pub struct Telemetry {
     pub write_errors: Family<OpLabels, Counter>,
     /// Failed writes of the persisted state.
     pub persist_errors: Counter,
-    /// Host bans replaced by their /24 or /64 because the host table was full.
-    pub promotions: Counter,
+    /// Prefixes banned in place of host bans, by what made the policy promote them.
+    pub promotions: Family<PromotionLabels, Counter>,
     /// Automatic bans not made because the source is protected.
     pub protected: Counter,
     /// Sources near a rate limit read again once their window closed.
@@ -62,7 +68,7 @@ impl Default for Telemetry {
             table_full: Family::default(),
             write_errors: Family::default(),
             persist_errors: Counter::default(),
-            promotions: Counter::default(),
+            promotions: Family::default(),
             protected: Counter::default(),
             rechecks: Counter::default(),
             recheck_violations: Counter::default(),
@@ -81,6 +87,12 @@ impl Telemetry {
     pub fn count_write_error(&self, op: &str) {
         self.write_errors
             .get_or_create(&OpLabels { op: op.into() })
+            .inc();
+    }
+
+    pub(super) fn count_promotion(&self, why: &str) {
+        self.promotions
+            .get_or_create(&PromotionLabels { why: why.into() })
             .inc();
     }
 

@@ -682,3 +682,102 @@ mod fleet_policy {
         );
     }
 }
+
+mod promotion {
+    use super::*;
+    use crate::{
+        cluster::wire::SharedOp,
+        config::{LogConfig, SharedOrigin},
+        decision_log::DecisionLog,
+    };
+
+    /// Reports ban at once; 3 report bans of one /24 within 10 minutes promote it.
+    const PROMOTING: &str = r#"
+[escalation]
+promote_v4_after = 3
+[report]
+count = 1
+window = "60s"
+duration = "10m"
+[cluster]
+redis = "redis://127.0.0.1:6379/0"
+node = "b"
+"#;
+
+    #[test]
+    fn a_promotion_by_count_reaches_the_tables_the_log_the_metrics_and_the_fleet() {
+        let mut c = controller(PROMOTING);
+        let cluster = Config::parse(PROMOTING, "t.toml").unwrap().cluster.unwrap();
+        c.join_fleet(&cluster);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("decisions.log");
+        c.set_log(
+            DecisionLog::open(&LogConfig {
+                path: Some(path.clone()),
+                ..LogConfig::default()
+            })
+            .unwrap(),
+        );
+        for (i, who) in ["198.51.100.1", "198.51.100.2"].into_iter().enumerate() {
+            c.report(ip(who), "login".into(), None, at(i as u64))
+                .unwrap();
+            assert_eq!(code(&c, who), LIST_GRAYLIST);
+        }
+        c.take_outgoing();
+        let (o, x) = c
+            .report(ip("198.51.100.3"), "login".into(), None, at(5))
+            .unwrap();
+        assert!(matches!(o, Outcome::Banned { .. }), "{o:?}");
+        assert_eq!(x.prefix, Some(net("198.51.100.0/24")));
+        // The kernel holds the prefix and none of the hosts.
+        let held = c.backend().table.entries();
+        assert!(held.contains_key(&net("198.51.100.0/24")));
+        assert!(!held.keys().any(|n| n.prefix_len() == 32));
+        assert_eq!(c.backend().table.usage().v4, 0);
+        // A never-seen source of the prefix: dropped, the promotion explained.
+        assert_eq!(code(&c, "198.51.100.200"), LIST_GRAYLIST);
+        let x = c.explain(ip("198.51.100.200"), at(6)).unwrap();
+        assert!(x.drop);
+        assert_eq!(x.prefix, Some(net("198.51.100.0/24")));
+        assert_eq!(
+            x.reason.as_deref(),
+            Some("promoted: 3 sources of 198.51.100.0/24 banned within 10m")
+        );
+        assert_eq!(x.decided_by, Some(view::DecidedBy::Entry(Origin::Report)));
+        // Counted by why.
+        let counted = c
+            .telemetry()
+            .promotions
+            .get_or_create(&telemetry::PromotionLabels {
+                why: "count".into(),
+            })
+            .get();
+        assert_eq!(counted, 1);
+        // The fleet gets the prefix; the released hosts expire there on their own (a node
+        // that refuses the prefix keeps them).
+        let out = c.take_outgoing();
+        assert!(
+            matches!(&out[..], [SharedOp::Put(d)] if d.net == net("198.51.100.0/24") && d.origin == SharedOrigin::Report),
+            "{out:?}"
+        );
+        // The decision log: the prefix listed, the hosts unlisted as promoted, the record.
+        let log = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let promoted: Vec<_> = lines.iter().filter(|l| l["event"] == "promoted").collect();
+        assert_eq!(promoted.len(), 1, "{log}");
+        assert_eq!(promoted[0]["net"], "198.51.100.0/24");
+        assert_eq!(promoted[0]["why"], "count");
+        assert_eq!(promoted[0]["sources"], 3);
+        assert_eq!(promoted[0]["released"], 2);
+        let released = lines
+            .iter()
+            .filter(|l| l["event"] == "unlisted" && l["why"] == "promoted")
+            .count();
+        assert_eq!(released, 2, "{log}");
+        // The third source's ban went straight into the prefix: never listed on its own.
+        assert!(!log.contains("198.51.100.3/32"), "{log}");
+    }
+}

@@ -4,7 +4,7 @@
 use std::{net::IpAddr, time::Duration};
 
 use ipguard_common::{
-    SourceCounters, Stat, LIST_BLACKLIST, LIST_GRAYLIST, LIST_RULE_ALLOW, LIST_RULE_DENY,
+    enforced, SourceCounters, Stat, LIST_BLACKLIST, LIST_GRAYLIST, LIST_RULE_ALLOW, LIST_RULE_DENY,
     LIST_WHITELIST,
 };
 use ipnet::IpNet;
@@ -12,13 +12,17 @@ use ipnet::IpNet;
 use super::{Controller, Problem, Result};
 use crate::{
     dataplane::{Backend, GlobalStats},
-    model::{ListKind, Now, Origin, Ts},
-    policy::engine::{Entry, OffenderSummary},
+    model::{ListKind, Mode, Now, Origin, Ts},
+    policy::{
+        engine::{Entry, OffenderSummary},
+        monitor::MonitorSource,
+    },
 };
 
 /// What decided a packet, as the status and the metrics name it: the kernel counter of
 /// each, and whether its packets are dropped. Every packet is counted in exactly one.
-pub const VERDICT_STATS: [(&str, Stat, bool); 8] = [
+/// The `would_drop_*` ones are monitor mode's: passed, and would have been dropped.
+pub const VERDICT_STATS: [(&str, Stat, bool); 11] = [
     ("unlisted", Stat::PassUnlisted, false),
     ("whitelist", Stat::PassWhitelist, false),
     ("graylist", Stat::DropGraylist, true),
@@ -27,6 +31,16 @@ pub const VERDICT_STATS: [(&str, Stat, bool); 8] = [
     ("non_ip", Stat::PassNonIp, false),
     ("malformed", Stat::DropMalformed, true),
     ("syn_budget", Stat::DropSynBudget, true),
+    ("would_drop_graylist", Stat::WouldDropGraylist, false),
+    ("would_drop_blacklist", Stat::WouldDropBlacklist, false),
+    ("would_drop_rule", Stat::WouldDropRule, false),
+];
+
+/// Monitor mode's counters by the list that would have dropped (`ipguard_would_drop_total`).
+pub const WOULD_DROP_STATS: [(&str, Stat); 3] = [
+    ("graylist", Stat::WouldDropGraylist),
+    ("blacklist", Stat::WouldDropBlacklist),
+    ("rule", Stat::WouldDropRule),
 ];
 
 /// What decided a verdict.
@@ -36,6 +50,8 @@ pub enum DecidedBy {
     Entry(Origin),
     /// The ordered rule at this index (0-based).
     Rule(usize),
+    /// A source in monitor mode other than the config file (a feed).
+    Monitored(MonitorSource),
 }
 
 /// What the data path does with one address, and why.
@@ -44,6 +60,9 @@ pub struct Explanation {
     pub ip: IpAddr,
     /// Dropped (by a list or a deny rule); otherwise passed.
     pub drop: bool,
+    /// Passed in monitor mode, and would be dropped in enforce mode (`list` or the rule
+    /// says by what).
+    pub would_drop: bool,
     /// The list that decided, if one did.
     pub list: Option<ListKind>,
     /// The prefix that decided.
@@ -64,6 +83,8 @@ pub struct Explanation {
     pub geo: Option<crate::geo::GeoInfo>,
     /// The deciding prefix came from `[geo]`.
     pub by_geo: bool,
+    /// The deciding prefix came from this feed.
+    pub feed: Option<String>,
 }
 
 /// One page of a list, ordered by prefix.
@@ -97,8 +118,13 @@ pub struct StatusReport {
     pub interface: String,
     pub xdp_mode: String,
     pub uptime: Duration,
+    /// The global mode.
+    pub mode: Mode,
     /// Entries per list, by [`ListKind::index`].
     pub entries: [u64; 3],
+    /// Monitored prefixes (monitor mode) on the graylist and the blacklist, every source
+    /// together.
+    pub monitored: [u64; 2],
     pub rules: u64,
     /// Sources with policy history.
     pub tracked_sources: u64,
@@ -119,6 +145,7 @@ impl<B: Backend> Controller<B> {
         let mut x = Explanation {
             ip,
             drop: false,
+            would_drop: false,
             list: None,
             prefix: None,
             reason: None,
@@ -130,18 +157,34 @@ impl<B: Backend> Controller<B> {
             node: None,
             geo: self.geo.as_ref().map(|g| g.info(ip)),
             by_geo: false,
+            feed: None,
         };
         let Some((prefix, decided)) = self.policy.decide(ip) else {
             return Ok(x);
         };
         x.prefix = Some(prefix);
-        match decided.list {
+        // Monitor mode: the code of what would drop, passed.
+        let code = enforced(decided.list);
+        x.would_drop = code != decided.list;
+        match code {
             LIST_WHITELIST | LIST_GRAYLIST | LIST_BLACKLIST => {
-                let list = ListKind::from_code(decided.list);
+                let list = ListKind::from_code(code);
                 x.list = list;
-                x.drop = list != Some(ListKind::Whitelist);
-                if let Some(e) = list.and_then(|l| engine.entry(l, prefix)) {
+                x.drop = list != Some(ListKind::Whitelist) && !x.would_drop;
+                let entry = list.and_then(|l| engine.entry(l, prefix));
+                if let (None, Some(list)) = (&entry, list.filter(|_| x.would_drop)) {
+                    self.explain_monitored(&mut x, list, prefix);
+                }
+                if let Some(e) = entry {
                     x.reason = Some(e.reason.clone());
+                    // Feed entries come with the config's lists: say which feed.
+                    if e.origin == Origin::Config {
+                        if let Some(name) = list.and_then(|l| self.feed_sets.source_of(l, &prefix))
+                        {
+                            x.feed = Some(name.to_owned());
+                            x.reason = Some(format!("feed {name}"));
+                        }
+                    }
                     // Geo prefixes come with the config's lists: say which rule made them.
                     if e.origin == Origin::Config && list == self.geo.as_ref().map(|g| g.list) {
                         if let Some(g) = self
@@ -150,18 +193,7 @@ impl<B: Backend> Controller<B> {
                             .filter(|g| g.nets.binary_search(&prefix).is_ok())
                         {
                             x.by_geo = true;
-                            let info = g.info(ip);
-                            let parts: Vec<String> = info
-                                .country
-                                .map(|c| format!("country {c}"))
-                                .into_iter()
-                                .chain(info.asn.map(|n| format!("AS{n}")))
-                                .collect();
-                            x.reason = Some(if parts.is_empty() {
-                                "geo: not in the databases (outside the allowed countries)".into()
-                            } else {
-                                format!("geo: {}", parts.join(", "))
-                            });
+                            x.reason = Some(geo_reason(&g.info(ip)));
                         }
                     }
                     x.decided_by = Some(DecidedBy::Entry(e.origin));
@@ -176,7 +208,7 @@ impl<B: Backend> Controller<B> {
                 }
             }
             LIST_RULE_ALLOW | LIST_RULE_DENY => {
-                x.drop = decided.list == LIST_RULE_DENY;
+                x.drop = code == LIST_RULE_DENY && !x.would_drop;
                 let i = decided.rule_id.saturating_sub(1) as usize;
                 x.decided_by = Some(DecidedBy::Rule(i));
                 x.reason = Some(match self.settings.rules.get(i) {
@@ -187,6 +219,43 @@ impl<B: Backend> Controller<B> {
             _ => {}
         }
         Ok(x)
+    }
+
+    /// Who put `prefix` on `list`'s monitored layer (not an engine entry): the config
+    /// file (its `[lists]`, or `[geo]`) or a feed.
+    fn explain_monitored(&self, x: &mut Explanation, list: ListKind, prefix: IpNet) {
+        let holders = self.policy.monitored().holders(prefix, list);
+        let geo = self
+            .geo
+            .as_ref()
+            .filter(|g| g.mode == Mode::Monitor && g.list == list)
+            .filter(|g| g.nets.binary_search(&prefix).is_ok());
+        match (holders.first(), geo) {
+            (Some(MonitorSource::Config), Some(g)) => {
+                x.by_geo = true;
+                x.decided_by = Some(DecidedBy::Entry(Origin::Config));
+                x.reason = Some(geo_reason(&g.info(x.ip)));
+            }
+            (Some(MonitorSource::Config), None) => {
+                x.decided_by = Some(DecidedBy::Entry(Origin::Config));
+                // Feeds in monitor mode come with the config's monitored lists.
+                x.reason = Some(match self.feed_sets.source_of(list, &prefix) {
+                    Some(name) => {
+                        x.feed = Some(name.to_owned());
+                        format!("feed {name}, monitor mode")
+                    }
+                    None => format!("config: [lists] {list}, monitor mode"),
+                });
+            }
+            (Some(source), _) => {
+                if let MonitorSource::Feed(name) = source {
+                    x.feed = Some(name.clone());
+                }
+                x.decided_by = Some(DecidedBy::Monitored((*source).clone()));
+                x.reason = Some(format!("{source}, monitor mode"));
+            }
+            (None, _) => {}
+        }
     }
 
     /// Up to `limit` sources with policy history, most strikes first, with their bans and
@@ -251,7 +320,10 @@ impl<B: Backend> Controller<B> {
             interface: self.placement.interface.clone(),
             xdp_mode: self.placement.xdp_mode.clone(),
             uptime: Duration::from_nanos(now.mono_ns.saturating_sub(self.started.mono_ns)),
+            mode: self.policy.mode(),
             entries: ListKind::ALL.map(|l| engine.count(l) as u64),
+            monitored: [ListKind::Graylist, ListKind::Blacklist]
+                .map(|l| self.policy.monitored().count(l) as u64),
             rules: self.settings.rules.len() as u64,
             tracked_sources: engine.tracked() as u64,
             stats,
@@ -284,5 +356,20 @@ impl<B: Backend> Controller<B> {
             ListKind::ALL.map(|l| engine.count(l)),
             self.policy.compiled().len(),
         )
+    }
+}
+
+/// Why `[geo]` lists an address, from what the databases say about it.
+fn geo_reason(info: &crate::geo::GeoInfo) -> String {
+    let parts: Vec<String> = info
+        .country
+        .iter()
+        .map(|c| format!("country {c}"))
+        .chain(info.asn.map(|n| format!("AS{n}")))
+        .collect();
+    if parts.is_empty() {
+        "geo: not in the databases (outside the allowed countries)".into()
+    } else {
+        format!("geo: {}", parts.join(", "))
     }
 }

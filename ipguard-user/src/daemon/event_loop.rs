@@ -67,6 +67,13 @@ pub struct EventLoop {
     pub geo: Option<Arc<crate::geo::GeoState>>,
     /// The config as written (without the geo prefixes), to compile `[geo]` again.
     pub config_base: Config,
+    /// `config_base` with the geo prefixes: what the feeds' entries are added to.
+    pub config_geo: Config,
+    /// The feeds' entries in force, and where the feed task sends new ones.
+    pub feed_sets: crate::feeds::FeedSets,
+    pub feed_updates: Option<mpsc::Receiver<super::feeds_task::FeedChange>>,
+    /// Where `POST /v1/feeds/{name}/accept` goes.
+    pub feed_commands: Option<mpsc::Sender<super::feeds_task::FeedCommand>>,
 }
 
 impl EventLoop {
@@ -82,6 +89,10 @@ impl EventLoop {
         Self {
             ctl,
             config_base: config.clone(),
+            config_geo: config.clone(),
+            feed_sets: Default::default(),
+            feed_updates: None,
+            feed_commands: None,
             geo: None,
             config,
             config_path,
@@ -110,6 +121,7 @@ impl EventLoop {
                 reload: Some(reload_tx),
                 metrics_auth: self.config.api.metrics_auth,
                 fleet_reports: self.fleet_reports.clone(),
+                feeds: self.feed_commands.clone(),
             },
             self.config.api.max_body_bytes,
         );
@@ -203,6 +215,18 @@ impl EventLoop {
                         tracing::error!(error = %e, "cannot write the rules to the tables");
                     }
                 }
+                Some(sets) = async {
+                    match self.feed_updates.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let (sets, reply) = sets;
+                    let result = self.apply_feeds(sets);
+                    if let Some(reply) = reply {
+                        let _ = reply.send(result);
+                    }
+                }
                 _ = upkeep.tick() => {
                     self.upkeep();
                     if self.geo.as_ref().is_some_and(|g| g.files_changed()) {
@@ -237,14 +261,42 @@ impl EventLoop {
 
     /// Applies a config as read (whole, or nothing of it).
     fn apply(&mut self, read: ConfigRead) -> anyhow::Result<Vec<&'static str>> {
+        let merged = super::feeds_task::merge_feeds(&read.merged, &self.feed_sets);
         let mut c = locked(&self.ctl);
-        let restart = c.reload(&read.merged, &self.config, Now::read())?;
+        let mut restart = c.reload(&merged, &self.config, Now::read())?;
+        if read.merged.feeds != self.config_geo.feeds {
+            restart.push("feed");
+        }
         c.set_geo(read.geo.clone());
         drop(c);
-        self.config = read.merged;
+        self.config = merged;
+        self.config_geo = read.merged;
         self.config_base = read.base;
         self.geo = read.geo;
         Ok(restart)
+    }
+
+    /// The feeds' entries in force changed: the config lists with them, applied as one
+    /// diff (additions before removals).
+    fn apply_feeds(&mut self, sets: crate::feeds::FeedSets) -> Result<(), String> {
+        let merged = super::feeds_task::merge_feeds(&self.config_geo, &sets);
+        let mut c = locked(&self.ctl);
+        match c.reload(&merged, &self.config, Now::read()) {
+            Ok(_) => {
+                c.set_feed_sets(sets.clone());
+                drop(c);
+                self.config = merged;
+                self.feed_sets = sets;
+                tracing::info!("feeds: the entries in force changed and are applied");
+                Ok(())
+            }
+            // Nothing applied (the controller rolls the change back whole); the feed task
+            // sends the next change, the status shows the tables' problem.
+            Err(e) => {
+                tracing::error!(error = %e, "feeds: the new entries cannot be applied; the previous ones stay");
+                Err(e.to_string())
+            }
+        }
     }
 
     /// A geo database file changed: compile `[geo]` again from the config as last read

@@ -8,6 +8,7 @@ use std::{
 };
 
 mod event_loop;
+pub mod feeds_task;
 mod notify;
 mod resolver;
 
@@ -24,8 +25,9 @@ use crate::{
     controller::{self, protect::Protection, Controller, ControllerError, Placement},
     dataplane::{self, Dataplane, DataplaneError, KernelBackend},
     decision_log::{DecisionLog, Record},
+    feeds::Feeds,
     geo::GeoState,
-    model::{ListKind, Now},
+    model::{ListKind, Mode, Now},
     store::Store,
 };
 
@@ -204,9 +206,19 @@ pub async fn run(config_path: &Path, options: RunOptions) -> anyhow::Result<()> 
     let signals = event_loop::Signals::install()?;
     let ConfigRead {
         base: config_base,
-        merged: config,
+        merged: config_geo,
         geo,
     } = read_config_with_geo(config_path.to_owned()).await?;
+    // The feeds' last good copies: enforced from the first packet, whatever their sources
+    // answer later.
+    let feeds = {
+        let (list, dir) = (config_geo.feeds.clone(), config_geo.state.dir.join("feeds"));
+        tokio::task::spawn_blocking(move || Feeds::load(&list, &dir, Now::read().wall))
+            .await
+            .context("the feed loader panicked")?
+    };
+    let feed_sets = feeds.sets();
+    let config = feeds_task::merge_feeds(&config_geo, &feed_sets);
     tracing::debug!(elapsed = ?started.elapsed(), "config read");
     let Some(interface) = options
         .interface
@@ -342,6 +354,7 @@ pub async fn run(config_path: &Path, options: RunOptions) -> anyhow::Result<()> 
     };
     locked(&ctl).set_xdp_mode(mode.clone());
     locked(&ctl).set_geo(geo.clone());
+    locked(&ctl).set_feed_sets(feed_sets.clone());
     fresh_pins.0 = None;
     let ([whitelist, graylist, blacklist], compiled) = locked(&ctl).sizes();
     tracing::info!(
@@ -396,8 +409,20 @@ pub async fn run(config_path: &Path, options: RunOptions) -> anyhow::Result<()> 
     looped.fleet_reports = reports;
     looped.geo = geo;
     looped.config_base = config_base;
+    looped.config_geo = config_geo;
+    looped.feed_sets = feed_sets;
+    let feed_task = (!feeds.is_empty()).then(|| {
+        let (sets_tx, sets_rx) = tokio::sync::mpsc::channel(4);
+        let (cmd_tx, cmd_rx) = tokio::sync::mpsc::channel(4);
+        looped.feed_updates = Some(sets_rx);
+        looped.feed_commands = Some(cmd_tx);
+        tokio::spawn(feeds_task::run(feeds, ctl.clone(), sets_tx, cmd_rx))
+    });
     let (which, config, mut program) = looped.run(listener, token).await?;
     if let Some(task) = fleet {
+        task.abort();
+    }
+    if let Some(task) = feed_task {
         task.abort();
     }
     // The config as last reloaded: an upgrade can set keep_attached with a SIGHUP.
@@ -478,15 +503,19 @@ pub fn compile_geo(base: &Config) -> anyhow::Result<(Config, Option<Arc<GeoState
     if !state.unmatched.is_empty() {
         tracing::warn!(unknown = ?state.unmatched, "geo: the databases know none of these; check the codes (GB, not UK)");
     }
-    let list = match state.list {
-        ListKind::Graylist => &mut config.lists.graylist,
-        _ => &mut config.lists.blacklist,
+    let lists = &mut config.lists;
+    let list = match (state.list, geo.mode) {
+        (ListKind::Graylist, Mode::Enforce) => &mut lists.graylist,
+        (ListKind::Graylist, Mode::Monitor) => &mut lists.monitor_graylist,
+        (_, Mode::Enforce) => &mut lists.blacklist,
+        (_, Mode::Monitor) => &mut lists.monitor_blacklist,
     };
     let have: std::collections::HashSet<IpNet> = list.iter().copied().collect();
     list.extend(state.nets.iter().filter(|n| !have.contains(n)));
     tracing::info!(
         prefixes = state.nets.len(),
         list = %state.list,
+        mode = %geo.mode,
         database = ?geo.database,
         asn_database = ?geo.asn_database,
         "geo compiled"

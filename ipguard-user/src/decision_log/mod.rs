@@ -60,6 +60,24 @@ pub enum Record {
         why: String,
         by: String,
     },
+    /// The policy banned a whole prefix in place of its banned hosts and released their
+    /// entries (a `listed` record for the prefix and an `unlisted` one per host, why
+    /// `"promoted"`, come with it).
+    Promoted {
+        /// The prefix (`"198.51.100.0/24"`).
+        net: String,
+        list: String,
+        until: Option<String>,
+        /// The sources that made it (banned within `promote_window`, or banned already
+        /// when the host table was full).
+        sources: u32,
+        /// Host entries released.
+        released: u32,
+        /// `"count"` (`promote_v4_after` / `promote_v6_after`) or `"full"` (the host
+        /// table was full).
+        why: String,
+        reason: String,
+    },
     /// A source exceeded a rate limit.
     Violation {
         /// The source address.

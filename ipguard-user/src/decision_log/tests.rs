@@ -122,6 +122,21 @@ fn every_record_serializes_to_the_documented_json() {
                 "first": false, "interval_s": 10}),
         ),
         (
+            Record::Promoted {
+                net: "198.51.100.0/24".into(),
+                list: "graylist".into(),
+                until: None,
+                sources: 16,
+                released: 15,
+                why: "count".into(),
+                reason: "promoted: 16 sources of 198.51.100.0/24 banned within 10m".into(),
+            },
+            json!({"ts": ts, "event": "promoted", "net": "198.51.100.0/24",
+                "list": "graylist", "until": null, "sources": 16, "released": 15,
+                "why": "count",
+                "reason": "promoted: 16 sources of 198.51.100.0/24 banned within 10m"}),
+        ),
+        (
             Record::Suppressed { lines: 42 },
             json!({"ts": ts, "event": "suppressed", "lines": 42}),
         ),

@@ -13,6 +13,7 @@
 mod fetch;
 mod format;
 mod hygiene;
+mod runtime;
 mod store;
 mod update;
 
@@ -24,6 +25,7 @@ pub use format::{
     parse, render_netset, FeedFormat, Parsed, Rejected, MAX_LINE_BYTES, MAX_REJECTED_KEPT,
 };
 pub use hygiene::{clean, Cleaned, DropReason, Hygiene, BOGONS_V4, BOGONS_V6};
+pub use runtime::{FeedSets, FeedStatus, Feeds, Held, Outcome};
 pub use store::{load_last_good, save_last_good, store_path, validate_name, Meta};
 pub use update::{diff, judge, Diff, Judgement};
 

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use super::{aggregate, subtract, GeoDb, GeoError};
 use crate::{
     config::{GeoConfig, GeoCountries},
-    model::ListKind,
+    model::{ListKind, Mode},
 };
 
 /// The compiled `[geo]` section.
@@ -26,6 +26,8 @@ pub struct GeoState {
     pub nets: Vec<IpNet>,
     /// The list they go on.
     pub list: ListKind,
+    /// Enforced, or monitored (passed, counted as would drop).
+    pub mode: Mode,
     /// Countries and ASNs the databases do not know (probably a typo: `UK` for `GB`).
     pub unmatched: Vec<String>,
     /// Each database file and its modification time when it was read.
@@ -89,6 +91,7 @@ impl GeoState {
             asn_db: asn.map(|(db, _)| db),
             nets,
             list: config.list,
+            mode: config.mode,
             unmatched,
             files,
         })

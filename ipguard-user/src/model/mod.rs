@@ -54,6 +54,16 @@ impl ListKind {
         }
     }
 
+    /// The layer that holds this list's monitored entries (monitor mode); the whitelist
+    /// has none.
+    pub const fn monitor_layer(self) -> Option<Layer> {
+        match self {
+            ListKind::Whitelist => None,
+            ListKind::Graylist => Some(Layer::MonitorGray),
+            ListKind::Blacklist => Some(Layer::MonitorBlack),
+        }
+    }
+
     /// The position in [`ListKind::ALL`], for per-list arrays.
     pub const fn index(self) -> usize {
         match self {
@@ -89,8 +99,21 @@ impl Origin {
     }
 }
 
-/// Where a membership of the compiled policy comes from: one of the lists, or an ordered
-/// rule.
+named_enum! {
+    /// Whether drops are carried out (`enforce`) or only counted (`monitor`: the packets
+    /// pass and are counted as "would drop"). The config's top-level `mode` (switched at
+    /// run time through `PUT /v1/mode`), and `mode` of `[lists]` and `[geo]`.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum Mode {
+        #[default]
+        Enforce = "enforce",
+        Monitor = "monitor",
+    }
+}
+
+/// Where a membership of the compiled policy comes from: one of the lists, an ordered
+/// rule, or a monitored graylist or blacklist (monitor mode: would drop, passes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Layer {
     White,
@@ -101,6 +124,10 @@ pub enum Layer {
         index: u32,
         deny: bool,
     },
+    /// A graylist entry in monitor mode (see `policy::monitor`).
+    MonitorGray,
+    /// A blacklist entry in monitor mode.
+    MonitorBlack,
 }
 
 /// The compiled policy: prefix → entry, the longest prefix holding an address decides

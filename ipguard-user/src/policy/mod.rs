@@ -9,6 +9,7 @@
 pub mod compile;
 pub mod engine;
 mod lens;
+pub mod monitor;
 pub mod window;
 
 use std::{net::IpAddr, time::Duration};
@@ -18,7 +19,7 @@ use ipnet::IpNet;
 
 use self::{
     compile::{Change, ListState},
-    engine::{Command, Engine, EngineState, Entry, JournalOp, Outcome},
+    engine::{Command, Engine, EngineState, Entry, JournalOp, Outcome, Promotion},
 };
 use crate::{
     config::{Escalation, ReportRule},
@@ -33,6 +34,9 @@ use crate::{
 pub struct Changed {
     pub commands: Vec<Command>,
     pub ops: Vec<TableOp>,
+    /// Prefixes banned in place of host bans (their Block and the hosts' Unblocks are in
+    /// `commands`).
+    pub promotions: Vec<Promotion>,
 }
 
 impl Changed {
@@ -45,6 +49,7 @@ impl Changed {
     /// last operation on each prefix is what the tables must end with.
     pub fn extend(&mut self, later: Changed) {
         self.commands.extend(later.commands);
+        self.promotions.extend(later.promotions);
         if later.ops.is_empty() {
             return;
         }
@@ -74,6 +79,8 @@ fn changes(cmds: &[Command]) -> impl Iterator<Item = Change> + '_ {
 pub struct Policy {
     engine: Engine,
     compiled: ListState,
+    /// Prefixes of sources in monitor mode (see [`monitor`]).
+    monitored: monitor::Monitored,
 }
 
 impl Policy {
@@ -81,6 +88,7 @@ impl Policy {
         Self {
             engine: Engine::new(esc, report),
             compiled: ListState::new(),
+            monitored: monitor::Monitored::default(),
         }
     }
 
@@ -121,7 +129,12 @@ impl Policy {
 
     fn step(&mut self, commands: Vec<Command>) -> Changed {
         let ops = self.compiled.apply(changes(&commands));
-        Changed { commands, ops }
+        let promotions = self.engine.take_promotions();
+        Changed {
+            commands,
+            ops,
+            promotions,
+        }
     }
 
     /// Puts `entries` (prefix, ttl, reason) on `list` as one transaction; also returns how
@@ -249,17 +262,18 @@ impl Policy {
         self.step(cmds)
     }
 
-    /// A host ban did not fit the kernel's table: ban the host's /24 or /64 instead if
-    /// enough of it is banned already (see [`Engine::promote`]). A transaction of its own.
+    /// A host ban (`ban`: its list and end) did not fit the kernel's table: ban the host's
+    /// prefix instead if enough of it is banned already (see [`Engine::promote`]). A
+    /// transaction of its own.
     pub fn promote(
         &mut self,
         ip: IpAddr,
         min: u32,
-        until: Option<Ts>,
+        ban: (ListKind, Option<Ts>),
         now: Ts,
     ) -> Option<(IpNet, Changed)> {
         self.engine.begin();
-        match self.engine.promote(ip, min, until, now) {
+        match self.engine.promote(ip, min, ban, now) {
             Some((prefix, cmds)) => Some((prefix, self.step(cmds))),
             None => {
                 self.engine.commit();

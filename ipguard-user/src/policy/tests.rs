@@ -15,6 +15,8 @@ fn esc() -> Escalation {
     Escalation {
         strikes_to_blacklist: 2,
         ban_growth: 2.0,
+        // The property below promotes 192.0.2.0/24 now and then, and takes it back.
+        promote_v4_after: 3,
         ..escalation()
     }
 }
@@ -199,6 +201,39 @@ fn run(p: &mut Policy, op: &Op, now: Ts) -> bool {
             true
         }
     }
+}
+
+#[test]
+fn a_promotion_is_one_change_that_lists_the_prefix_before_it_releases_the_hosts() {
+    let mut p = policy();
+    for i in 1..=2u8 {
+        let (_, change) = p.violation(IpAddr::from([192, 0, 2, i]), "v".into(), T0);
+        assert!(change.promotions.is_empty());
+        p.commit();
+    }
+    let (_, change) = p.violation(ip("192.0.2.3"), "v".into(), T0);
+    assert_eq!(change.promotions.len(), 1);
+    assert_eq!(change.promotions[0].prefix, net("192.0.2.0/24"));
+    // The prefix is written, the earlier hosts deleted after it, the new host never
+    // written at all.
+    let prefix = net("192.0.2.0/24");
+    assert!(
+        matches!(change.ops[0], TableOp::Write(n, _) if n == prefix),
+        "{:?}",
+        change.ops
+    );
+    let deleted: Vec<IpNet> = change
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            TableOp::Delete(n) => Some(*n),
+            TableOp::Write(..) => None,
+        })
+        .collect();
+    assert_eq!(deleted, vec![net("192.0.2.1/32"), net("192.0.2.2/32")]);
+    assert_eq!(change.ops.len(), 3);
+    p.commit();
+    assert_eq!(p.decide(ip("192.0.2.200")).map(|(n, _)| n), Some(prefix));
 }
 
 proptest! {

@@ -71,3 +71,17 @@ impl Section for Cluster {
         Ok(())
     }
 }
+
+/// `[geo]`: compiling a large country from a MaxMind database and starting with it.
+pub struct Geo;
+
+impl Section for Geo {
+    fn name(&self) -> &'static str {
+        "geo"
+    }
+
+    fn run(&mut self, cfg: &Config, out: &mut Results) -> Result<()> {
+        push(out, self.name(), policy_bench::geo(cfg.quick));
+        Ok(())
+    }
+}

@@ -87,5 +87,6 @@ pub fn sections() -> Vec<Box<dyn Section>> {
         Box::new(control::Reaction),
         Box::new(control::ControlPlane),
         Box::new(control::Cluster),
+        Box::new(control::Geo),
     ]
 }

@@ -70,14 +70,15 @@ impl Section for PerPacket {
         let cases = cases(&pop.probes);
         println!(
             "  repeat {} per run, median of {}; probes: v4 unlisted {}, v4 blacklisted {}, \
-             v4 whitelisted {}, v6 unlisted {}, v6 blacklisted {}",
+             v4 whitelisted {}, v6 unlisted {}, v6 blacklisted {}, v4 monitored {}",
             cfg.repeat,
             cfg.samples,
             pop.probes.v4_unlisted,
             pop.probes.v4_black,
             pop.probes.v4_white,
             pop.probes.v6_unlisted,
-            pop.probes.v6_black
+            pop.probes.v6_black,
+            pop.probes.v4_monitored
         );
 
         // Baselines: the harness with programs that do nothing.
@@ -177,6 +178,14 @@ fn cases(p: &Probes) -> Vec<Case> {
             XDP_PASS,
             true,
         ),
+        // Monitor mode: a blacklist entry that would drop, passed and counted like an
+        // unlisted source.
+        case(
+            "v4 monitored blacklist (PASS, would drop)",
+            v4(&[], p.v4_monitored),
+            XDP_PASS,
+            false,
+        ),
     ]
 }
 
@@ -225,6 +234,8 @@ struct Probes {
     v6_unlisted: Ipv6Addr,
     v6_black: Ipv6Addr,
     many: Vec<Ipv4Addr>,
+    /// On the monitored blacklist (monitor mode: would drop, passes).
+    v4_monitored: Ipv4Addr,
 }
 
 /// The probes' list entries and the random prefixes the lists are cut from.
@@ -278,6 +289,8 @@ impl Population {
         let many = (0..MANY)
             .map(|_| v4_of(pick(&mut cov, 32, false)))
             .collect();
+        // Picked last, so the other probes are those of earlier runs.
+        let v4_monitored = v4_of(pick(&mut cov, 32, false));
         Population {
             probes: Probes {
                 v4_unlisted,
@@ -286,6 +299,7 @@ impl Population {
                 v6_unlisted,
                 v6_black,
                 many,
+                v4_monitored,
             },
             v4,
             v6,
@@ -305,6 +319,8 @@ impl Population {
                 IpNet::V4(Ipv4Net::new(p.v4_black, 32).expect("valid")),
                 IpNet::V6(Ipv6Net::new(p.v6_black, 128).expect("valid")),
             ],
+            monitor_blacklist: vec![IpNet::V4(Ipv4Net::new(p.v4_monitored, 32).expect("valid"))],
+            ..Lists::default()
         };
         let random = self.v4[..n]
             .iter()
@@ -417,7 +433,7 @@ fn ipguard(
             "s",
         )
         .note(format!(
-            "{n} v4 + {n} v6 random prefixes + 3 probe entries -> {} compiled entries: \
+            "{n} v4 + {n} v6 random prefixes + 4 probe entries -> {} compiled entries: \
              compile {compile_s:.2} s, written to the kernel tables {insert_s:.2} s ({} map \
              keys and /24 slots)",
             compiled.len(),
@@ -487,6 +503,7 @@ fn probe_of(pop: &Population, c: &Case) -> IpAddr {
         n if n.starts_with("v4 unlisted") || n.starts_with("VLAN") => p.v4_unlisted.into(),
         n if n.starts_with("v4 blacklisted") => p.v4_black.into(),
         n if n.starts_with("v4 whitelisted") => p.v4_white.into(),
+        n if n.starts_with("v4 monitored") => p.v4_monitored.into(),
         n if n.starts_with("v6 unlisted") => p.v6_unlisted.into(),
         _ => p.v6_black.into(),
     }

@@ -8,9 +8,18 @@
 //! 2. else the longest graylisted or blacklisted prefix containing it (the blacklist wins
 //!    on an identical prefix): [`LIST_GRAYLIST`] / [`LIST_BLACKLIST`];
 //! 3. else the ordered rules, first match wins: the lowest rule index among the rules with a
-//!    prefix containing the address ([`LIST_RULE_ALLOW`] / [`LIST_RULE_DENY`], `rule_id` =
-//!    index + 1; should one index carry both actions, deny wins);
-//! 4. else no decision (no entry, i.e. [`LIST_NONE`]).
+//!    prefix containing the address, if it denies ([`LIST_RULE_DENY`], `rule_id` = index + 1;
+//!    should one index carry both actions, deny wins);
+//! 4. else the longest monitored graylist or blacklist prefix containing it (monitor mode:
+//!    would drop, passes; the blacklist wins on an identical prefix):
+//!    [`LIST_MONITOR_GRAYLIST`] / [`LIST_MONITOR_BLACKLIST`];
+//! 5. else the winning rule of step 3 if it allows ([`LIST_RULE_ALLOW`]);
+//! 6. else no decision (no entry, i.e. [`LIST_NONE`]).
+//!
+//! So a monitored entry never weakens an enforced one, whatever the prefix lengths, and it
+//! is reported (would drop) where an allow rule would otherwise pass the address.
+//! In [`Mode::Monitor`] (the global mode, [`ListState::set_mode`]) every dropping decision of
+//! steps 2 and 3 becomes its monitored code ([`ipguard_common::monitored`]).
 //!
 //! Lists' entries get `rule_id` 0.
 //!
@@ -44,16 +53,16 @@ use std::{
     net::IpAddr,
 };
 
-use ipguard_common::{
-    ListCode, ListEntry, LIST_BLACKLIST, LIST_GRAYLIST, LIST_NONE, LIST_RULE_ALLOW, LIST_RULE_DENY,
-    LIST_WHITELIST,
-};
+use ipguard_common::ListEntry;
 use ipnet::IpNet;
 
+#[cfg(test)]
+use self::precedence::NO_DECISION;
+use self::precedence::{rule_rank, Acc, Decides, Members};
 use super::lens::LenCounts;
 use crate::{
     config::Lists,
-    model::{Compiled, Layer, ListKind, TableOp},
+    model::{Compiled, Layer, ListKind, Mode, TableOp},
 };
 
 /// One membership change, for [`ListState::apply`].
@@ -69,134 +78,6 @@ pub enum Change {
 /// step per prefix.
 const FULL_REBUILD_MIN: usize = 64;
 const FULL_REBUILD_FRACTION: usize = 16;
-
-/// The entry of an address that nothing decides; never written (see [`Acc::decision`]).
-const NO_DECISION: ListEntry = ListEntry {
-    list: LIST_NONE,
-    rule_id: 0,
-};
-
-/// The memberships of one prefix.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-struct Members {
-    white: bool,
-    gray: bool,
-    black: bool,
-    /// `(index, deny)`, sorted by [`rule_rank`] so the first element is the one that counts.
-    rules: Vec<(u32, bool)>,
-}
-
-/// Sort key of a rule: lower wins (lowest index; on one index, deny before allow).
-fn rule_rank(&(index, deny): &(u32, bool)) -> (u32, bool) {
-    (index, !deny)
-}
-
-impl Members {
-    fn is_empty(&self) -> bool {
-        !self.white && !self.gray && !self.black && self.rules.is_empty()
-    }
-
-    fn has(&self, layer: Layer) -> bool {
-        match layer {
-            Layer::White => self.white,
-            Layer::Gray => self.gray,
-            Layer::Black => self.black,
-            Layer::Rule { index, deny } => self
-                .rules
-                .binary_search_by_key(&rule_rank(&(index, deny)), rule_rank)
-                .is_ok(),
-        }
-    }
-
-    /// Adds (`on`) or removes a membership; returns whether anything changed.
-    fn set(&mut self, layer: Layer, on: bool) -> bool {
-        let flag = match layer {
-            Layer::White => &mut self.white,
-            Layer::Gray => &mut self.gray,
-            Layer::Black => &mut self.black,
-            Layer::Rule { index, deny } => {
-                let rule = (index, deny);
-                return match (
-                    self.rules
-                        .binary_search_by_key(&rule_rank(&rule), rule_rank),
-                    on,
-                ) {
-                    (Err(at), true) => {
-                        self.rules.insert(at, rule);
-                        true
-                    }
-                    (Ok(at), false) => {
-                        self.rules.remove(at);
-                        true
-                    }
-                    _ => false,
-                };
-            }
-        };
-        let changed = *flag != on;
-        *flag = on;
-        changed
-    }
-
-    fn ban(&self) -> Option<ListCode> {
-        if self.black {
-            Some(LIST_BLACKLIST)
-        } else if self.gray {
-            Some(LIST_GRAYLIST)
-        } else {
-            None
-        }
-    }
-}
-
-/// The memberships accumulated along a chain of nested prefixes, shortest first: all that
-/// the decision of the innermost one depends on.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Acc {
-    white: bool,
-    /// The ban of the longest banned prefix so far.
-    ban: Option<ListCode>,
-    /// The winning rule so far (see [`rule_rank`]).
-    rule: Option<(u32, bool)>,
-}
-
-impl Acc {
-    /// Adds a prefix longer than every one accumulated so far.
-    fn with(self, m: &Members) -> Acc {
-        let rule = match (self.rule, m.rules.first()) {
-            (Some(a), Some(b)) if rule_rank(b) < rule_rank(&a) => Some(*b),
-            (None, Some(b)) => Some(*b),
-            (a, _) => a,
-        };
-        Acc {
-            white: self.white || m.white,
-            ban: m.ban().or(self.ban),
-            rule,
-        }
-    }
-
-    fn decision(self) -> ListEntry {
-        if self.white {
-            ListEntry {
-                list: LIST_WHITELIST,
-                rule_id: 0,
-            }
-        } else if let Some(list) = self.ban {
-            ListEntry { list, rule_id: 0 }
-        } else if let Some((index, deny)) = self.rule {
-            ListEntry {
-                list: if deny {
-                    LIST_RULE_DENY
-                } else {
-                    LIST_RULE_ALLOW
-                },
-                rule_id: index.saturating_add(1),
-            }
-        } else {
-            NO_DECISION
-        }
-    }
-}
 
 /// How [`ListState::apply_with`] recomputes the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,6 +103,8 @@ pub struct ListState {
     rule_nets: BTreeSet<IpNet>,
     lens: LenCounts,
     written: Compiled,
+    /// The global mode is monitor: dropping decisions are written as monitored codes.
+    monitor_all: bool,
 }
 
 /// The last prefix of `net`'s subtree in `IpNet` order: the subtree is `net..=subtree_end`.
@@ -242,9 +125,10 @@ fn prefix_of(ip: IpAddr, len: u8) -> Option<IpNet> {
 fn desired<'a>(
     iter: impl Iterator<Item = (&'a IpNet, &'a Members)>,
     base: Acc,
+    monitor_all: bool,
     out: &mut Vec<(IpNet, ListEntry)>,
 ) {
-    let base_decision = base.decision();
+    let base_decision = base.decision(monitor_all);
     // The chain of ancestors of the current prefix within `iter`: at most one per length.
     let mut stack: Vec<(IpNet, Acc, ListEntry)> = Vec::with_capacity(130);
     for (net, m) in iter {
@@ -253,7 +137,7 @@ fn desired<'a>(
         }
         let (parent, parent_decision) = stack.last().map_or((base, base_decision), |t| (t.1, t.2));
         let acc = parent.with(m);
-        let decision = acc.decision();
+        let decision = acc.decision(monitor_all);
         if decision != parent_decision {
             out.push((*net, decision));
         }
@@ -448,7 +332,12 @@ impl ListState {
     /// Recomputes every entry in one ordered pass.
     fn rebuild(&mut self) -> Vec<TableOp> {
         let mut new = Vec::with_capacity(self.written.len().max(self.members.len() / 2));
-        desired(self.members.iter(), Acc::default(), &mut new);
+        desired(
+            self.members.iter(),
+            Acc::default(),
+            self.monitor_all,
+            &mut new,
+        );
         let (mut writes, mut deletes) = (Vec::new(), Vec::new());
         diff(self.written.iter(), &new, &mut writes, &mut deletes);
         // `new` is sorted: collecting it is a linear bulk build.
@@ -475,6 +364,7 @@ impl ListState {
             desired(
                 self.members.range(range.clone()),
                 self.ancestors(&root),
+                self.monitor_all,
                 &mut new,
             );
             diff(self.written.range(range), &new, &mut writes, &mut deletes);
@@ -536,14 +426,38 @@ impl ListState {
         &self.written
     }
 
+    /// Switches the global mode: in [`Mode::Monitor`] every graylist, blacklist and deny
+    /// decision is written as its monitored code (passed and counted as would drop), in
+    /// [`Mode::Enforce`] as itself. One full pass; the ops come in the safe order (see the
+    /// module documentation): every address sees its decision of the old mode or of the
+    /// new one, never a third. No ops if the mode is already `mode`.
+    pub fn set_mode(&mut self, mode: Mode) -> Vec<TableOp> {
+        let monitor_all = mode == Mode::Monitor;
+        if monitor_all == self.monitor_all {
+            return Vec::new();
+        }
+        self.monitor_all = monitor_all;
+        self.rebuild()
+    }
+
+    /// The global mode.
+    pub fn mode(&self) -> Mode {
+        if self.monitor_all {
+            Mode::Monitor
+        } else {
+            Mode::Enforce
+        }
+    }
+
     /// The decision for `ip`, computed from the memberships (not from [`Self::written`]),
     /// with the prefix that decided it, for explaining a verdict: the longest whitelisted
     /// prefix containing `ip`, else the longest banned one, else the longest prefix of the
-    /// winning rule. `None` when no prefix contains `ip`.
+    /// winning rule if it denies, else the longest monitored one, else the longest prefix of
+    /// the winning (allow) rule. `None` when no prefix contains `ip`.
     pub fn decide(&self, ip: IpAddr) -> Option<(IpNet, ListEntry)> {
         let max = if ip.is_ipv4() { 32 } else { 128 };
         let mut acc = Acc::default();
-        let (mut white, mut ban, mut rule) = (None, None, None);
+        let (mut white, mut ban, mut rule, mut mon) = (None, None, None, None);
         for len in self.lens.present(ip, max + 1) {
             let Some(net) = prefix_of(ip, len) else {
                 continue;
@@ -557,19 +471,22 @@ impl ListState {
             if m.ban().is_some() {
                 ban = Some(net);
             }
+            if m.monitored_ban().is_some() {
+                mon = Some(net);
+            }
             acc = acc.with(m);
             if m.rules.first().is_some_and(|r| Some(*r) == acc.rule) {
                 rule = Some(net);
             }
         }
-        let entry = acc.decision();
-        let by = match entry.list {
-            LIST_WHITELIST => white,
-            LIST_GRAYLIST | LIST_BLACKLIST => ban,
-            LIST_RULE_ALLOW | LIST_RULE_DENY => rule,
-            _ => None,
+        let by = match acc.decides() {
+            Decides::White => white,
+            Decides::Ban(_) => ban,
+            Decides::Deny(_) | Decides::Allow(_) => rule,
+            Decides::Monitored(_) => mon,
+            Decides::Nothing => None,
         }?;
-        Some((by, entry))
+        Some((by, acc.decision(self.monitor_all)))
     }
 
     /// Whether `net` (host bits are cleared) is a member of `layer`.
@@ -588,21 +505,31 @@ impl ListState {
     }
 }
 
-/// Compiles the configured lists alone (no rules) into table entries: what `check-config`
-/// reports and what the benchmark loads.
+/// Compiles the configured lists alone (no rules, enforce mode) into table entries: what
+/// `check-config` reports and what the benchmark loads.
 pub fn compile(lists: &Lists) -> Compiled {
     let mut state = ListState::new();
-    state.apply(ListKind::ALL.into_iter().flat_map(|kind| {
-        let nets = match kind {
-            ListKind::Whitelist => &lists.whitelist,
-            ListKind::Graylist => &lists.graylist,
-            ListKind::Blacklist => &lists.blacklist,
-        };
-        nets.iter()
-            .map(move |net| Change::Insert(*net, kind.layer()))
-    }));
+    let monitored = [
+        (&lists.monitor_graylist, Layer::MonitorGray),
+        (&lists.monitor_blacklist, Layer::MonitorBlack),
+    ];
+    state.apply(
+        ListKind::ALL
+            .into_iter()
+            .map(|kind| {
+                let nets = match kind {
+                    ListKind::Whitelist => &lists.whitelist,
+                    ListKind::Graylist => &lists.graylist,
+                    ListKind::Blacklist => &lists.blacklist,
+                };
+                (nets, kind.layer())
+            })
+            .chain(monitored)
+            .flat_map(|(nets, layer)| nets.iter().map(move |net| Change::Insert(*net, layer))),
+    );
     state.written().clone()
 }
 
+mod precedence;
 #[cfg(test)]
 mod tests;

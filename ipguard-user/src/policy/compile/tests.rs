@@ -1,5 +1,10 @@
 use std::{cmp::Reverse, collections::BTreeSet};
 
+use ipguard_common::{
+    ListCode, LIST_BLACKLIST, LIST_GRAYLIST, LIST_MONITOR_BLACKLIST, LIST_MONITOR_GRAYLIST,
+    LIST_MONITOR_RULE, LIST_RULE_ALLOW, LIST_RULE_DENY, LIST_WHITELIST,
+};
+
 use super::*;
 use crate::model::longest_match;
 use crate::testing::{ip, net as n};
@@ -44,8 +49,26 @@ fn state(members: &[(&str, Layer)]) -> ListState {
     s
 }
 
-/// The precedence, evaluated directly over the memberships.
+/// The precedence, evaluated directly over the memberships (enforce mode).
 fn naive(model: &BTreeSet<(IpNet, Layer)>, addr: IpAddr) -> Option<(IpNet, ListEntry)> {
+    naive_in(model, addr, false)
+}
+
+/// The precedence, evaluated directly over the memberships; `monitor_all`: the global
+/// monitor mode. Whitelist > enforced ban (longest) > deny rule (first match) > monitored
+/// ban (longest) > allow rule (first match).
+fn naive_in(
+    model: &BTreeSet<(IpNet, Layer)>,
+    addr: IpAddr,
+    monitor_all: bool,
+) -> Option<(IpNet, ListEntry)> {
+    let drop = |e: ListEntry| {
+        if monitor_all {
+            entry(ipguard_common::monitored(e.list), e.rule_id)
+        } else {
+            e
+        }
+    };
     let containing: Vec<(IpNet, Layer)> = model
         .iter()
         .filter(|(net, _)| net.contains(&addr))
@@ -68,23 +91,35 @@ fn naive(model: &BTreeSet<(IpNet, Layer)>, addr: IpAddr) -> Option<(IpNet, ListE
         })
         .max();
     if let Some((_, black, net)) = ban {
-        return Some((net, if black { BLACK } else { GRAY }));
+        return Some((net, drop(if black { BLACK } else { GRAY })));
     }
-    containing
+    let rule = containing
         .iter()
         .filter_map(|&(net, l)| match l {
             Layer::Rule { index, deny } => Some((index, !deny, Reverse(net.prefix_len()), net)),
             _ => None,
         })
-        .min()
-        .map(|(index, allow, _, net)| {
-            let list = if allow {
-                LIST_RULE_ALLOW
-            } else {
-                LIST_RULE_DENY
-            };
-            (net, entry(list, index + 1))
+        .min();
+    if let Some((index, false, _, net)) = rule {
+        return Some((net, drop(entry(LIST_RULE_DENY, index + 1))));
+    }
+    let monitored = containing
+        .iter()
+        .filter_map(|&(net, l)| match l {
+            Layer::MonitorGray => Some((net.prefix_len(), false, net)),
+            Layer::MonitorBlack => Some((net.prefix_len(), true, net)),
+            _ => None,
         })
+        .max();
+    if let Some((_, black, net)) = monitored {
+        let list = if black {
+            LIST_MONITOR_BLACKLIST
+        } else {
+            LIST_MONITOR_GRAYLIST
+        };
+        return Some((net, entry(list, 0)));
+    }
+    rule.map(|(index, _, _, net)| (net, entry(LIST_RULE_ALLOW, index + 1)))
 }
 
 fn model_of(members: &[(&str, Layer)]) -> BTreeSet<(IpNet, Layer)> {
@@ -360,6 +395,115 @@ fn decide_names_the_deciding_prefix() {
     }
 }
 
+const MON_GRAY: ListEntry = ListEntry {
+    list: LIST_MONITOR_GRAYLIST,
+    rule_id: 0,
+};
+const MON_BLACK: ListEntry = ListEntry {
+    list: LIST_MONITOR_BLACKLIST,
+    rule_id: 0,
+};
+
+#[test]
+fn monitored_entries_never_weaken_enforced_ones_whatever_the_lengths() {
+    let s = state(&[
+        ("10.0.0.0/8", Layer::Gray),
+        ("10.1.0.0/16", Layer::MonitorBlack),
+        ("10.1.1.1/32", Layer::MonitorGray),
+        ("192.0.2.0/24", Layer::MonitorBlack),
+        ("192.0.2.0/25", Layer::White),
+        ("203.0.113.0/24", deny(0)),
+        ("203.0.113.0/25", Layer::MonitorGray),
+    ]);
+    // Inside an enforced ban: enforced, and the monitored entries are not written.
+    assert_eq!(verdict(&s, "10.1.1.1"), GRAY);
+    assert_eq!(verdict(&s, "10.1.2.1"), GRAY);
+    // The whitelist wins; outside it, would drop.
+    assert_eq!(verdict(&s, "192.0.2.1"), WHITE);
+    assert_eq!(verdict(&s, "192.0.2.200"), MON_BLACK);
+    // A deny rule wins over a longer monitored entry.
+    assert_eq!(verdict(&s, "203.0.113.1"), entry(LIST_RULE_DENY, 1));
+    assert_eq!(
+        s.decide(ip("203.0.113.1")),
+        Some((n("203.0.113.0/24"), entry(LIST_RULE_DENY, 1)))
+    );
+    assert_eq!(
+        s.decide(ip("192.0.2.200")),
+        Some((n("192.0.2.0/24"), MON_BLACK))
+    );
+    assert_eq!(
+        s.written().keys().copied().collect::<Vec<_>>(),
+        [
+            n("10.0.0.0/8"),
+            n("192.0.2.0/24"),
+            n("192.0.2.0/25"),
+            n("203.0.113.0/24")
+        ]
+    );
+}
+
+#[test]
+fn monitored_entries_win_over_allow_rules_and_longest_decides_among_them() {
+    let s = state(&[
+        ("10.0.0.0/8", allow(0)),
+        ("10.1.0.0/16", Layer::MonitorGray),
+        ("10.1.1.0/24", Layer::MonitorBlack),
+        ("10.1.1.1/32", Layer::MonitorGray),
+        ("10.2.0.0/16", Layer::MonitorGray),
+        ("10.2.0.0/16", Layer::MonitorBlack),
+    ]);
+    assert_eq!(verdict(&s, "10.9.0.1"), entry(LIST_RULE_ALLOW, 1));
+    assert_eq!(verdict(&s, "10.1.0.1"), MON_GRAY);
+    assert_eq!(verdict(&s, "10.1.1.2"), MON_BLACK);
+    assert_eq!(verdict(&s, "10.1.1.1"), MON_GRAY);
+    // The blacklist wins a tie, as for enforced entries.
+    assert_eq!(verdict(&s, "10.2.0.1"), MON_BLACK);
+}
+
+#[test]
+fn global_monitor_mode_rewrites_every_dropping_decision_and_back() {
+    let members = [
+        ("10.0.0.0/8", Layer::Gray),
+        ("10.1.0.0/16", Layer::Black),
+        ("10.1.1.0/24", Layer::White),
+        ("192.0.2.0/24", deny(2)),
+        ("192.0.2.0/25", allow(1)),
+        ("198.51.100.0/24", Layer::MonitorBlack),
+        ("198.51.100.0/25", Layer::Gray),
+    ];
+    let mut s = state(&members);
+    let enforce = s.written().clone();
+    assert_eq!(s.mode(), Mode::Enforce);
+    assert!(s.set_mode(Mode::Enforce).is_empty());
+    let ops = s.set_mode(Mode::Monitor);
+    // Only the dropping entries are rewritten: writes only, whitelist and allow untouched.
+    assert!(
+        ops.iter().all(|o| matches!(o, TableOp::Write(..))),
+        "{ops:?}"
+    );
+    assert_eq!(ops.len(), 4);
+    assert_eq!(verdict(&s, "10.0.0.1"), MON_GRAY);
+    assert_eq!(verdict(&s, "10.1.0.1"), MON_BLACK);
+    assert_eq!(verdict(&s, "10.1.1.1"), WHITE);
+    assert_eq!(verdict(&s, "192.0.2.200"), entry(LIST_MONITOR_RULE, 3));
+    assert_eq!(verdict(&s, "192.0.2.1"), entry(LIST_RULE_ALLOW, 2));
+    assert_eq!(verdict(&s, "198.51.100.1"), MON_GRAY);
+    assert_eq!(verdict(&s, "198.51.100.200"), MON_BLACK);
+    assert_eq!(
+        s.decide(ip("10.1.0.1")),
+        Some((n("10.1.0.0/16"), MON_BLACK))
+    );
+    // Changes made in monitor mode are compiled as monitored.
+    assert_eq!(
+        s.insert(n("203.0.113.0/24"), Layer::Black),
+        [TableOp::Write(n("203.0.113.0/24"), MON_BLACK)]
+    );
+    s.remove(n("203.0.113.0/24"), Layer::Black);
+    // And back: exactly the enforce table again, as a full rebuild would make it.
+    assert!(!s.set_mode(Mode::Enforce).is_empty());
+    assert_eq!(s.written(), &enforce);
+}
+
 #[test]
 fn large_batch_and_subtrees_agree() {
     // More than FULL_REBUILD_MIN changes: the full pass; then each one alone.
@@ -426,6 +570,8 @@ mod properties {
             Just(Layer::Gray),
             Just(Layer::Black),
             (0u32..4, any::<bool>()).prop_map(|(index, deny)| Layer::Rule { index, deny }),
+            Just(Layer::MonitorGray),
+            Just(Layer::MonitorBlack),
         ]
     }
 
@@ -438,6 +584,8 @@ mod properties {
         SetRules(Vec<(u32, bool, Vec<IpNet>)>),
         /// `(insert?, net, layer)` changes, applied by `strategy`.
         Batch(Vec<(bool, IpNet, Layer)>, Recompute),
+        /// The global mode.
+        SetMode(Mode),
     }
 
     fn step() -> impl Strategy<Value = Step> {
@@ -455,6 +603,7 @@ mod properties {
                 prop_oneof![Just(Recompute::Auto), Just(Recompute::Full), Just(Recompute::Subtrees)],
             )
                 .prop_map(|(c, s)| Step::Batch(c, s)),
+            1 => prop_oneof![Just(Mode::Enforce), Just(Mode::Monitor)].prop_map(Step::SetMode),
         ]
     }
 
@@ -513,6 +662,7 @@ mod properties {
                     *strategy,
                 )
             }
+            Step::SetMode(mode) => s.set_mode(*mode),
         }
     }
 
@@ -578,8 +728,9 @@ mod properties {
                 prop_assert_eq!(&replayed, after);
 
                 // (a) the table and `decide` agree with the naive precedence.
+                let monitor_all = s.mode() == Mode::Monitor;
                 for &a in &watched {
-                    let want = naive(&model, a);
+                    let want = naive_in(&model, a, monitor_all);
                     prop_assert_eq!(
                         lpm(after, a),
                         want.map_or(NO_DECISION, |(_, e)| e),
@@ -590,6 +741,7 @@ mod properties {
 
                 // (b) incremental == a full rebuild of the same memberships.
                 let mut scratch = ListState::new();
+                prop_assert!(scratch.set_mode(s.mode()).is_empty());
                 scratch.apply_with(
                     model.iter().map(|&(net, l)| Change::Insert(net, l)),
                     Recompute::Full,
@@ -618,6 +770,7 @@ mod lists {
             whitelist: nets(white),
             graylist: nets(gray),
             blacklist: nets(black),
+            ..Lists::default()
         }
     }
 
@@ -757,7 +910,7 @@ mod lists {
                 black in prop::collection::vec(net(), 0..8),
                 probes in prop::collection::vec(addr(), 1..32),
             ) {
-                let l = Lists { whitelist: white, graylist: gray, blacklist: black };
+                let l = Lists { whitelist: white, graylist: gray, blacklist: black, ..Lists::default() };
                 let c = compile(&l);
                 for ip in probes {
                     let got = longest_match(&c, ip).and_then(|(_, e)| ListKind::from_code(e.list));

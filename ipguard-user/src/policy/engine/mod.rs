@@ -26,6 +26,7 @@ use std::{
 use ipnet::IpNet;
 use smallvec::SmallVec;
 
+pub use self::promote::{Promotion, Trigger};
 pub use self::query::OffenderSummary;
 pub use self::state::{EngineState, JournalOp, PersistedEntry, PersistedOffender};
 use super::lens::LenCounts;
@@ -153,9 +154,13 @@ pub struct Engine {
     /// Addresses the policy never bans (see [`Outcome::Protected`]), set by the controller.
     protected: Vec<IpNet>,
     /// Host entries the policy made on the graylist or blacklist, with the number of lists
-    /// each is on: the members of a prefix when a full table makes the policy promote
-    /// them (see `promote.rs`).
+    /// each is on: the members of a prefix the policy promotes (see `promote.rs`).
     policy_hosts: BTreeMap<IpNet, u8>,
+    /// The whitelist's entries in `entries` (the config's are in `config`), sorted: no
+    /// promoted prefix may hold one.
+    white_dynamic: BTreeSet<IpNet>,
+    /// Promotions not yet handed out by [`Engine::take_promotions`].
+    promotions: Vec<Promotion>,
 }
 
 impl Engine {
@@ -177,6 +182,8 @@ impl Engine {
             undo: None,
             protected: Vec::new(),
             policy_hosts: BTreeMap::new(),
+            white_dynamic: BTreeSet::new(),
+            promotions: Vec::new(),
         }
     }
 
@@ -286,6 +293,9 @@ impl Engine {
         self.saved_entry(list, net, || undo::Saved::Dynamic(old.clone()));
         if is_policy_host(net, &old) {
             self.unindex_policy_host(net);
+        }
+        if list == ListKind::Whitelist {
+            self.white_dynamic.remove(&net);
         }
         if let Some(until) = old.until {
             self.expiries.remove(&(until, list, net));
@@ -491,7 +501,7 @@ impl Engine {
             Lifetime::Forever => None,
         };
         let net = IpNet::from(ip);
-        let cmds = self.put(
+        let banned = self.put(
             net,
             Entry {
                 list,
@@ -501,6 +511,9 @@ impl Engine {
                 origin,
             },
         );
+        let cmds = self
+            .promote_by_count(ip, (list, until), origin, now)
+            .unwrap_or(banned);
         (
             Outcome::Banned {
                 list,
@@ -545,6 +558,9 @@ impl Engine {
             *self.policy_hosts.entry(net).or_default() += 1;
         } else if was_policy && !is_policy_host(net, &entry) {
             self.unindex_policy_host(net);
+        }
+        if entry.list == ListKind::Whitelist {
+            self.white_dynamic.insert(net);
         }
         let cmd = Command::Block {
             net,

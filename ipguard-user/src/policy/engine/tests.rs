@@ -620,6 +620,12 @@ fn busy_engine() -> Engine {
             state_retention: 200 * S,
             grace_violations: 1,
             promote_when_full: 4,
+            // Promotions by count happen too, and their journal ops replay.
+            promote_v4_after: 3,
+            promote_v6_after: 0,
+            promote_v4_prefix: 24,
+            promote_v6_prefix: 64,
+            promote_window: 600 * S,
         },
         Some(ReportRule {
             count: 2,
@@ -999,5 +1005,487 @@ mod properties {
                 }
             }
         }
+    }
+}
+
+mod promotion {
+    use super::*;
+    use crate::config::ReportRule;
+
+    const M: Duration = Duration::from_secs(60);
+
+    /// Promotion of 4 sources of a /24 (or 3 of a /64) banned within 10 minutes.
+    fn counting() -> Escalation {
+        Escalation {
+            promote_v4_after: 4,
+            promote_v6_after: 3,
+            promote_window: 10 * M,
+            ..esc()
+        }
+    }
+
+    fn src(i: u8) -> IpAddr {
+        IpAddr::from([198, 51, 100, i])
+    }
+
+    fn banned(e: &mut Engine, who: IpAddr, now: Ts) -> Vec<Command> {
+        let (out, cmds) = e.violation(who, "rate".into(), now);
+        assert!(matches!(out, Outcome::Banned { .. }), "{who}: {out:?}");
+        cmds
+    }
+
+    fn hosts_listed(e: &Engine, list: ListKind, first: u8, last: u8) -> usize {
+        (first..=last)
+            .filter(|i| e.entry(list, IpNet::from(src(*i))).is_some())
+            .count()
+    }
+
+    #[test]
+    fn the_threshold_reached_within_the_window_bans_the_prefix_and_releases_the_hosts() {
+        let mut e = Engine::new(counting(), None);
+        let prefix = net("198.51.100.0/24");
+        for i in 1..=3u8 {
+            let cmds = banned(&mut e, src(i), T0.plus(u32::from(i) * M));
+            assert_eq!(cmds.len(), 1, "no promotion before the threshold");
+        }
+        assert!(e.take_promotions().is_empty());
+        let cmds = banned(&mut e, src(4), T0.plus(4 * M));
+        // The prefix, then the three earlier hosts released; the 4th ban went straight
+        // into the prefix.
+        assert_eq!(cmds.len(), 4, "{cmds:#?}");
+        assert_eq!(
+            cmds[0],
+            Command::Block {
+                net: prefix,
+                list: ListKind::Graylist,
+                until: Some(T0.plus(4 * M).plus(H)),
+                reason: "promoted: 4 sources of 198.51.100.0/24 banned within 10m".into(),
+                origin: Origin::RateLimit,
+            }
+        );
+        for c in &cmds[1..] {
+            assert!(
+                matches!(c, Command::Unblock { net, list: ListKind::Graylist } if prefix.contains(net) && *net != prefix),
+                "{c:?}"
+            );
+        }
+        assert_eq!(hosts_listed(&e, ListKind::Graylist, 1, 4), 0);
+        assert_eq!(e.count(ListKind::Graylist), 1);
+        let promoted = e.take_promotions();
+        assert_eq!(
+            promoted,
+            vec![Promotion {
+                prefix,
+                list: ListKind::Graylist,
+                until: Some(T0.plus(4 * M).plus(H)),
+                sources: 4,
+                released: 3,
+                trigger: Trigger::Count,
+                reason: "promoted: 4 sources of 198.51.100.0/24 banned within 10m".into(),
+            }]
+        );
+        // A never-seen source of the prefix is banned by it; a later violation there adds
+        // no host entry.
+        assert_eq!(e.ban_of(src(200)).map(|(n, _)| n), Some(prefix));
+        let (out, cmds) = e.violation(src(200), "rate".into(), T0.plus(5 * M));
+        assert!(matches!(
+            out,
+            Outcome::AlreadyBanned {
+                list: ListKind::Graylist,
+                ..
+            }
+        ));
+        assert!(cmds.is_empty());
+        // The members keep their strikes: banned again after the prefix, they escalate.
+        assert_eq!(e.strikes(src(1), T0.plus(5 * M)), 1);
+        let end = T0.plus(4 * M).plus(H);
+        let cmds = e.tick(end, no_drops);
+        assert_eq!(
+            cmds,
+            vec![Command::Unblock {
+                net: prefix,
+                list: ListKind::Graylist
+            }]
+        );
+        let (out, _) = e.violation(src(1), "rate".into(), end.plus(S));
+        assert!(matches!(out, Outcome::Banned { strikes: 2, .. }), "{out:?}");
+    }
+
+    #[test]
+    fn bans_outside_the_window_do_not_count_but_are_released_with_the_rest() {
+        let mut e = Engine::new(counting(), None);
+        for i in 1..=3u8 {
+            banned(&mut e, src(i), T0);
+        }
+        // 11 minutes on: the three earlier bans (still in force) are outside the window.
+        let cmds = banned(&mut e, src(4), T0.plus(11 * M));
+        assert_eq!(cmds.len(), 1);
+        assert_eq!(hosts_listed(&e, ListKind::Graylist, 1, 4), 4);
+        banned(&mut e, src(5), T0.plus(12 * M));
+        banned(&mut e, src(6), T0.plus(13 * M));
+        assert_eq!(hosts_listed(&e, ListKind::Graylist, 1, 6), 6);
+        let cmds = banned(&mut e, src(7), T0.plus(14 * M));
+        assert!(cmds.contains(&Command::Block {
+            net: net("198.51.100.0/24"),
+            list: ListKind::Graylist,
+            until: Some(T0.plus(14 * M).plus(H)),
+            reason: "promoted: 4 sources of 198.51.100.0/24 banned within 10m".into(),
+            origin: Origin::RateLimit,
+        }));
+        // Every policy host of the prefix goes, the ones banned before the window too.
+        assert_eq!(hosts_listed(&e, ListKind::Graylist, 1, 7), 0);
+        assert_eq!(e.take_promotions()[0].released, 6);
+    }
+
+    #[test]
+    fn a_whitelisted_or_protected_address_in_the_prefix_keeps_the_host_bans() {
+        for blocker in ["api", "config", "covering", "protected"] {
+            let mut e = Engine::new(counting(), None);
+            match blocker {
+                "api" => drop(e.add(
+                    ListKind::Whitelist,
+                    net("198.51.100.77/32"),
+                    None,
+                    "partner".into(),
+                    Origin::Api,
+                    T0,
+                )),
+                "config" => {
+                    e.add_config(ListKind::Whitelist, &[net("198.51.100.240/28")], "cfg", T0)
+                }
+                // Whitelisted after the first bans (a whitelist over them would stop them).
+                "covering" => {}
+                _ => e.set_protected(vec![net("198.51.100.9/32")]),
+            }
+            for i in 1..=3u8 {
+                banned(&mut e, src(i), T0.plus(u32::from(i) * S));
+            }
+            if blocker == "covering" {
+                e.add(
+                    ListKind::Whitelist,
+                    net("198.51.0.0/16"),
+                    Some(H),
+                    "maintenance".into(),
+                    Origin::Api,
+                    T0,
+                );
+                // Whitelisted now: not banned at all, let alone promoted.
+                assert_eq!(
+                    e.violation(src(4), "rate".into(), T0.plus(5 * S)).0,
+                    Outcome::Whitelisted
+                );
+                assert_eq!(
+                    e.whitelist_overlap(net("198.51.100.0/24")),
+                    Some(net("198.51.0.0/16"))
+                );
+                continue;
+            }
+            for i in 4..=8u8 {
+                let cmds = banned(&mut e, src(i), T0.plus(u32::from(i) * S));
+                assert_eq!(cmds.len(), 1, "{blocker}: {cmds:?}");
+            }
+            assert_eq!(hosts_listed(&e, ListKind::Graylist, 1, 8), 8, "{blocker}");
+            assert!(e.take_promotions().is_empty(), "{blocker}");
+            assert!(e
+                .entry(ListKind::Graylist, net("198.51.100.0/24"))
+                .is_none());
+        }
+        // Once the whitelist entry is gone, the next ban promotes (the earlier ones count).
+        let mut e = Engine::new(counting(), None);
+        e.add(
+            ListKind::Whitelist,
+            net("198.51.100.77/32"),
+            None,
+            "p".into(),
+            Origin::Api,
+            T0,
+        );
+        for i in 1..=4u8 {
+            banned(&mut e, src(i), T0.plus(u32::from(i) * S));
+        }
+        e.remove(ListKind::Whitelist, net("198.51.100.77/32"))
+            .unwrap();
+        assert_eq!(e.whitelist_overlap(net("198.51.100.0/24")), None);
+        banned(&mut e, src(5), T0.plus(5 * S));
+        let p = e.take_promotions();
+        assert_eq!((p.len(), p[0].sources, p[0].released), (1, 5, 4));
+    }
+
+    #[test]
+    fn the_most_severe_list_and_the_longest_remaining_ban_decide() {
+        let mut e = Engine::new(
+            Escalation {
+                strikes_to_blacklist: 2,
+                blacklist_duration: Lifetime::For(2 * H),
+                promote_window: 3 * H,
+                ..counting()
+            },
+            Some(ReportRule {
+                count: 1,
+                window: H,
+                duration: 5 * H,
+            }),
+        );
+        // A: graylisted, served, then blacklisted for 2 h.
+        let (_, end) = violate_and_serve(&mut e, src(1), T0);
+        let (out, _) = e.violation(src(1), "rate".into(), end);
+        assert!(matches!(
+            out,
+            Outcome::Banned {
+                list: ListKind::Blacklist,
+                ..
+            }
+        ));
+        banned(&mut e, src(2), end.plus(M));
+        // A report ban lasts 5 h: the longest.
+        let (out, _) = e.report(src(3), "login".into(), None, end.plus(2 * M));
+        assert!(matches!(
+            out,
+            Outcome::Banned {
+                list: ListKind::Graylist,
+                ..
+            }
+        ));
+        banned(&mut e, src(4), end.plus(3 * M));
+        let p = e.take_promotions();
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].list, ListKind::Blacklist);
+        assert_eq!(p[0].until, Some(end.plus(2 * M).plus(5 * H)));
+        let entry = e
+            .entry(ListKind::Blacklist, net("198.51.100.0/24"))
+            .unwrap();
+        assert_eq!(entry.until, Some(end.plus(2 * M).plus(5 * H)));
+        assert_eq!(entry.origin, Origin::RateLimit);
+        assert_eq!(hosts_listed(&e, ListKind::Blacklist, 1, 4), 0);
+        assert_eq!(hosts_listed(&e, ListKind::Graylist, 1, 4), 0);
+    }
+
+    #[test]
+    fn manual_config_and_fleet_entries_neither_count_nor_are_released() {
+        let mut e = Engine::new(counting(), None);
+        e.add(
+            ListKind::Graylist,
+            IpNet::from(src(10)),
+            Some(H),
+            "api".into(),
+            Origin::Api,
+            T0,
+        );
+        e.add(
+            ListKind::Blacklist,
+            IpNet::from(src(11)),
+            None,
+            "api".into(),
+            Origin::Api,
+            T0,
+        );
+        e.add(
+            ListKind::Graylist,
+            IpNet::from(src(12)),
+            Some(H),
+            "fleet".into(),
+            Origin::Cluster,
+            T0,
+        );
+        e.add_config(ListKind::Graylist, &[IpNet::from(src(13))], "cfg", T0);
+        // A manual entry beside a policy ban of the same host: only the policy's goes.
+        e.add(
+            ListKind::Blacklist,
+            IpNet::from(src(1)),
+            Some(2 * H),
+            "api".into(),
+            Origin::Api,
+            T0,
+        );
+        let (out, _) = e.violation(src(1), "rate".into(), T0);
+        assert!(
+            matches!(out, Outcome::AlreadyBanned { .. }),
+            "the manual ban covers it"
+        );
+        e.remove(ListKind::Blacklist, IpNet::from(src(1))).unwrap();
+        banned(&mut e, src(1), T0);
+        e.add(
+            ListKind::Blacklist,
+            IpNet::from(src(1)),
+            Some(2 * H),
+            "api".into(),
+            Origin::Api,
+            T0,
+        );
+        for i in 2..=3u8 {
+            assert_eq!(
+                banned(&mut e, src(i), T0.plus(S)).len(),
+                1,
+                "manual entries do not count"
+            );
+        }
+        banned(&mut e, src(4), T0.plus(2 * S));
+        let p = e.take_promotions();
+        assert_eq!((p[0].sources, p[0].released), (4, 3));
+        // Graylisted (no member was blacklisted by the policy) for the longest policy ban:
+        // the manual entries' ends do not stretch it.
+        assert_eq!(p[0].list, ListKind::Graylist);
+        assert_eq!(p[0].until, Some(T0.plus(2 * S).plus(H)));
+        for (list, i) in [
+            (ListKind::Graylist, 10),
+            (ListKind::Blacklist, 11),
+            (ListKind::Graylist, 12),
+            (ListKind::Graylist, 13),
+            (ListKind::Blacklist, 1),
+        ] {
+            assert!(
+                e.entry(list, IpNet::from(src(i))).is_some(),
+                "{} kept",
+                src(i)
+            );
+        }
+        assert!(e.entry(ListKind::Graylist, IpNet::from(src(1))).is_none());
+    }
+
+    #[test]
+    fn a_failed_commit_takes_the_whole_promotion_back() {
+        let mut e = Engine::new(counting(), None);
+        for i in 1..=3u8 {
+            banned(&mut e, src(i), T0.plus(u32::from(i) * S));
+        }
+        let _ = e.take_journal();
+        let before = e.snapshot();
+        e.begin();
+        let cmds = banned(&mut e, src(4), T0.plus(4 * S));
+        assert_eq!(cmds.len(), 4);
+        let back = e.rollback();
+        assert_eq!(e.snapshot(), before);
+        assert!(e.take_promotions().is_empty());
+        assert_eq!(hosts_listed(&e, ListKind::Graylist, 1, 4), 3);
+        assert!(e
+            .entry(ListKind::Graylist, net("198.51.100.0/24"))
+            .is_none());
+        // The rollback's commands put the tables back: the hosts listed, the prefix and
+        // the 4th host not.
+        for i in 1..=3u8 {
+            assert!(back
+                .iter()
+                .any(|c| matches!(c, Command::Block { net, .. } if *net == IpNet::from(src(i)))));
+        }
+        assert!(back.contains(&Command::Unblock {
+            net: net("198.51.100.0/24"),
+            list: ListKind::Graylist
+        }));
+        assert!(back.contains(&Command::Unblock {
+            net: IpNet::from(src(4)),
+            list: ListKind::Graylist
+        }));
+        // The indexes are whole again: the same ban promotes the same way.
+        e.begin();
+        assert_eq!(banned(&mut e, src(4), T0.plus(4 * S)), cmds);
+        e.commit();
+        assert_eq!(e.take_promotions().len(), 1);
+    }
+
+    #[test]
+    fn ipv6_sources_of_one_slash_64_are_promoted_on_their_own_threshold() {
+        let mut e = Engine::new(counting(), None);
+        for (i, who) in ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:3::1"]
+            .into_iter()
+            .enumerate()
+        {
+            let cmds = banned(&mut e, ip(who), T0.plus(i as u32 * S));
+            assert_eq!(cmds.len(), 1, "two of one /64 and one of another");
+        }
+        let cmds = banned(&mut e, ip("2001:db8:1:2:ffff::9"), T0.plus(5 * S));
+        assert_eq!(cmds.len(), 3, "{cmds:#?}");
+        let p = e.take_promotions();
+        assert_eq!(p[0].prefix, net("2001:db8:1:2::/64"));
+        assert_eq!(
+            p[0].reason,
+            "promoted: 3 sources of 2001:db8:1:2::/64 banned within 10m"
+        );
+        assert!(e
+            .entry(ListKind::Graylist, net("2001:db8:1:3::1/128"))
+            .is_some());
+        assert_eq!(e.ban_of(ip("2001:db8:1:3::2")), None);
+        // IPv4 off: any number of sources of a /24 stay hosts.
+        let mut e = Engine::new(
+            Escalation {
+                promote_v4_after: 0,
+                ..counting()
+            },
+            None,
+        );
+        for i in 1..=20u8 {
+            assert_eq!(banned(&mut e, src(i), T0).len(), 1);
+        }
+    }
+
+    #[test]
+    fn the_prefix_lengths_apply_to_both_triggers() {
+        let esc = Escalation {
+            promote_v4_prefix: 28,
+            promote_v6_prefix: 48,
+            ..counting()
+        };
+        let mut e = Engine::new(esc.clone(), None);
+        assert_eq!(e.promotion_prefix(src(77)), net("198.51.100.64/28"));
+        assert_eq!(
+            e.promotion_prefix(ip("2001:db8:7:8::1")),
+            net("2001:db8:7::/48")
+        );
+        // By count: 4 of one /28; sources of the next /28 are not in it.
+        for i in [65, 66, 67, 80, 81] {
+            banned(&mut e, src(i), T0);
+        }
+        banned(&mut e, src(79), T0);
+        assert_eq!(e.take_promotions()[0].prefix, net("198.51.100.64/28"));
+        assert!(e.entry(ListKind::Graylist, IpNet::from(src(80))).is_some());
+        // Full table: the same length; manual entries inside stay.
+        let mut e = Engine::new(
+            Escalation {
+                promote_v4_after: 0,
+                ..esc
+            },
+            None,
+        );
+        e.add(
+            ListKind::Graylist,
+            IpNet::from(src(70)),
+            Some(H),
+            "api".into(),
+            Origin::Api,
+            T0,
+        );
+        for i in [65, 66] {
+            banned(&mut e, src(i), T0);
+        }
+        let ban = (ListKind::Blacklist, Some(T0.plus(3 * H)));
+        assert!(
+            e.promote(src(67), 3, ban, T0).is_none(),
+            "2 banned, 3 needed"
+        );
+        banned(&mut e, src(68), T0);
+        let (prefix, cmds) = e.promote(src(67), 3, ban, T0).unwrap();
+        assert_eq!(prefix, net("198.51.100.64/28"));
+        assert_eq!(cmds.len(), 4);
+        let p = e.take_promotions();
+        assert_eq!(
+            (
+                p[0].trigger,
+                p[0].sources,
+                p[0].released,
+                p[0].list,
+                p[0].until
+            ),
+            (
+                Trigger::Full,
+                4,
+                3,
+                ListKind::Blacklist,
+                Some(T0.plus(3 * H))
+            )
+        );
+        assert_eq!(
+            p[0].reason,
+            "promoted: 4 sources of 198.51.100.64/28 banned and the kernel's host table is full"
+        );
+        assert!(e.entry(ListKind::Graylist, IpNet::from(src(70))).is_some());
     }
 }

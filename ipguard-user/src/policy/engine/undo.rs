@@ -57,6 +57,8 @@ impl Engine {
     /// compiled tables back in line (a Block for every entry restored, an Unblock for every
     /// one that had not existed). Nothing to do without an open transaction.
     pub fn rollback(&mut self) -> Vec<Command> {
+        // Promotions of the transaction were never carried out.
+        self.promotions.clear();
         let Some(undo) = self.undo.take() else {
             return Vec::new();
         };
@@ -167,6 +169,9 @@ impl Engine {
             if super::is_policy_host(net, &old) {
                 self.unindex_policy_host(net);
             }
+            if list == ListKind::Whitelist {
+                self.white_dynamic.remove(&net);
+            }
             true
         } else {
             self.config[l].remove(&net).is_some()
@@ -195,6 +200,9 @@ impl Engine {
         self.counts[l] += 1;
         if super::is_policy_host(net, &entry) {
             *self.policy_hosts.entry(net).or_default() += 1;
+        }
+        if entry.list == ListKind::Whitelist {
+            self.white_dynamic.insert(net);
         }
         self.entries.insert((entry.list, net), entry);
     }
