@@ -63,6 +63,8 @@ def main():
     ap.add_argument("--offender-reason", required=True)
     ap.add_argument("--add-ip", required=True, help="the address to blacklist through the page")
     ap.add_argument("--remove-net", required=True, help="a blacklist entry to remove through the page")
+    ap.add_argument("--feed-name", required=True, help="a [[feed]] the page shows")
+    ap.add_argument("--feed-path", required=True, help="its file: emptied to hold an update, accepted on the page")
     ap.add_argument("--screenshots", required=True, help="directory for ui-light.png and ui-dark.png")
     ap.add_argument("--timeout", type=float, default=50.0, help="seconds for the whole run")
     args = ap.parse_args()
@@ -281,6 +283,29 @@ def run_checks(page, args, results, token_typed):
     wait_rows(page, "list-table", 0, f"{args.remove_net} still listed after its removal")
     results["remove_message"] = text(page, "#list-msg")
     search(page, "", PAGE)
+
+    # 7b. The feeds card: the feed with its entries; emptied, its update is held, and the
+    # Accept button applies it.
+    row = f"#feeds-table tr[data-feed='{args.feed_name}']"
+    try:
+        page.wait_for_selector(row, timeout=10_000)
+    except PlaywrightError:
+        raise Failure("the feeds card does not show the feed")
+    cells = page.locator(f"{row} td").all_text_contents()
+    check(cells[2].strip() == "2", f"the feed row shows {cells}, expected 2 entries")
+    with open(args.feed_path, "w") as f:
+        f.write("# emptied\n")
+    try:
+        page.wait_for_selector(f"{row} button", timeout=15_000)
+    except PlaywrightError:
+        raise Failure(f"no held update shown: {page.locator(row).text_content()!r}")
+    page.click(f"{row} button")
+    try:
+        page.wait_for_selector("#feeds-msg.ok", timeout=10_000)
+    except PlaywrightError:
+        raise Failure(f"accepting failed: {text(page, '#feeds-msg')!r}")
+    results["feed_message"] = text(page, "#feeds-msg")
+    check("0 entries" in results["feed_message"], f"accept said {results['feed_message']!r}")
 
     # 8. Screenshots, with a couple of dozen seconds of chart.
     page.fill("#explain-ip", args.xss_ip)

@@ -37,9 +37,14 @@ fn start(bed: &Testbed, dir: &std::path::Path) -> Daemon {
     let token = dir.join("token");
     std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
     std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    // A feed named as tests/schemathesis.toml names it, so that accepting one reaches the
+    // feed task (409: nothing held) instead of a 404.
+    let feed = dir.join("fuzz.netset");
+    std::fs::write(&feed, "198.51.100.200\n").unwrap();
     let config = format!(
-        "[lists]\nwhitelist = [\"127.0.0.0/8\", \"::1\"]\nblacklist = [\"203.0.113.0/24\"]\n[maps]\nsources_capacity = 4096\n[report]\ncount = 3\n[api]\ntoken_file = \"{}\"\n",
-        token.display()
+        "[lists]\nwhitelist = [\"127.0.0.0/8\", \"::1\"]\nblacklist = [\"203.0.113.0/24\"]\n[maps]\nsources_capacity = 4096\n[report]\ncount = 3\n[api]\ntoken_file = \"{}\"\n[[feed]]\nname = \"fuzz\"\npath = \"{}\"\n",
+        token.display(),
+        feed.display()
     );
     let d = Daemon::start(bed, dir, &config);
     d.wait_log(&["ipguard is filtering"], Duration::from_secs(20))

@@ -63,8 +63,13 @@ graylist_duration = "10m"
 count = 3
 window = "60s"
 duration = "10m"
+[[feed]]
+name = "local"
+path = "{}"
+refresh = "1s"
 "#,
-        dir.join("token").display()
+        dir.join("token").display(),
+        dir.join("feed.netset").display()
     )
 }
 
@@ -219,6 +224,8 @@ fn run_browser(bed: &Testbed, dir: &Path, shots: &Path) -> (bool, String) {
             OFFENDER_REASON,
         ])
         .args(["--add-ip", ADD_IP, "--remove-net", REMOVE_IP])
+        .args(["--feed-name", "local", "--feed-path"])
+        .arg(dir.join("feed.netset"))
         .args(["--timeout", "60", "--screenshots"])
         .arg(shots)
         .env("HOME", dir)
@@ -260,6 +267,8 @@ fn the_status_page_works_in_a_real_browser() {
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .unwrap();
+    // A feed the page shows, and which the driver empties to accept the held update.
+    std::fs::write(dir.path().join("feed.netset"), "198.18.7.1\n198.18.7.2\n").unwrap();
     let daemon = Daemon::start(&bed, dir.path(), &config(dir.path()));
 
     // The page itself needs no token, and is served with its strict headers.
@@ -356,6 +365,13 @@ fn the_status_page_works_in_a_real_browser() {
         let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
         assert!(size > 10_000, "{} missing or empty", shot.display());
     }
+
+    // The feed update accepted on the page is in force: its entries are gone.
+    let feeds = api(&bed, "GET", "/v1/feeds", None);
+    assert_eq!(feeds["feeds"][0]["entries"], 0, "{feeds}");
+    assert!(feeds["feeds"][0]["held"].is_null(), "{feeds}");
+    let gone = api(&bed, "GET", "/v1/ips/198.18.7.1", None);
+    assert_eq!(gone["verdict"], "pass", "{gone}");
 
     // The address the page blacklisted is dropped by the XDP program.
     let ip = api(&bed, "GET", &format!("/v1/ips/{ADD_IP}"), None);

@@ -147,8 +147,12 @@ impl Dataplane {
         })?;
         let program = xdp_program(&mut ebpf)?;
         program.load().map_err(|e| match e {
-            ProgramError::LoadError { ref io_error, .. }
-                if io_error.kind() == std::io::ErrorKind::PermissionDenied =>
+            // The verifier refuses with EACCES too: only an empty log means privilege.
+            ProgramError::LoadError {
+                ref io_error,
+                ref verifier_log,
+            } if io_error.kind() == std::io::ErrorKind::PermissionDenied
+                && verifier_log.to_string().trim().is_empty() =>
             {
                 DataplaneError::PermissionDenied
             }

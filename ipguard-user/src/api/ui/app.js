@@ -555,6 +555,56 @@
     }
   }
 
+  // ---- Feeds ----
+
+  async function pollFeeds() {
+    const f = await api("/v1/feeds");
+    const card = $("feeds-card");
+    const feeds = (f && f.feeds) || [];
+    card.hidden = feeds.length === 0;
+    if (card.hidden) return;
+    const body = $("feeds-table").tBodies[0];
+    clear(body);
+    for (const feed of feeds) {
+      const rejected = feed.rejected_lines + Object.values(feed.dropped || {}).reduce((a, b) => a + b, 0);
+      let state;
+      if (feed.held) {
+        state = el("span", { class: "badge down" }, `held: ${feed.held.reason} (+${fmtCount(feed.held.added)} -${fmtCount(feed.held.removed)})`);
+      } else if (feed.last_error) {
+        state = el("span", { class: "badge down" }, `error: ${feed.last_error}`);
+      } else {
+        state = el("span", { class: "badge up" }, "ok");
+      }
+      const action = el("td", {});
+      if (feed.held) {
+        const b = el("button", { type: "button", class: "btn", "data-feed": feed.name }, "Accept");
+        b.addEventListener("click", () => acceptFeed(feed.name, b));
+        action.appendChild(b);
+      }
+      body.appendChild(el("tr", { "data-feed": feed.name },
+        el("td", { class: "mono" }, feed.name),
+        el("td", {}, feed.list),
+        el("td", { class: "num" }, fmtCount(feed.entries)),
+        el("td", {}, feed.last_fetch ? when(feed.last_fetch) : "never"),
+        el("td", {}, feed.last_change ? when(feed.last_change) : "never"),
+        el("td", { class: "num" }, fmtCount(rejected)),
+        el("td", {}, state),
+        action));
+    }
+  }
+
+  async function acceptFeed(name, button) {
+    button.disabled = true;
+    try {
+      const r = await api(`/v1/feeds/${encodeURIComponent(name)}/accept`, "POST", {});
+      setMsg("feeds-msg", `${r.name}: update applied, ${fmtCount(r.entries)} entries in force.`, "ok");
+      pollFeeds().catch(() => {});
+    } catch (e) {
+      setMsg("feeds-msg", e.message, "error");
+      button.disabled = false;
+    }
+  }
+
   // ---- Wiring ----
 
   function debounce(fn, ms) {
@@ -613,6 +663,7 @@
     every(2000, pollOffenders);
     every(5000, pollHealth, true);
     every(5000, pollCluster);
+    every(5000, pollFeeds);
     every(10000, refreshList);
     selectList("blacklist", false); // loaded by refreshList's first turn
     window.setInterval(tick, 200);
