@@ -99,8 +99,6 @@ pub type Tbl24Elem = [u16; 4];
 pub type Tbl24Slot = u16;
 /// See [`Tbl24Slot`].
 pub const SLOT_HOSTS: Tbl24Slot = 0x8000;
-/// See [`Tbl24Slot`]: room for every `LIST_*` code.
-pub const SLOT_LIST: Tbl24Slot = 0xf;
 
 /// Prefix length of a [`MAP_V6_ANCHORS`] key.
 pub const V6_ANCHOR_BITS: u8 = 32;
@@ -121,15 +119,32 @@ pub const TABLE_FLAG_V6_SHORT: u32 = 1;
 pub struct V6Anchor {
     /// `ANCHOR_*` bits.
     pub flags: u8,
-    /// [`ListCode`] of the /32 itself, if `flags` has [`ANCHOR_OWN`].
+    /// Low byte of the table code (list and scope group) of the /32 itself, if `flags` has
+    /// [`ANCHOR_OWN`] (see [`V6Anchor::own_code`]).
     pub own: u8,
     /// Valid entries in `lens`.
     pub n_lens: u8,
-    pub _pad: u8,
+    /// High byte of the /32's own table code (its scope group's high bits; was padding,
+    /// so anchors pinned by an earlier version read the same).
+    pub own_hi: u8,
     /// Prefix lengths (33..=128) present under this /32, longest first.
     pub lens: [u8; V6_ANCHOR_LENS],
 }
 const _: () = assert!(core::mem::size_of::<V6Anchor>() == 16);
+
+impl V6Anchor {
+    /// The /32's own table code.
+    #[inline(always)]
+    pub fn own_code(&self) -> ListCode {
+        self.own as ListCode | ((self.own_hi as ListCode) << 8)
+    }
+
+    /// Sets the /32's own table code (at most 16 bits: see [`MAX_SCOPE_GROUP`]).
+    pub fn set_own_code(&mut self, code: ListCode) {
+        self.own = code as u8;
+        self.own_hi = (code >> 8) as u8;
+    }
+}
 
 /// Key of [`MAP_V6_LONG`]: the prefix's network address as two host-order halves, and its
 /// length.
@@ -200,7 +215,7 @@ pub const LIST_MONITOR_GRAYLIST: ListCode = 6;
 pub const LIST_MONITOR_BLACKLIST: ListCode = 7;
 /// Monitor mode: an ordered `deny` rule decided (see [`LIST_MONITOR_GRAYLIST`]).
 pub const LIST_MONITOR_RULE: ListCode = 8;
-const _: () = assert!(LIST_MONITOR_RULE <= SLOT_LIST as ListCode);
+const _: () = assert!(LIST_MONITOR_RULE <= CODE_LIST);
 
 /// The monitored code of a dropping code (graylist, blacklist, deny rule), for monitor
 /// mode; every other code is returned as it is.
@@ -224,6 +239,41 @@ pub const fn enforced(code: ListCode) -> ListCode {
     }
 }
 
+/// Protocol numbers a scope is keyed by (ICMPv6 is reported as [`PROTO_ICMP`]).
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+/// The IPv6 next header of ICMPv6, which the XDP program reports as [`PROTO_ICMP`].
+pub const PROTO_ICMPV6: u8 = 58;
+
+/// Bits of a table code above the `LIST_*` code: the scope group of the prefix (0 = none).
+/// A prefix where some port- or protocol-scoped entry or rule gives another verdict than
+/// the prefix's own has a group, and [`MAP_SCOPES`] holds the group's verdicts by protocol
+/// and port; a prefix without one costs nothing more.
+pub const SCOPE_SHIFT: u32 = 4;
+/// Highest scope group: the group must fit in a [`Tbl24Slot`] beside [`SLOT_HOSTS`].
+pub const MAX_SCOPE_GROUP: u32 = (SLOT_CODE as u32) >> SCOPE_SHIFT;
+/// The list code and scope group of a [`Tbl24Slot`] (all but [`SLOT_HOSTS`]).
+pub const SLOT_CODE: Tbl24Slot = 0x7fff;
+/// The `LIST_*` part of a table code.
+pub const CODE_LIST: ListCode = 0xf;
+/// Key of [`MAP_SCOPES`]: a scope group, a protocol (`PROTO_*` or any other IP protocol
+/// number) and a destination port; port 0 holds the group's verdict for the protocol's
+/// other ports (and for packets without a readable port).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ScopeKey {
+    pub group: u16,
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<ScopeKey>() == 8);
+/// Verdicts of scope groups: [`ScopeKey`] → `LIST_*` code (no group bits).
+pub const MAP_SCOPES: &str = "IPG_SCOPES";
+/// Capacity of [`MAP_SCOPES`].
+pub const SCOPES_CAPACITY: u32 = 1 << 16;
+
 /// A compiled list entry: the daemon compiles list and rule precedence (whitelist wins)
 /// into one verdict per prefix, and the tables hold its `list` (longest prefix wins).
 #[repr(C)]
@@ -234,8 +284,26 @@ pub struct ListEntry {
     /// Identifies the config entry or rule that produced this prefix (0 = none); the
     /// daemon's explanations use it, the kernel tables do not hold it.
     pub rule_id: u32,
+    /// The prefix's scope group (0 = none, see [`SCOPE_SHIFT`]).
+    pub scope: u32,
 }
-const _: () = assert!(core::mem::size_of::<ListEntry>() == 8);
+const _: () = assert!(core::mem::size_of::<ListEntry>() == 12);
+
+impl ListEntry {
+    /// An entry without a scope group.
+    pub const fn new(list: ListCode, rule_id: u32) -> Self {
+        Self {
+            list,
+            rule_id,
+            scope: 0,
+        }
+    }
+
+    /// The code the kernel tables hold: the list and the scope group.
+    pub const fn code(&self) -> ListCode {
+        self.list | (self.scope << SCOPE_SHIFT)
+    }
+}
 
 /// Rate rules the kernel counts (the config's `[[rate_limit]]` entries).
 pub const MAX_RATE_RULES: usize = 4;

@@ -14,8 +14,8 @@
 //! sees one straight function per program.
 
 use crate::{
-    ListCode, Tbl24Slot, V6Anchor, V6LongKey, ANCHOR_OVERFLOW, ANCHOR_OWN, LIST_NONE, SLOT_HOSTS,
-    SLOT_LIST, TABLE_FLAG_V6_SHORT, V6_ANCHOR_LENS,
+    ListCode, ScopeKey, Tbl24Slot, V6Anchor, V6LongKey, ANCHOR_OVERFLOW, ANCHOR_OWN, CODE_LIST,
+    LIST_NONE, SCOPE_SHIFT, SLOT_CODE, SLOT_HOSTS, TABLE_FLAG_V6_SHORT, V6_ANCHOR_LENS,
 };
 
 /// Read access to the list tables, one call per map lookup.
@@ -32,10 +32,13 @@ pub trait Tables {
     fn flags(&self) -> u32;
     /// Longest-prefix match of the address in the short-prefix trie; [`LIST_NONE`] if none.
     fn lpm(&self, addr: &[u8; 16]) -> ListCode;
+    /// A scope group's verdict for one protocol and port (see [`scoped`]).
+    fn scope(&self, key: &ScopeKey) -> Option<ListCode>;
 }
 
-/// The list code of the longest prefix holding the IPv4 address `src` (network byte
-/// order), [`LIST_NONE`] if none does.
+/// The table code of the longest prefix holding the IPv4 address `src` (network byte
+/// order), [`LIST_NONE`] if none does: its `LIST_*` code and scope group (resolve the
+/// group with [`scoped`]).
 #[inline(always)]
 pub fn lookup_v4<T: Tables + ?Sized>(t: &T, src: [u8; 4]) -> ListCode {
     let slot = t.slot(u32::from_be_bytes(src) >> 8);
@@ -44,7 +47,7 @@ pub fn lookup_v4<T: Tables + ?Sized>(t: &T, src: [u8; 4]) -> ListCode {
             return code;
         }
     }
-    (slot & SLOT_LIST) as ListCode
+    (slot & SLOT_CODE) as ListCode
 }
 
 /// Like [`lookup_v4`] for an IPv6 address (network byte order).
@@ -71,13 +74,41 @@ pub fn lookup_v6<T: Tables + ?Sized>(t: &T, src: &[u8; 16]) -> ListCode {
             }
         }
         if anchor.flags & ANCHOR_OWN != 0 {
-            return anchor.own as ListCode;
+            return anchor.own_code();
         }
     }
     if t.flags() & TABLE_FLAG_V6_SHORT != 0 {
         return t.lpm(src);
     }
     LIST_NONE
+}
+
+/// The `LIST_*` code that decides a packet of protocol `proto` to port `dport` (0: none or
+/// not read) whose source's table code is `code`: without a scope group, the code itself;
+/// with one, the group's verdict for the port, else for the protocol's other ports (port
+/// 0), else the prefix's own list code. Costs nothing for a prefix without a group.
+#[inline(always)]
+pub fn scoped<T: Tables + ?Sized>(t: &T, code: ListCode, proto: u8, dport: u16) -> ListCode {
+    let group = code >> SCOPE_SHIFT;
+    if group == 0 {
+        return code;
+    }
+    let mut key = ScopeKey {
+        group: group as u16,
+        port: dport,
+        proto,
+        _pad: [0; 3],
+    };
+    if dport != 0 {
+        if let Some(c) = t.scope(&key) {
+            return c;
+        }
+        key.port = 0;
+    }
+    if let Some(c) = t.scope(&key) {
+        return c;
+    }
+    code & CODE_LIST
 }
 
 #[cfg(test)]
@@ -100,6 +131,7 @@ mod tests {
         flags: u32,
         /// (address, length, code): matched naively, longest first.
         lpm: Vec<(u128, u32, ListCode)>,
+        scopes: BTreeMap<ScopeKey, ListCode>,
     }
 
     impl Tables for Model {
@@ -126,6 +158,38 @@ mod tests {
                 .max_by_key(|(_, len, _)| *len)
                 .map_or(LIST_NONE, |(_, _, code)| *code)
         }
+        fn scope(&self, key: &ScopeKey) -> Option<ListCode> {
+            self.scopes.get(key).copied()
+        }
+    }
+
+    #[test]
+    fn a_scope_group_decides_by_port_then_by_protocol_then_falls_back() {
+        use crate::{LIST_RULE_ALLOW, LIST_RULE_DENY, PROTO_TCP, PROTO_UDP};
+        let mut m = Model::default();
+        let key = |port, proto| ScopeKey {
+            group: 3,
+            port,
+            proto,
+            _pad: [0; 3],
+        };
+        // Group 3: tcp/22 allowed, other TCP denied; UDP untouched.
+        m.scopes.insert(key(22, PROTO_TCP), LIST_RULE_ALLOW);
+        m.scopes.insert(key(0, PROTO_TCP), LIST_RULE_DENY);
+        let code = LIST_BLACKLIST | (3 << SCOPE_SHIFT);
+        m.slots.insert(0xc0_00_02, code as Tbl24Slot);
+        let c = lookup_v4(&m, [192, 0, 2, 9]);
+        assert_eq!(c, code);
+        assert_eq!(scoped(&m, c, PROTO_TCP, 22), LIST_RULE_ALLOW);
+        assert_eq!(scoped(&m, c, PROTO_TCP, 80), LIST_RULE_DENY);
+        assert_eq!(scoped(&m, c, PROTO_TCP, 0), LIST_RULE_DENY);
+        assert_eq!(scoped(&m, c, PROTO_UDP, 22), LIST_BLACKLIST);
+        // No group: the code as it is, whatever the scopes hold.
+        assert_eq!(scoped(&m, LIST_GRAYLIST, PROTO_TCP, 22), LIST_GRAYLIST);
+        // The widest group fits a slot beside the hosts flag, and an anchor's own code.
+        let widest = crate::LIST_MONITOR_RULE | (crate::MAX_SCOPE_GROUP << SCOPE_SHIFT);
+        assert_eq!(widest as Tbl24Slot & SLOT_HOSTS, 0);
+        assert_eq!(widest as u16 as ListCode, widest);
     }
 
     fn v6(s: &str) -> [u8; 16] {

@@ -30,12 +30,13 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use ipguard_common::{
-    lookup, FloodConfig, FloodSlot, ListCode, RateConfig, RateEvent, RateRuleDef, SourceCounters,
-    SourceKey, Stat, StatCounter, Tbl24Elem, Tbl24Slot, V6Anchor, V6LongKey, DEFAULT_LPM_CAPACITY,
-    DEFAULT_SOURCES_CAPACITY, EVENTS_BYTES, FLOOD_SLOT_NS, LIST_BLACKLIST, LIST_GRAYLIST,
-    LIST_MONITOR_BLACKLIST, LIST_MONITOR_GRAYLIST, LIST_MONITOR_RULE, LIST_NONE, LIST_RULE_DENY,
-    LIST_WHITELIST, MAX_FLOOD_CPUS, MAX_RATE_RULES, MAX_RULE_PORTS, RATE_BYTES,
-    RATE_FLAG_TRACK_DROPS, RATE_PACKETS, RATE_SYN, STAT_COUNT, V4_TBL24_ELEMS, V6_BITS,
+    lookup, FloodConfig, FloodSlot, ListCode, RateConfig, RateEvent, RateRuleDef, ScopeKey,
+    SourceCounters, SourceKey, Stat, StatCounter, Tbl24Elem, Tbl24Slot, V6Anchor, V6LongKey,
+    CODE_LIST, DEFAULT_LPM_CAPACITY, DEFAULT_SOURCES_CAPACITY, EVENTS_BYTES, FLOOD_SLOT_NS,
+    LIST_BLACKLIST, LIST_GRAYLIST, LIST_MONITOR_BLACKLIST, LIST_MONITOR_GRAYLIST,
+    LIST_MONITOR_RULE, LIST_NONE, LIST_RULE_DENY, LIST_WHITELIST, MAX_FLOOD_CPUS, MAX_RATE_RULES,
+    MAX_RULE_PORTS, RATE_BYTES, RATE_FLAG_TRACK_DROPS, RATE_PACKETS, RATE_SYN, SCOPES_CAPACITY,
+    SCOPE_SHIFT, STAT_COUNT, V4_TBL24_ELEMS, V6_BITS,
 };
 use parse::{Frame, L4};
 
@@ -59,6 +60,10 @@ static IPG_V6_LONG: HashMap<V6LongKey, ListCode> =
 #[map]
 static IPG_V6_LPM: LpmTrie<[u8; 16], ListCode> =
     LpmTrie::with_max_entries(DEFAULT_LPM_CAPACITY, BPF_F_NO_PREALLOC);
+
+#[map]
+static IPG_SCOPES: HashMap<ScopeKey, ListCode> =
+    HashMap::with_max_entries(SCOPES_CAPACITY, BPF_F_NO_PREALLOC);
 
 #[map]
 static IPG_TABLE_CFG: Array<u32> = Array::with_max_entries(1, 0);
@@ -140,6 +145,12 @@ impl lookup::Tables for Maps {
             .copied()
             .unwrap_or(LIST_NONE)
     }
+
+    #[inline(always)]
+    fn scope(&self, key: &ScopeKey) -> Option<ListCode> {
+        // SAFETY: copied out at once.
+        unsafe { IPG_SCOPES.get(key) }.copied()
+    }
 }
 
 #[inline(always)]
@@ -147,7 +158,19 @@ fn verdict(code: ListCode, source: SourceKey, l4: L4, len: u64) -> u32 {
     if l4.truncated {
         count(Stat::L4Truncated, len);
     }
-    match code {
+    // A prefix with port- or protocol-scoped verdicts (a scope group) is decided by the
+    // packet's protocol and port; one whose transport header cannot be read is dropped
+    // rather than given the verdict of no port (fail-closed; the stack would not deliver
+    // a cut TCP or UDP header anyway). Every other prefix pays one shift and compare.
+    let code = if code >> SCOPE_SHIFT != 0 {
+        if l4.truncated {
+            return drop(Stat::DropMalformed, len);
+        }
+        lookup::scoped(&Maps, code, l4.proto, l4.dport)
+    } else {
+        code
+    };
+    match code & CODE_LIST {
         LIST_WHITELIST => pass(Stat::PassWhitelist, len),
         LIST_BLACKLIST => {
             note_drop(&source);

@@ -12,6 +12,8 @@ const ETH_P_8021AD: u16 = 0x88A8;
 const ETH_P_QINQ_9100: u16 = 0x9100;
 const VLAN_HLEN: usize = 4;
 
+use ipguard_common::{PROTO_ICMP, PROTO_ICMPV6};
+
 const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 const UDP_HLEN: usize = 8;
@@ -39,20 +41,37 @@ pub struct L4 {
     pub truncated: bool,
     /// TCP/UDP destination port (host order); 0 when there is none or it was not reached.
     pub dport: u16,
+    /// IP protocol of the transport header (ICMPv6 as ICMP, see `PROTO_ICMP`); 0 when
+    /// the IPv6 extension chain was too long to reach it.
+    pub proto: u8,
 }
 
 impl L4 {
     /// No transport header we look at: ICMP, a later fragment, other protocols.
-    const OTHER: L4 = L4 {
-        syn: false,
-        truncated: false,
-        dport: 0,
-    };
-    const TRUNCATED: L4 = L4 {
-        syn: false,
-        truncated: true,
-        dport: 0,
-    };
+    #[inline(always)]
+    fn other(proto: u8) -> L4 {
+        L4 {
+            syn: false,
+            truncated: false,
+            dport: 0,
+            proto: if proto == PROTO_ICMPV6 {
+                PROTO_ICMP
+            } else {
+                proto
+            },
+        }
+    }
+
+    /// The transport header of `proto` is cut short.
+    #[inline(always)]
+    fn truncated(proto: u8) -> L4 {
+        L4 {
+            syn: false,
+            truncated: true,
+            dport: 0,
+            proto,
+        }
+    }
 }
 
 pub enum Frame {
@@ -139,7 +158,7 @@ fn ipv4(ctx: &XdpContext, off: usize) -> Frame {
     let fragment_offset = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
     let l4 = if fragment_offset != 0 {
         // A later fragment carries no transport header; the first one does.
-        L4::OTHER
+        L4::other(ip[9])
     } else {
         transport(ctx, ip[9], off + ihl)
     };
@@ -170,7 +189,7 @@ fn ipv6(ctx: &XdpContext, off: usize) -> Frame {
                 let Some(h) = bytes::<2>(ctx, off) else {
                     return Frame::V6 {
                         src,
-                        l4: L4::TRUNCATED,
+                        l4: L4::truncated(0),
                     };
                 };
                 next = h[0];
@@ -180,7 +199,7 @@ fn ipv6(ctx: &XdpContext, off: usize) -> Frame {
                 let Some(h) = bytes::<2>(ctx, off) else {
                     return Frame::V6 {
                         src,
-                        l4: L4::TRUNCATED,
+                        l4: L4::truncated(0),
                     };
                 };
                 next = h[0];
@@ -190,24 +209,32 @@ fn ipv6(ctx: &XdpContext, off: usize) -> Frame {
                 let Some(h) = bytes::<4>(ctx, off) else {
                     return Frame::V6 {
                         src,
-                        l4: L4::TRUNCATED,
+                        l4: L4::truncated(0),
                     };
                 };
                 if u16::from_be_bytes([h[2], h[3]]) & 0xfff8 != 0 {
-                    return Frame::V6 { src, l4: L4::OTHER };
+                    return Frame::V6 {
+                        src,
+                        l4: L4::other(h[0]),
+                    };
                 }
                 next = h[0];
                 off += 8;
             }
-            _ => return Frame::V6 { src, l4: L4::OTHER },
+            _ => {
+                return Frame::V6 {
+                    src,
+                    l4: L4::other(next),
+                }
+            }
         }
     }
     let l4 = match next {
         IPPROTO_TCP | IPPROTO_UDP => transport(ctx, next, off),
         NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST | NEXTHDR_AUTH | NEXTHDR_FRAGMENT => {
-            L4::TRUNCATED
+            L4::truncated(0)
         }
-        _ => L4::OTHER,
+        _ => L4::other(next),
     };
     Frame::V6 { src, l4 }
 }
@@ -220,17 +247,19 @@ fn transport(ctx: &XdpContext, proto: u8, off: usize) -> L4 {
                 syn: t[13] & (TCP_SYN | TCP_ACK) == TCP_SYN,
                 truncated: false,
                 dport: u16::from_be_bytes([t[2], t[3]]),
+                proto,
             },
-            None => L4::TRUNCATED,
+            None => L4::truncated(proto),
         },
         IPPROTO_UDP => match bytes::<UDP_HLEN>(ctx, off) {
             Some(u) => L4 {
                 syn: false,
                 truncated: false,
                 dport: u16::from_be_bytes([u[2], u[3]]),
+                proto,
             },
-            None => L4::TRUNCATED,
+            None => L4::truncated(proto),
         },
-        _ => L4::OTHER,
+        _ => L4::other(proto),
     }
 }

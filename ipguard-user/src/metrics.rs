@@ -114,10 +114,29 @@ pub fn render(
             .get_or_create(&ListLabels { list: list.into() })
             .set(n as i64);
     }
+    entries
+        .get_or_create(&ListLabels {
+            list: "scoped".into(),
+        })
+        .set(status.scoped_entries as i64);
     reg.register(
         "list_entries",
-        "Entries per list (and ordered rules)",
+        "Entries per list (and ordered rules, and the config's port- or protocol-scoped list entries)",
         entries,
+    );
+    let groups = Gauge::<i64>::default();
+    groups.set(status.scope_groups as i64);
+    reg.register(
+        "scope_groups",
+        "Scope groups in the kernel's scope map: sets of per-protocol and per-port verdicts that port- or protocol-scoped rules and entries give prefixes",
+        groups,
+    );
+    let overflows = Counter::<u64>::default();
+    overflows.inc_by(status.scope_overflows);
+    reg.register(
+        "scope_overflows",
+        "Scoped decisions that kept the prefix's own verdict because every scope group id was in use",
+        overflows,
     );
     let tracked = Gauge::<i64>::default();
     tracked.set(status.tracked_sources as i64);

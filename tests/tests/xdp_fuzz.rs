@@ -219,7 +219,9 @@ fn generated_frames_get_the_reference_verdict_and_never_abort() {
     let dp = Dataplane::load(&maps).expect("load the XDP program");
     let table = compile(&lists());
     let mut dp = dp;
-    dp.backend.sync(&table).expect("write the tables");
+    dp.backend
+        .sync(&table, &Default::default())
+        .expect("write the tables");
     let mut runner = TestRunner::new(ProptestConfig {
         cases: CASES,
         failure_persistence: None,

@@ -46,6 +46,7 @@ fn rule(kind: RateKind, count: u32, window: Duration, ports: &[u16]) -> RateLimi
         count,
         window,
         ports: ports.to_vec(),
+        exempt: vec![],
     }
 }
 
@@ -237,10 +238,7 @@ fn drops_of_a_known_source_are_recorded_but_not_counted_as_traffic() {
     dp.backend
         .apply(&[TableOp::Write(
             "198.51.100.20/32".parse().unwrap(),
-            ipguard_common::ListEntry {
-                list: ipguard_common::LIST_GRAYLIST,
-                rule_id: 0,
-            },
+            ipguard_common::ListEntry::new(ipguard_common::LIST_GRAYLIST, 0),
         )])
         .unwrap();
     let t = kernel_clock_ns();

@@ -38,7 +38,9 @@ fn program(white: &[&str], gray: &[&str], black: &[&str]) -> Dataplane {
         blacklist: nets(black),
         ..Lists::default()
     };
-    dp.backend.sync(&compile(&l)).expect("write the tables");
+    dp.backend
+        .sync(&compile(&l), &Default::default())
+        .expect("write the tables");
     dp
 }
 
@@ -557,7 +559,7 @@ fn random_lists(seed: u64, n: usize) -> ipguard::model::Compiled {
     let mut out = ipguard::model::Compiled::new();
     for i in 0..n {
         let list = codes[rng.next() as usize % codes.len()];
-        let entry = ListEntry { list, rule_id: 0 };
+        let entry = ListEntry::new(list, 0);
         let net = if i % 2 == 0 {
             let addr = (10u32 << 24) | (rng.next() as u32 & 0x3_ffff);
             let len = 6 + (rng.next() % 27) as u8;
@@ -579,7 +581,7 @@ fn random_lists(seed: u64, n: usize) -> ipguard::model::Compiled {
         } else {
             LIST_BLACKLIST
         };
-        out.insert(IpNet::V6(net), ListEntry { list, rule_id: 0 });
+        out.insert(IpNet::V6(net), ListEntry::new(list, 0));
     }
     out
 }
@@ -657,10 +659,13 @@ fn tables_answer_like_longest_prefix_match() {
     assert_verdicts(&mut dp, &kept);
     // A whole-table sync to other lists writes only the difference and answers the same.
     let other = random_lists(8, 600);
-    let report = dp.backend.sync(&other).unwrap();
+    let report = dp.backend.sync(&other, &Default::default()).unwrap();
     assert!(report.removed > 0 && report.inserted > 0, "{report:?}");
     assert_verdicts(&mut dp, &other);
-    assert_eq!(dp.backend.sync(&other).unwrap(), SyncReport::default());
+    assert_eq!(
+        dp.backend.sync(&other, &Default::default()).unwrap(),
+        SyncReport::default()
+    );
 }
 
 /// Pinned maps left by a run that did not stop cleanly are read back: a new run's sync
@@ -678,14 +683,14 @@ fn pinned_tables_are_read_back_and_fixed() {
     {
         let (mut dp, adopted) = Dataplane::load_pinned(&maps, &dir).unwrap();
         assert!(!adopted);
-        dp.backend.sync(&old_lists).unwrap();
+        dp.backend.sync(&old_lists, &Default::default()).unwrap();
         // Dropped without detach: the pins stay, like after kill -9.
     }
     let (mut dp, adopted) = Dataplane::load_pinned(&maps, &dir).unwrap();
     assert!(adopted);
     assert_verdicts(&mut dp, &old_lists);
     let new_lists = random_lists(12, 400);
-    let report = dp.backend.sync(&new_lists).unwrap();
+    let report = dp.backend.sync(&new_lists, &Default::default()).unwrap();
     assert!(report.removed > 0, "stale entries removed: {report:?}");
     assert_verdicts(&mut dp, &new_lists);
     assert_verdicts_absent(&mut dp, &old_lists, &new_lists);
@@ -727,7 +732,9 @@ fn monitored_entries_pass_as_would_drop() {
         ]),
         ..Lists::default()
     };
-    dp.backend.sync(&compile(&l)).expect("write the tables");
+    dp.backend
+        .sync(&compile(&l), &Default::default())
+        .expect("write the tables");
     let udp = udp();
     let v4 = |src: &str| v4_frame(&[], src, IPPROTO_UDP, &udp);
     let v6 = |src: &str| v6_frame(&[], src, IPPROTO_UDP, &udp);
@@ -826,7 +833,9 @@ fn global_monitor_mode_passes_what_would_drop_and_switches_back() {
             .iter()
             .map(|(n, l)| Change::Insert(n.parse().unwrap(), *l)),
     );
-    dp.backend.sync(state.written()).expect("write the tables");
+    dp.backend
+        .sync(state.written(), &Default::default())
+        .expect("write the tables");
     let udp = udp();
     let v4 = |src: &str| v4_frame(&[], src, IPPROTO_UDP, &udp);
     let v6 = |src: &str| v6_frame(&[], src, IPPROTO_UDP, &udp);
@@ -875,7 +884,178 @@ fn global_monitor_mode_passes_what_would_drop_and_switches_back() {
     }
     // The tables hold exactly what a sync of the enforce table would write.
     assert_eq!(
-        dp.backend.sync(state.written()).unwrap(),
+        dp.backend
+            .sync(state.written(), &Default::default())
+            .unwrap(),
+        SyncReport::default()
+    );
+}
+
+/// Port- and protocol-scoped rules and entries: the program decides by the packet's
+/// protocol and destination port where a scope group says so, keeps the prefix's own
+/// verdict everywhere else, and drops a scoped source's packet whose transport header it
+/// cannot read.
+#[test]
+fn scoped_rules_decide_by_protocol_and_port() {
+    use ipguard::{
+        model::{Layer, Proto, Scope},
+        policy::compile::{Change, ListState},
+    };
+    let mut dp = program(&[], &[], &[]);
+    let mut state = ListState::new();
+    let ssh = state
+        .intern_scope(&Scope::new(Some(Proto::Tcp), vec![22]).unwrap())
+        .unwrap();
+    let smtp = state
+        .intern_scope(&Scope::new(None, vec![25]).unwrap())
+        .unwrap();
+    let icmp = state
+        .intern_scope(&Scope::new(Some(Proto::Icmp), vec![]).unwrap())
+        .unwrap();
+    let dns = state
+        .intern_scope(&Scope::new(Some(Proto::Udp), vec![53]).unwrap())
+        .unwrap();
+    let rule = |index, deny| Layer::Rule { index, deny };
+    let ops = state.apply([
+        Change::InsertScoped("192.0.2.0/24".parse().unwrap(), rule(0, false), ssh),
+        Change::InsertScoped("0.0.0.0/0".parse().unwrap(), rule(1, true), ssh),
+        Change::InsertScoped("::/0".parse().unwrap(), rule(1, true), ssh),
+        Change::InsertScoped("0.0.0.0/0".parse().unwrap(), rule(2, true), smtp),
+        Change::InsertScoped("10.7.0.0/16".parse().unwrap(), rule(3, true), icmp),
+        Change::InsertScoped("198.51.100.0/24".parse().unwrap(), Layer::Black, dns),
+        Change::Insert("203.0.113.0/24".parse().unwrap(), Layer::Black),
+        Change::Insert("192.0.2.128/25".parse().unwrap(), Layer::White),
+    ]);
+    dp.backend.apply(&ops).expect("write the tables");
+    let tcp_to = |port: u16| {
+        let mut t = tcp(TCP_ACK);
+        t[2..4].copy_from_slice(&port.to_be_bytes());
+        t
+    };
+    let udp_to = |port: u16| {
+        let mut u = udp();
+        u[2..4].copy_from_slice(&port.to_be_bytes());
+        u
+    };
+    let icmp_echo = [8u8, 0, 0, 0, 0, 1, 0, 1];
+    let v4 = |src: &str, proto: u8, l4: &[u8]| v4_frame(&[], src, proto, l4);
+    let cases = [
+        // The admin network reaches 22; nobody else does; 25 is closed to all.
+        (
+            v4("192.0.2.5", IPPROTO_TCP, &tcp_to(22)),
+            XDP_PASS,
+            Stat::PassUnlisted,
+        ),
+        (
+            v4("10.1.2.3", IPPROTO_TCP, &tcp_to(22)),
+            XDP_DROP,
+            Stat::DropRule,
+        ),
+        (
+            v4("10.1.2.3", IPPROTO_TCP, &tcp_to(443)),
+            XDP_PASS,
+            Stat::PassUnlisted,
+        ),
+        (
+            v4("10.1.2.3", IPPROTO_UDP, &udp_to(22)),
+            XDP_PASS,
+            Stat::PassUnlisted,
+        ),
+        (
+            v4("192.0.2.5", IPPROTO_TCP, &tcp_to(25)),
+            XDP_DROP,
+            Stat::DropRule,
+        ),
+        (
+            v4("10.1.2.3", IPPROTO_UDP, &udp_to(25)),
+            XDP_DROP,
+            Stat::DropRule,
+        ),
+        // ICMP scope: one /16 cannot ping, its TCP passes.
+        (v4("10.7.1.1", 1, &icmp_echo), XDP_DROP, Stat::DropRule),
+        (
+            v4("10.7.1.1", IPPROTO_TCP, &tcp_to(443)),
+            XDP_PASS,
+            Stat::PassUnlisted,
+        ),
+        (v4("10.8.1.1", 1, &icmp_echo), XDP_PASS, Stat::PassUnlisted),
+        // A scoped blacklist entry: DNS from that /24 dropped, the rest passes.
+        (
+            v4("198.51.100.9", IPPROTO_UDP, &udp_to(53)),
+            XDP_DROP,
+            Stat::DropBlacklist,
+        ),
+        (
+            v4("198.51.100.9", IPPROTO_UDP, &udp_to(54)),
+            XDP_PASS,
+            Stat::PassUnlisted,
+        ),
+        // Lists keep their precedence over scoped rules.
+        (
+            v4("203.0.113.9", IPPROTO_TCP, &tcp_to(443)),
+            XDP_DROP,
+            Stat::DropBlacklist,
+        ),
+        (
+            v4("192.0.2.200", IPPROTO_TCP, &tcp_to(25)),
+            XDP_PASS,
+            Stat::PassWhitelist,
+        ),
+        // IPv6: 22 closed to every source.
+        (
+            v6_frame(&[], "2001:db8:5::1", IPPROTO_TCP, &tcp_to(22)),
+            XDP_DROP,
+            Stat::DropRule,
+        ),
+        (
+            v6_frame(&[], "2001:db8:5::1", IPPROTO_TCP, &tcp_to(80)),
+            XDP_PASS,
+            Stat::PassUnlisted,
+        ),
+    ];
+    for (frame, verdict, stat) in &cases {
+        check(&mut dp, frame, *verdict, *stat, &[]);
+    }
+    // A scoped source's TCP header cut short: dropped (its port is unknown), counted as
+    // malformed; an unscoped source's passes as before.
+    let mut cut = v4("10.1.2.3", IPPROTO_TCP, &tcp_to(22));
+    cut.truncate(cut.len() - 10);
+    check(
+        &mut dp,
+        &cut,
+        XDP_DROP,
+        Stat::DropMalformed,
+        &[Stat::L4Truncated],
+    );
+    let mut cut = v4("203.0.113.200", IPPROTO_TCP, &tcp_to(22));
+    cut.truncate(cut.len() - 10);
+    check(
+        &mut dp,
+        &cut,
+        XDP_DROP,
+        Stat::DropBlacklist,
+        &[Stat::L4Truncated],
+    );
+    // The kernel's scope map is what the compiler says, and a sync finds nothing to fix.
+    assert_eq!(
+        dp.backend.sync(state.written(), &state.scopes()).unwrap(),
+        SyncReport::default()
+    );
+    // Removing the scoped rules frees their groups: 22 opens again.
+    let ops = state.apply([
+        Change::RemoveScoped("0.0.0.0/0".parse().unwrap(), rule(1, true), ssh),
+        Change::RemoveScoped("::/0".parse().unwrap(), rule(1, true), ssh),
+    ]);
+    dp.backend.apply(&ops).expect("remove the rules");
+    check(
+        &mut dp,
+        &v4("10.1.2.3", IPPROTO_TCP, &tcp_to(22)),
+        XDP_PASS,
+        Stat::PassUnlisted,
+        &[],
+    );
+    assert_eq!(
+        dp.backend.sync(state.written(), &state.scopes()).unwrap(),
         SyncReport::default()
     );
 }

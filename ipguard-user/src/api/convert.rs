@@ -45,7 +45,34 @@ impl From<&Explanation> for IpStatus {
             country: x.geo.as_ref().and_then(|g| g.country.clone()),
             asn: x.geo.as_ref().and_then(|g| g.asn),
             asn_org: x.geo.as_ref().and_then(|g| g.asn_org.clone()),
+            packet: x.packet.map(|(p, port)| match port {
+                0 => p.as_str().to_owned(),
+                port => format!("{p}/{port}"),
+            }),
+            scoped: x
+                .scoped
+                .iter()
+                .map(|v| super::types::ScopedVerdictView {
+                    packets: v.label(),
+                    verdict: if v.drop { "drop" } else { "pass" }.into(),
+                    would_drop: v.would_drop,
+                    list: v.list.map(|l| l.as_str().into()),
+                    prefix: v.prefix.map(|p| p.to_string()),
+                    reason: v.reason.clone(),
+                    source: v.decided_by.as_ref().map(decided_by_name),
+                })
+                .collect(),
         }
+    }
+}
+
+/// The `source` of a decision as the API names it (`by_geo` and feeds aside).
+fn decided_by_name(d: &DecidedBy) -> String {
+    match d {
+        DecidedBy::Entry(origin) => origin.as_str().into(),
+        DecidedBy::Rule(_) => "rule".into(),
+        DecidedBy::Monitored(crate::policy::monitor::MonitorSource::Config) => "config".into(),
+        DecidedBy::Monitored(crate::policy::monitor::MonitorSource::Feed(_)) => "feed".into(),
     }
 }
 
@@ -122,6 +149,9 @@ impl From<&StatusReport> for Status {
             .map(|l| (l.as_str().to_owned(), r.entries[l.index()]))
             .collect();
         entries.insert("rules".into(), r.rules);
+        if r.scoped_entries > 0 {
+            entries.insert("scoped".into(), r.scoped_entries);
+        }
         // Monitor mode's entries, when there are any (not on the lists' pages).
         for (name, n) in ["monitored_graylist", "monitored_blacklist"]
             .into_iter()

@@ -37,7 +37,7 @@ use crate::{
     dataplane::{Backend, TableError},
     duration::{parse_lifetime, Lifetime},
     metrics,
-    model::{ListKind, Now, Origin},
+    model::{ListKind, Now, Origin, Proto},
     net::{parse_net, parse_position, NetError},
     policy::engine::Outcome,
 };
@@ -537,12 +537,52 @@ fn parse_ip(s: &str) -> Result<IpAddr, AppError> {
     })
 }
 
+/// `GET /v1/ips/{ip}?proto=tcp&port=22`: the verdict of one packet of the address.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PacketQuery {
+    proto: Option<String>,
+    port: Option<String>,
+}
+
+impl PacketQuery {
+    /// The packet to explain, if any; an error names the bad parameter.
+    fn packet(&self) -> Result<Option<(Proto, u16)>, AppError> {
+        let bad = |msg: String| AppError::bad("invalid query", msg);
+        let proto = match &self.proto {
+            None => None,
+            Some(p) => Some(p.parse::<Proto>().map_err(|e| bad(format!("proto: {e}")))?),
+        };
+        let port = match &self.port {
+            None => 0,
+            Some(p) => match p.parse::<u16>() {
+                Ok(port) if port > 0 => port,
+                _ => {
+                    return Err(bad(format!(
+                        "port: {:?} is not a port (1 to 65535)",
+                        crate::model::excerpt(p)
+                    )))
+                }
+            },
+        };
+        match (proto, port) {
+            (None, 0) => Ok(None),
+            (None, _) => Err(bad("port needs proto (tcp or udp)".into())),
+            (Some(Proto::Icmp), p) if p != 0 => Err(bad("icmp has no ports".into())),
+            (Some(proto), port) => Ok(Some((proto, port))),
+        }
+    }
+}
+
 async fn explain<B: Backend>(
     State(st): State<AppState<B>>,
     Path(ip): Path<String>,
+    query: Result<Query<PacketQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<types::IpStatus>, AppError> {
     let ip = parse_ip(&ip)?;
-    let x = st.lock()?.explain(ip, Now::read())?;
+    let Query(query) = query.map_err(|e| AppError::bad("invalid query", e.body_text()))?;
+    let packet = query.packet()?;
+    let x = st.lock()?.explain_packet(ip, packet, Now::read())?;
     Ok(axum::Json(types::IpStatus::from(&x)))
 }
 

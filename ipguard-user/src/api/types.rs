@@ -49,7 +49,8 @@ pub struct Status {
     /// `enforce`, or `monitor` (drops are only counted: see `GET /v1/mode`).
     pub mode: String,
     pub uptime_seconds: u64,
-    /// Entries per list (`whitelist`, `graylist`, `blacklist`) and `rules`.
+    /// Entries per list (`whitelist`, `graylist`, `blacklist`) and `rules`; `scoped`: the
+    /// config's port- or protocol-scoped list entries, when there are any.
     pub entries: BTreeMap<String, u64>,
     /// Sources with policy history (violations, strikes, reports).
     pub tracked_sources: u64,
@@ -121,6 +122,29 @@ pub struct IpStatus {
     pub asn: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub asn_org: Option<String>,
+    /// The packet explained (`?proto=&port=`), e.g. `tcp/22`; left out for the address's
+    /// own verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packet: Option<String>,
+    /// The address's packets that port- or protocol-scoped rules or list entries decide
+    /// otherwise than `verdict`. Left out when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scoped: Vec<ScopedVerdictView>,
+}
+
+/// One entry of `IpStatus::scoped`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopedVerdictView {
+    /// `tcp/22`, `udp`, `icmp`, `tcp (other ports)`.
+    pub packets: String,
+    /// `pass` or `drop`.
+    pub verdict: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub would_drop: bool,
+    pub list: Option<String>,
+    pub prefix: Option<String>,
+    pub reason: Option<String>,
+    pub source: Option<String>,
 }
 
 /// `GET /v1/mode` and the answer to `PUT /v1/mode`.

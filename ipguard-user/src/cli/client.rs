@@ -226,6 +226,18 @@ impl Call {
         Call::get(format!("/v1/ips/{}", encode_segment(&ip.to_string())))
     }
 
+    /// `GET /v1/ips/{ip}?proto=&port=`: one packet of the address.
+    pub fn ip_packet(ip: IpAddr, proto: Option<crate::model::Proto>, port: Option<u16>) -> Self {
+        let mut path = format!("/v1/ips/{}", encode_segment(&ip.to_string()));
+        if let Some(proto) = proto {
+            path.push_str(&format!("?proto={proto}"));
+            if let Some(port) = port {
+                path.push_str(&format!("&port={port}"));
+            }
+        }
+        Call::get(path)
+    }
+
     /// `GET /v1/lists/{list}?limit=&cursor=`.
     pub fn list(list: ListKind, limit: Option<u32>, cursor: Option<&str>) -> Self {
         let mut path = format!("/v1/lists/{list}");

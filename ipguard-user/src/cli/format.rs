@@ -150,6 +150,20 @@ pub(super) fn ip_status_rows(status: &IpStatus) -> Vec<(&'static str, String)> {
             .map_or(String::new(), |o| format!(" ({})", clean(o)));
         rows.push(("as", format!("AS{asn}{org}")));
     }
+    if let Some(packet) = &status.packet {
+        rows.insert(1, ("packet", clean(packet)));
+    }
+    // One row per scoped verdict: `tcp/22: drop (rule 2: deny 0.0.0.0/0 tcp/22)`.
+    for v in &status.scoped {
+        let mut text = format!("{}: {}", clean(&v.packets), clean(&v.verdict));
+        if v.would_drop {
+            text.push_str(" (would drop)");
+        }
+        if let Some(reason) = &v.reason {
+            text.push_str(&format!(" ({})", clean(reason)));
+        }
+        rows.push(("scoped", text));
+    }
     rows
 }
 

@@ -30,7 +30,7 @@ use crate::{
         Status, MAX_PAGE,
     },
     duration::{parse_lifetime, DurationError},
-    model::{ListKind, Mode},
+    model::{ListKind, Mode, Proto},
 };
 
 /// Where the CLI looks for the API unless told otherwise (the daemon's default `[api] listen`).
@@ -64,6 +64,13 @@ pub enum ClientCommand {
     Status {
         /// Address to explain (IPv4 or IPv6); without it, the daemon's overall status.
         ip: Option<IpAddr>,
+        /// With IP: explain one packet of this protocol (tcp, udp, icmp), as port- and
+        /// protocol-scoped rules decide it.
+        #[arg(long, requires = "ip", value_parser = proto_parser())]
+        proto: Option<Proto>,
+        /// With --proto tcp or udp: the packet's destination port.
+        #[arg(long, requires = "proto", value_parser = clap::value_parser!(u16).range(1..))]
+        port: Option<u16>,
         #[command(flatten)]
         api: ApiOpts,
     },
@@ -207,6 +214,10 @@ fn list_parser() -> impl clap::builder::TypedValueParser<Value = ListKind> {
         .try_map(|name| name.parse::<ListKind>())
 }
 
+fn proto_parser() -> impl clap::builder::TypedValueParser<Value = Proto> {
+    PossibleValuesParser::new(Proto::ALL.map(Proto::as_str)).try_map(|name| name.parse::<Proto>())
+}
+
 fn mode_parser() -> impl clap::builder::TypedValueParser<Value = Mode> {
     PossibleValuesParser::new(Mode::ALL.map(Mode::as_str)).try_map(|name| name.parse::<Mode>())
 }
@@ -250,8 +261,13 @@ pub fn run(command: &ClientCommand) -> Result<(), ClientError> {
 pub fn execute(command: &ClientCommand, client: &Client) -> Result<String, ClientError> {
     let json = command.api_opts().json;
     match command {
-        ClientCommand::Status { ip, .. } => {
-            let call = ip.map_or_else(Call::status, Call::ip);
+        ClientCommand::Status {
+            ip, proto, port, ..
+        } => {
+            let call = match ip {
+                Some(ip) => Call::ip_packet(*ip, *proto, *port),
+                None => Call::status(),
+            };
             if json {
                 Ok(json_line(client.send(&call)?))
             } else if ip.is_some() {

@@ -62,6 +62,8 @@ fn parses_status_with_and_without_ip() {
         parse(&["status"]),
         ClientCommand::Status {
             ip: None,
+            proto: None,
+            port: None,
             api: opts(DEFAULT_API)
         }
     );
@@ -69,12 +71,46 @@ fn parses_status_with_and_without_ip() {
         parse(&["status", "2001:db8::1"]),
         ClientCommand::Status {
             ip: Some("2001:db8::1".parse().unwrap()),
+            proto: None,
+            port: None,
             api: opts(DEFAULT_API)
         }
     );
     let err = parse_err(&["status", "203.0.113.0/24"]);
     assert_eq!(err.kind(), ErrorKind::ValueValidation);
     assert_eq!(err.exit_code(), 2);
+}
+
+#[test]
+fn status_explains_one_packet_with_proto_and_port() {
+    assert_eq!(
+        parse(&["status", "192.0.2.9", "--proto", "tcp", "--port", "22"]),
+        ClientCommand::Status {
+            ip: Some("192.0.2.9".parse().unwrap()),
+            proto: Some(crate::model::Proto::Tcp),
+            port: Some(22),
+            api: opts(DEFAULT_API)
+        }
+    );
+    assert_eq!(
+        Call::ip_packet(
+            "192.0.2.9".parse().unwrap(),
+            Some(crate::model::Proto::Tcp),
+            Some(22)
+        )
+        .path,
+        "/v1/ips/192.0.2.9?proto=tcp&port=22"
+    );
+    // A port needs a protocol, the protocol an address; port 0 and unknown protocols are
+    // refused.
+    for bad in [
+        &["status", "192.0.2.9", "--port", "22"][..],
+        &["status", "--proto", "tcp"],
+        &["status", "192.0.2.9", "--proto", "tcp", "--port", "0"],
+        &["status", "192.0.2.9", "--proto", "sctp"],
+    ] {
+        assert_eq!(parse_err(bad).exit_code(), 2, "{bad:?}");
+    }
 }
 
 #[test]
@@ -372,6 +408,8 @@ fn sample_ip_status() -> IpStatus {
         country: None,
         asn: None,
         asn_org: None,
+        packet: None,
+        scoped: vec![],
     }
 }
 
@@ -416,6 +454,8 @@ fn formats_unlisted_and_expiring_ip_status() {
         country: None,
         asn: None,
         asn_org: None,
+        packet: None,
+        scoped: vec![],
     };
     assert_eq!(
         format_ip_status(&unlisted),
@@ -1214,6 +1254,16 @@ fn contract_samples() -> Vec<(&'static str, Value, Value, Option<&'static [&'sta
         country: Some("DE".into()),
         asn: Some(64500),
         asn_org: Some("Example".into()),
+        packet: Some("tcp/22".into()),
+        scoped: vec![crate::api::types::ScopedVerdictView {
+            packets: "tcp/22".into(),
+            verdict: "drop".into(),
+            would_drop: true,
+            list: Some("blacklist".into()),
+            prefix: Some("0.0.0.0/0".into()),
+            reason: Some("rule 2: deny 0.0.0.0/0 tcp/22".into()),
+            source: Some("rule".into()),
+        }],
         ..sample_ip_status()
     };
     let empty_status = IpStatus {
@@ -1254,6 +1304,28 @@ fn contract_samples() -> Vec<(&'static str, Value, Value, Option<&'static [&'sta
             to(&crate::api::types::Health {
                 status: "ok".into(),
                 problems: vec![],
+            }),
+            None,
+        ),
+        (
+            "ScopedVerdict",
+            to(&crate::api::types::ScopedVerdictView {
+                packets: "tcp/22".into(),
+                verdict: "pass".into(),
+                would_drop: true,
+                list: Some("graylist".into()),
+                prefix: Some("192.0.2.0/24".into()),
+                reason: Some("r".into()),
+                source: Some("config".into()),
+            }),
+            to(&crate::api::types::ScopedVerdictView {
+                packets: "tcp (other ports)".into(),
+                verdict: "drop".into(),
+                would_drop: false,
+                list: None,
+                prefix: None,
+                reason: None,
+                source: None,
             }),
             None,
         ),

@@ -12,8 +12,10 @@
 
 mod error;
 mod list_file;
+mod lists;
 mod protect;
 mod raw;
+mod scope;
 mod types;
 mod validate;
 
@@ -82,28 +84,7 @@ impl Config {
             accumulate: raw.accumulate.unwrap_or(false),
             rules_refresh: source.rules_refresh(&raw.rules_refresh)?,
             mode: source.mode("mode", &raw.mode)?,
-            lists: Lists {
-                whitelist: source.list(
-                    "whitelist",
-                    &raw.lists.whitelist,
-                    &raw.lists.whitelist_files,
-                    min,
-                )?,
-                graylist: source.list(
-                    "graylist",
-                    &raw.lists.graylist,
-                    &raw.lists.graylist_files,
-                    min,
-                )?,
-                blacklist: source.list(
-                    "blacklist",
-                    &raw.lists.blacklist,
-                    &raw.lists.blacklist_files,
-                    min,
-                )?,
-                ..Lists::default()
-            }
-            .with_mode(source.mode("lists.mode", &raw.lists.mode)?),
+            lists: source.lists(&raw.lists, min)?,
             maps: MapsConfig {
                 sources_capacity: source.capacity(
                     "maps.sources_capacity",

@@ -1,7 +1,12 @@
 //! The file as written: serde structs that keep each value's span, so that validation
 //! (`validate.rs`) can point at the value it refuses.
 
-use serde::Deserialize;
+use std::fmt;
+
+use serde::{
+    de::{value::MapAccessDeserializer, MapAccess, Visitor},
+    Deserialize, Deserializer,
+};
 use toml::Spanned;
 
 /// The file as written. Values that are checked after parsing keep their span so the
@@ -102,11 +107,11 @@ pub(super) struct RawProtect {
 #[serde(deny_unknown_fields, expecting = "the [lists] table")]
 pub(super) struct RawLists {
     #[serde(default)]
-    pub(super) whitelist: Vec<Spanned<String>>,
+    pub(super) whitelist: Vec<Spanned<RawListEntry>>,
     #[serde(default)]
-    pub(super) graylist: Vec<Spanned<String>>,
+    pub(super) graylist: Vec<Spanned<RawListEntry>>,
     #[serde(default)]
-    pub(super) blacklist: Vec<Spanned<String>>,
+    pub(super) blacklist: Vec<Spanned<RawListEntry>>,
     #[serde(default)]
     pub(super) whitelist_files: Vec<Spanned<String>>,
     #[serde(default)]
@@ -133,6 +138,7 @@ pub(super) struct RawRateLimit {
     pub(super) count: Option<Spanned<i64>>,
     pub(super) window: Option<Spanned<String>>,
     pub(super) ports: Option<Spanned<Vec<Spanned<i64>>>>,
+    pub(super) exempt: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -169,6 +175,60 @@ pub(super) struct RawReport {
 pub(super) struct RawRule {
     pub(super) action: Option<Spanned<String>>,
     pub(super) source: Option<Spanned<String>>,
+    pub(super) proto: Option<Spanned<String>>,
+    pub(super) ports: Option<Spanned<Vec<Spanned<i64>>>>,
+}
+
+/// One inline entry of `[lists]`: an address or network, or a table that scopes one to a
+/// protocol and ports.
+pub(super) enum RawListEntry {
+    Net(String),
+    // Boxed: a list of a million plain entries stays a million strings.
+    Scoped(Box<RawScopedEntry>),
+}
+
+/// `{ net = "203.0.113.0/24", proto = "tcp", ports = [25] }`. `net` is required, and
+/// proto or ports (checked in validation, like the required keys of the sections).
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table with net, and proto or ports"
+)]
+pub(super) struct RawScopedEntry {
+    pub(super) net: Option<Spanned<String>>,
+    pub(super) proto: Option<Spanned<String>>,
+    pub(super) ports: Option<Spanned<Vec<Spanned<i64>>>>,
+}
+
+/// By hand rather than `#[serde(untagged)]`, which buffers every element as a generic
+/// value before trying each variant: a plain string goes straight into `Net`.
+impl<'de> Deserialize<'de> for RawListEntry {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+
+        impl<'de> Visitor<'de> for EntryVisitor {
+            type Value = RawListEntry;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an address or network, or a table with net, and proto or ports")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawListEntry, E> {
+                Ok(RawListEntry::Net(v.to_owned()))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<RawListEntry, E> {
+                Ok(RawListEntry::Net(v))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawListEntry, A::Error> {
+                RawScopedEntry::deserialize(MapAccessDeserializer::new(map))
+                    .map(|entry| RawListEntry::Scoped(Box::new(entry)))
+            }
+        }
+
+        deserializer.deserialize_any(EntryVisitor)
+    }
 }
 
 #[derive(Deserialize, Default)]

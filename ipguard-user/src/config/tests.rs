@@ -6,7 +6,7 @@ use ipnet::IpNet;
 use super::{list_file::dedup_in_order, *};
 use crate::{
     duration::{DurationError, Lifetime},
-    model::UnknownVariant,
+    model::{Layer, Proto, Scope, UnknownVariant},
     net::NetError,
     testing::net,
 };
@@ -135,12 +135,14 @@ fn example_file_parses_with_documented_defaults() {
                 count: 20,
                 window: Duration::from_secs(1),
                 ports: vec![],
+                exempt: vec![],
             },
             RateLimit {
                 kind: RateKind::Syn,
                 count: 100,
                 window: Duration::from_secs(10),
                 ports: vec![80, 443],
+                exempt: vec![],
             },
         ]
     );
@@ -174,17 +176,33 @@ fn example_rules_parse_when_uncommented() {
             Rule {
                 action: RuleAction::Allow,
                 source: RuleSource::Net(net("203.0.113.0/24")),
+                scope: None,
             },
             Rule {
                 action: RuleAction::Allow,
                 source: RuleSource::Host("monitoring.example.com".into()),
+                scope: None,
             },
             Rule {
                 action: RuleAction::Deny,
                 source: RuleSource::Net(net("0.0.0.0/0")),
+                scope: None,
             },
+            scoped(RuleAction::Allow, "192.0.2.0/24", Proto::Tcp, &[22]),
+            scoped(RuleAction::Deny, "0.0.0.0/0", Proto::Tcp, &[22]),
+            scoped(RuleAction::Deny, "::/0", Proto::Tcp, &[22]),
+            scoped(RuleAction::Deny, "0.0.0.0/0", Proto::Tcp, &[25]),
+            scoped(RuleAction::Deny, "::/0", Proto::Tcp, &[25]),
         ]
     );
+}
+
+fn scoped(action: RuleAction, source: &str, proto: Proto, ports: &[u16]) -> Rule {
+    Rule {
+        action,
+        source: RuleSource::Net(net(source)),
+        scope: Some(Scope::new(Some(proto), ports.to_vec()).unwrap()),
+    }
 }
 
 #[test]
@@ -314,12 +332,14 @@ source = "2001:db8::/32"
                 count: u32::MAX,
                 window: DAY,
                 ports: vec![],
+                exempt: vec![],
             },
             RateLimit {
                 kind: RateKind::Bytes,
                 count: 1,
                 window: Duration::from_millis(1),
                 ports: vec![53],
+                exempt: vec![],
             },
         ]
     );
@@ -357,6 +377,7 @@ source = "2001:db8::/32"
         vec![Rule {
             action: RuleAction::Deny,
             source: RuleSource::Net(net("2001:db8::/32")),
+            scope: None,
         }]
     );
     // Inline tables are the same tables.
@@ -368,6 +389,7 @@ source = "2001:db8::/32"
             count: 5,
             window: Duration::from_secs(2),
             ports: vec![],
+            exempt: vec![],
         }]
     );
 }
@@ -665,7 +687,7 @@ fn toml_errors_are_one_line_with_position() {
     );
     assert_eq!(
         error("[lists]\nwhitelist = [\"::1\", 3]\n"),
-        "ipguard.toml:2:21: invalid type: integer `3`, expected a string"
+        "ipguard.toml:2:21: invalid type: integer `3`, expected an address or network, or a table with net, and proto or ports"
     );
     assert_eq!(
         error("lists = 3\n"),
@@ -943,7 +965,7 @@ fn rate_limit_errors_name_the_rule_and_key() {
     );
     assert_eq!(
         error(&rule("kind = \"syn\"\ncount = 1\nwindow = \"1s\"\nport = [80]\n")),
-        "ipguard.toml:7:1: unknown field `port`, expected one of `kind`, `count`, `window`, `ports`"
+        "ipguard.toml:7:1: unknown field `port`, expected one of `kind`, `count`, `window`, `ports`, `exempt`"
     );
     assert_eq!(
         error(&rule(
@@ -1965,5 +1987,337 @@ fn feed_tables_are_checked_and_named() {
     ] {
         let e = error(text);
         assert!(e.contains(expected), "{text}: {e}");
+    }
+}
+
+fn scope(proto: Option<Proto>, ports: &[u16]) -> Scope {
+    Scope::new(proto, ports.to_vec()).unwrap()
+}
+
+#[test]
+fn rules_take_a_proto_and_ports() {
+    let rule = |keys: &str| {
+        parse(&format!(
+            "[[rules]]\naction = \"deny\"\nsource = \"192.0.2.0/24\"\n{keys}"
+        ))
+        .map(|c| c.rules[0].scope.clone())
+    };
+    assert_eq!(rule("").unwrap(), None);
+    assert_eq!(
+        rule("proto = \"tcp\"\n").unwrap(),
+        Some(scope(Some(Proto::Tcp), &[]))
+    );
+    assert_eq!(
+        rule("proto = \"icmp\"\n").unwrap(),
+        Some(scope(Some(Proto::Icmp), &[]))
+    );
+    // Sorted, duplicates removed.
+    assert_eq!(
+        rule("proto = \"udp\"\nports = [5353, 53, 5353]\n").unwrap(),
+        Some(Scope {
+            proto: Some(Proto::Udp),
+            ports: vec![53, 5353],
+        })
+    );
+    // Ports alone: TCP and UDP.
+    let both = rule("ports = [443, 22]\n").unwrap().unwrap();
+    assert_eq!((both.proto, both.ports.as_slice()), (None, &[22, 443][..]));
+    assert_eq!(both.protos(), [Proto::Tcp, Proto::Udp]);
+    let many: Vec<String> = (1..=64).map(|p| p.to_string()).collect();
+    assert_eq!(
+        rule(&format!("ports = [{}, 1]\n", many.join(", ")))
+            .unwrap()
+            .unwrap()
+            .ports
+            .len(),
+        Scope::MAX_PORTS
+    );
+    // Inline tables are the same tables.
+    let inline = parse(
+        "rules = [{ action = \"allow\", source = \"2001:db8::/32\", proto = \"tcp\", ports = [22] }]\n",
+    )
+    .unwrap();
+    assert_eq!(
+        inline.rules,
+        [scoped(
+            RuleAction::Allow,
+            "2001:db8::/32",
+            Proto::Tcp,
+            &[22]
+        )]
+    );
+    // A hostname source takes a scope too.
+    let host =
+        parse("[[rules]]\naction = \"allow\"\nsource = \"admin.example.com\"\nports = [22]\n")
+            .unwrap();
+    assert_eq!(
+        host.rules[0],
+        Rule {
+            action: RuleAction::Allow,
+            source: RuleSource::Host("admin.example.com".into()),
+            scope: Some(scope(None, &[22])),
+        }
+    );
+}
+
+#[test]
+fn rule_scope_errors_name_the_rule_and_key() {
+    let rules = |keys: &str| {
+        format!(
+            "[[rules]]\naction = \"allow\"\nsource = \"192.0.2.0/24\"\n\n\
+             [[rules]]\naction = \"deny\"\nsource = \"0.0.0.0/0\"\n{keys}"
+        )
+    };
+    for (keys, expected) in [
+        (
+            "proto = \"sctp\"\n",
+            "ipguard.toml:8:9: rules[1].proto: unknown variant `sctp`, expected one of `tcp`, `udp`, `icmp`",
+        ),
+        (
+            "proto = \"TCP\"\n",
+            "ipguard.toml:8:9: rules[1].proto: unknown variant `TCP`, expected one of `tcp`, `udp`, `icmp`",
+        ),
+        (
+            "proto = \"tcp\"\nports = [22, 0]\n",
+            "ipguard.toml:9:14: rules[1].ports[1]: must be between 1 and 65535, got 0",
+        ),
+        (
+            "ports = [-22]\n",
+            "ipguard.toml:8:10: rules[1].ports[0]: must be between 1 and 65535, got -22",
+        ),
+        (
+            "ports = [65536]\n",
+            "ipguard.toml:8:10: rules[1].ports[0]: must be between 1 and 65535, got 65536",
+        ),
+        (
+            "proto = \"icmp\"\nports = [8]\n",
+            "ipguard.toml:9:9: rules[1].ports: icmp has no ports: leave ports out or name tcp or udp",
+        ),
+        (
+            "proto = \"tcp\"\nports = []\n",
+            "ipguard.toml:9:9: rules[1].ports: is empty: list the destination ports, or leave ports out for all of them",
+        ),
+        (
+            "ports = []\n",
+            "ipguard.toml:8:9: rules[1].ports: is empty: list the destination ports, or leave ports out for all of them",
+        ),
+        (
+            "proto = 6\n",
+            "ipguard.toml:8:9: invalid type: integer `6`, expected a string",
+        ),
+        (
+            "ports = 22\n",
+            "ipguard.toml:8:9: invalid type: integer `22`, expected a sequence",
+        ),
+        (
+            "port = [22]\n",
+            "ipguard.toml:8:1: unknown field `port`, expected one of `action`, `source`, `proto`, `ports`",
+        ),
+    ] {
+        assert_eq!(error(&rules(keys)), expected, "{keys}");
+    }
+    // More than 64 distinct ports: the position is that of the first one too many.
+    let ports: Vec<String> = (1..=65).map(|p| p.to_string()).collect();
+    let text = rules(&format!("ports = [{}]\n", ports.join(",")));
+    assert_eq!(
+        error(&text),
+        "ipguard.toml:8:193: rules[1].ports: at most 64 distinct ports are supported, found 65"
+    );
+    let Err(ConfigError::Invalid { at, key, .. }) =
+        parse(&rules("proto = \"icmp\"\nports = [8]\n"))
+    else {
+        panic!("expected an Invalid error");
+    };
+    assert_eq!(
+        (at, key.as_str()),
+        (Position { line: 9, column: 9 }, "rules[1].ports")
+    );
+}
+
+#[test]
+fn list_entries_may_be_tables_with_a_scope() {
+    let text = r#"[lists]
+whitelist = ["127.0.0.0/8", { net = "2001:db8::/48", proto = "icmp" }]
+graylist = [{ net = "203.0.113.7", ports = [53, 53] }]
+blacklist = [
+    "198.51.100.7",
+    { net = "192.0.2.0/24", proto = "tcp", ports = [25] },
+    "198.51.100.0/24",
+    { ports = [25], net = "192.0.2.0/24", proto = "tcp" },
+    { net = "192.0.2.0/24", proto = "udp" },
+]
+"#;
+    let lists = parse(text).unwrap().lists;
+    assert_eq!(lists.whitelist, nets(&["127.0.0.0/8"]));
+    assert!(lists.graylist.is_empty());
+    assert_eq!(
+        lists.blacklist,
+        nets(&["198.51.100.7/32", "198.51.100.0/24"])
+    );
+    let entry = |n: &str, layer, s| ScopedEntry {
+        net: net(n),
+        layer,
+        scope: s,
+    };
+    // Whitelist, graylist, blacklist; in file order, the same entry once.
+    let scoped = vec![
+        entry("2001:db8::/48", Layer::White, scope(Some(Proto::Icmp), &[])),
+        entry("203.0.113.7/32", Layer::Gray, scope(None, &[53])),
+        entry("192.0.2.0/24", Layer::Black, scope(Some(Proto::Tcp), &[25])),
+        entry("192.0.2.0/24", Layer::Black, scope(Some(Proto::Udp), &[])),
+    ];
+    assert_eq!(lists.scoped, scoped);
+    // Monitor mode moves the graylist's and the blacklist's scoped entries too.
+    let monitored = parse(&format!("{text}mode = \"monitor\"\n")).unwrap().lists;
+    let layers: Vec<Layer> = monitored.scoped.iter().map(|e| e.layer).collect();
+    assert_eq!(
+        layers,
+        [
+            Layer::White,
+            Layer::MonitorGray,
+            Layer::MonitorBlack,
+            Layer::MonitorBlack
+        ]
+    );
+    assert_eq!(monitored.monitor_blacklist, lists.blacklist);
+    // The example's commented-out line is valid.
+    let line = EXAMPLE
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("# blacklist = [")
+                .map(|rest| format!("blacklist = [{rest}"))
+        })
+        .expect("the example shows a scoped entry");
+    let example = parse(&format!("[lists]\n{line}\n")).unwrap().lists;
+    assert_eq!(example.blacklist, nets(&["198.51.100.7/32"]));
+    assert_eq!(
+        example.scoped,
+        [entry(
+            "192.0.2.0/24",
+            Layer::Black,
+            scope(Some(Proto::Tcp), &[25])
+        )]
+    );
+}
+
+#[test]
+fn scoped_list_entry_errors_name_the_entry_and_key() {
+    for (entry, expected) in [
+        (
+            r#"{ net = "192.0.2.1/24", proto = "tcp" }"#,
+            "ipguard.toml:2:29: lists.blacklist[1].net: 192.0.2.1/24 has host bits set; did you mean 192.0.2.0/24?",
+        ),
+        (
+            r#"{ net = "192.0.2.300", proto = "tcp" }"#,
+            "ipguard.toml:2:29: lists.blacklist[1].net: \"192.0.2.300\" is not a valid IP address or CIDR",
+        ),
+        (
+            r#"{ net = "10.0.0.0/7", ports = [25] }"#,
+            "ipguard.toml:2:29: lists.blacklist[1].net: 10.0.0.0/7 is broader than /8, the shortest prefix the lists take (set protect.min_prefix_v4 to allow it)",
+        ),
+        (
+            r#"{ proto = "tcp", ports = [25] }"#,
+            "ipguard.toml:2:21: lists.blacklist[1]: missing field `net`",
+        ),
+        (
+            r#"{ net = "192.0.2.0/24" }"#,
+            "ipguard.toml:2:21: lists.blacklist[1]: a table entry needs proto or ports; for all of the source's packets write the plain string \"192.0.2.0/24\"",
+        ),
+        (
+            r#"{ net = "192.0.2.0/24", proto = "gre" }"#,
+            "ipguard.toml:2:53: lists.blacklist[1].proto: unknown variant `gre`, expected one of `tcp`, `udp`, `icmp`",
+        ),
+        (
+            r#"{ net = "192.0.2.0/24", proto = "icmp", ports = [8] }"#,
+            "ipguard.toml:2:69: lists.blacklist[1].ports: icmp has no ports: leave ports out or name tcp or udp",
+        ),
+        (
+            r#"{ net = "192.0.2.0/24", ports = [25, 0] }"#,
+            "ipguard.toml:2:58: lists.blacklist[1].ports[1]: must be between 1 and 65535, got 0",
+        ),
+        (
+            r#"{ net = "192.0.2.0/24", ports = [] }"#,
+            "ipguard.toml:2:53: lists.blacklist[1].ports: is empty: list the destination ports, or leave ports out for all of them",
+        ),
+        (
+            r#"{ net = "192.0.2.0/24", port = [25] }"#,
+            "ipguard.toml:2:45: unknown field `port`, expected one of `net`, `proto`, `ports`",
+        ),
+        (
+            "42",
+            "ipguard.toml:2:21: invalid type: integer `42`, expected an address or network, or a table with net, and proto or ports",
+        ),
+    ] {
+        let text = format!("[lists]\nblacklist = [\"::1\", {entry}]\n");
+        assert_eq!(error(&text), expected, "{entry}");
+    }
+    // A plain entry's errors are as before.
+    assert_eq!(
+        error("[lists]\ngraylist = [{ net = \"192.0.2.0/24\", proto = \"udp\" }, \"nope\"]\n"),
+        "ipguard.toml:2:54: lists.graylist[1]: \"nope\" is not a valid IP address or CIDR"
+    );
+    let Err(ConfigError::MissingField { at, key, field, .. }) =
+        parse("[lists]\nwhitelist = [\n  { ports = [22] },\n]\n")
+    else {
+        panic!("expected a MissingField error");
+    };
+    assert_eq!(
+        (at, key.as_str(), field),
+        (Position { line: 3, column: 3 }, "lists.whitelist[0]", "net")
+    );
+}
+
+#[test]
+fn rate_limit_exempt_networks_are_checked_like_list_entries() {
+    let rule = |exempt: &str| {
+        format!("[[rate_limit]]\nkind = \"syn\"\ncount = 20\nwindow = \"1s\"\nexempt = {exempt}\n")
+    };
+    let config = parse(&rule(
+        r#"["198.51.100.0/24", "2001:db8::/48", "192.0.2.1", "198.51.100.0/24"]"#,
+    ))
+    .unwrap();
+    let limit = &config.rate_limit[0];
+    // In file order, duplicates removed.
+    assert_eq!(
+        limit.exempt,
+        nets(&["198.51.100.0/24", "2001:db8::/48", "192.0.2.1/32"])
+    );
+    assert!(limit.exempts("198.51.100.250".parse().unwrap()));
+    assert!(limit.exempts("2001:db8:0:1::1".parse().unwrap()));
+    assert!(limit.exempts("192.0.2.1".parse().unwrap()));
+    assert!(!limit.exempts("192.0.2.2".parse().unwrap()));
+    assert!(!limit.exempts("2001:db8:1::1".parse().unwrap()));
+    assert!(parse(&rule("[]")).unwrap().rate_limit[0].exempt.is_empty());
+    assert!(
+        parse("[[rate_limit]]\nkind = \"syn\"\ncount = 1\nwindow = \"1s\"\n")
+            .unwrap()
+            .rate_limit[0]
+            .exempt
+            .is_empty()
+    );
+    // Exempting bans less, never more: no shortest prefix.
+    assert_eq!(
+        parse(&rule(r#"["0.0.0.0/0"]"#)).unwrap().rate_limit[0].exempt,
+        nets(&["0.0.0.0/0"])
+    );
+    for (exempt, expected) in [
+        (
+            r#"["198.51.100.0/24", "198.51.100.1/24"]"#,
+            "ipguard.toml:5:30: rate_limit[0].exempt[1]: 198.51.100.1/24 has host bits set; did you mean 198.51.100.0/24?",
+        ),
+        (
+            r#"["2001:db8::/129"]"#,
+            "ipguard.toml:5:11: rate_limit[0].exempt[0]: \"2001:db8::/129\": the prefix length must be at most 128 for an IPv6 address",
+        ),
+        (
+            r#"["office"]"#,
+            "ipguard.toml:5:11: rate_limit[0].exempt[0]: \"office\" is not a valid IP address or CIDR",
+        ),
+        (
+            r#""198.51.100.0/24""#,
+            "ipguard.toml:5:10: invalid type: string \"198.51.100.0/24\", expected a sequence",
+        ),
+    ] {
+        assert_eq!(error(&rule(exempt)), expected, "{exempt}");
     }
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use super::protect::{MinPrefix, ProtectConfig};
 use crate::{
     duration::Lifetime,
-    model::{named_enum, ListKind, Mode},
+    model::{named_enum, Layer, ListKind, Mode, Scope},
     net::{parse_net, NetError},
 };
 
@@ -59,7 +59,8 @@ named_enum! {
 /// Overlaps between lists are legal; precedence is decided when the rules are compiled.
 /// With `[lists] mode = "monitor"` the file's graylist and blacklist entries are in
 /// `monitor_graylist` and `monitor_blacklist` instead (so are `[geo]`'s prefixes with
-/// `[geo] mode = "monitor"`, once merged by the daemon).
+/// `[geo] mode = "monitor"`, once merged by the daemon), and their scoped entries on the
+/// monitored layers.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Lists {
     /// Always passed, never rate-limited, never listed by the daemon.
@@ -72,6 +73,20 @@ pub struct Lists {
     pub monitor_graylist: Vec<IpNet>,
     /// Monitor mode: passed and counted as would drop (blacklist).
     pub monitor_blacklist: Vec<IpNet>,
+    /// The inline entries written as tables (`{ net = ..., proto = ..., ports = ... }`):
+    /// they apply only to the packets in their scope. Whitelist, graylist, then blacklist,
+    /// each in file order with duplicates removed.
+    pub scoped: Vec<ScopedEntry>,
+}
+
+/// One scoped entry of `[lists]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ScopedEntry {
+    pub net: IpNet,
+    /// [`Layer::White`], [`Layer::Gray`] or [`Layer::Black`]; [`Layer::MonitorGray`] or
+    /// [`Layer::MonitorBlack`] with `[lists] mode = "monitor"`.
+    pub layer: Layer,
+    pub scope: Scope,
 }
 
 impl Lists {
@@ -81,6 +96,13 @@ impl Lists {
         if mode == Mode::Monitor {
             self.monitor_graylist.append(&mut self.graylist);
             self.monitor_blacklist.append(&mut self.blacklist);
+            for entry in &mut self.scoped {
+                entry.layer = match entry.layer {
+                    Layer::Gray => Layer::MonitorGray,
+                    Layer::Black => Layer::MonitorBlack,
+                    other => other,
+                };
+            }
         }
         self
     }
@@ -148,6 +170,17 @@ pub struct RateLimit {
     /// only), in file order without duplicates, at most [`ipguard_common::MAX_RULE_PORTS`]. Empty: all
     /// packets, whatever the protocol.
     pub ports: Vec<u16>,
+    /// Networks this rule never bans (`exempt`), in file order without duplicates: a source
+    /// inside one is no violator of this rule, whatever it sends (another rule may still
+    /// ban it).
+    pub exempt: Vec<IpNet>,
+}
+
+impl RateLimit {
+    /// Whether `ip` is inside one of the rule's `exempt` networks.
+    pub fn exempts(&self, ip: IpAddr) -> bool {
+        self.exempt.iter().any(|net| net.contains(&ip))
+    }
 }
 
 /// The `[escalation]` section: what a violation costs a source.
@@ -457,6 +490,9 @@ pub struct Rule {
     pub action: RuleAction,
     /// Whom the rule matches.
     pub source: RuleSource,
+    /// Which of the source's packets it applies to (`proto`, `ports`; `ports` alone: TCP
+    /// and UDP); `None`: all of them.
+    pub scope: Option<Scope>,
 }
 
 /// The validated config file.

@@ -12,16 +12,10 @@ use ipnet::IpNet;
 use ipguard_common::{MAX_RATE_RULES, MAX_RULE_PORTS};
 use toml::Spanned;
 
-use super::{
-    list_file::{dedup_in_order, parse_list_file, read_bounded, MAX_LIST_FILE_BYTES},
-    raw::*,
-    types::*,
-    ConfigError, Position,
-};
+use super::{list_file::dedup_in_order, raw::*, types::*, ConfigError, Position};
 use crate::{
     duration::{parse_duration, parse_lifetime, DurationError, Lifetime},
     model::{ListKind, Mode, UnknownVariant},
-    net::parse_net,
 };
 
 /// What a path from the config file names.
@@ -89,55 +83,6 @@ impl Source<'_> {
             })
     }
 
-    /// A list's inline entries, then those of its files in order.
-    pub(super) fn list(
-        &self,
-        name: &str,
-        raw: &[Spanned<String>],
-        files: &[Spanned<String>],
-        min: MinPrefix,
-    ) -> Result<Vec<IpNet>, ConfigError> {
-        let mut nets = Vec::with_capacity(raw.len());
-        for (index, entry) in raw.iter().enumerate() {
-            let key = || format!("lists.{name}[{index}]");
-            let net = parse_net(entry.get_ref()).map_err(|error| ConfigError::ListEntry {
-                origin: self.origin.to_owned(),
-                at: self.at(entry),
-                key: key(),
-                error,
-            })?;
-            if let Some(min) = min.violated_by(&net) {
-                return Err(ConfigError::TooBroad {
-                    origin: self.origin.to_owned(),
-                    at: self.at(entry),
-                    key: key(),
-                    net,
-                    min,
-                    setting: MinPrefix::setting(&net),
-                });
-            }
-            nets.push(net);
-        }
-        for (index, file) in files.iter().enumerate() {
-            let path = file.get_ref();
-            let err = |problem: String| ConfigError::ListFile {
-                origin: self.origin.to_owned(),
-                at: self.at(file),
-                key: format!("lists.{name}_files[{index}]"),
-                path: path.clone(),
-                problem,
-            };
-            if !Path::new(path).is_absolute() {
-                return Err(err("is not an absolute path".into()));
-            }
-            // A regular file of bounded size: a FIFO or /dev/zero must not hang the daemon.
-            let text = read_bounded(Path::new(path), MAX_LIST_FILE_BYTES)
-                .map_err(|e| err(format!("cannot be read: {e}")))?;
-            nets.extend(parse_list_file(path, &text, min)?);
-        }
-        Ok(dedup_in_order(nets))
-    }
-
     pub(super) fn capacity(
         &self,
         key: &'static str,
@@ -162,7 +107,7 @@ impl Source<'_> {
     }
 
     /// A required key of the table `table` (e.g. `rate_limit[0]`), which starts at `at`.
-    fn required<'v, T>(
+    pub(super) fn required<'v, T>(
         &self,
         table: &str,
         at: Position,
@@ -197,7 +142,7 @@ impl Source<'_> {
         }
     }
 
-    fn variant<T: FromStr<Err = UnknownVariant>>(
+    pub(super) fn variant<T: FromStr<Err = UnknownVariant>>(
         &self,
         key: &str,
         raw: &Spanned<String>,
@@ -331,14 +276,33 @@ impl Source<'_> {
                 MIN_RATE_WINDOW,
                 Some(MAX_RATE_WINDOW),
             )?,
-            ports: self.ports(&format!("{table}.ports"), &rule.ports)?,
+            ports: self.ports(&format!("{table}.ports"), &rule.ports, MAX_RULE_PORTS)?,
+            exempt: self.exempt(&table, &rule.exempt)?,
         })
     }
 
-    fn ports(
+    /// `exempt` of the rate rule `table`: networks as a list takes them (no minimum prefix:
+    /// exempting a broad network bans less, never more).
+    fn exempt(
+        &self,
+        table: &str,
+        raw: &Option<Vec<Spanned<String>>>,
+    ) -> Result<Vec<IpNet>, ConfigError> {
+        let mut nets = Vec::new();
+        for (index, entry) in raw.iter().flatten().enumerate() {
+            let key = || format!("{table}.exempt[{index}]");
+            nets.push(self.list_net(key, entry, None)?);
+        }
+        Ok(dedup_in_order(nets))
+    }
+
+    /// Destination ports (`[[rate_limit]]`, `[[rules]]`, scoped list entries): each in
+    /// 1 ..= 65535, at most `max` distinct ones, in file order without duplicates.
+    pub(super) fn ports(
         &self,
         key: &str,
         raw: &Option<Spanned<Vec<Spanned<i64>>>>,
+        max: usize,
     ) -> Result<Vec<u16>, ConfigError> {
         let Some(raw) = raw else {
             return Ok(Vec::new());
@@ -353,13 +317,13 @@ impl Source<'_> {
                 first_seen.push(entry);
             }
         }
-        if let Some(first_too_many) = first_seen.get(MAX_RULE_PORTS) {
+        if let Some(first_too_many) = first_seen.get(max) {
             return Err(ConfigError::TooMany {
                 origin: self.origin.to_owned(),
                 at: self.at(first_too_many),
                 key: key.to_owned(),
                 what: "distinct ports",
-                max: MAX_RULE_PORTS,
+                max,
                 found: ports.len(),
             });
         }
@@ -506,6 +470,7 @@ impl Source<'_> {
                             key: format!("{table}.source"),
                             error,
                         })?,
+                    scope: self.scope(&table, &rule.proto, &rule.ports)?,
                 })
             })
             .collect()

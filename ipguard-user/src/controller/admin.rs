@@ -88,6 +88,7 @@ impl<B: Backend> Controller<B> {
             .reload_lists(&self.settings.config_lists, &new_lists, now.wall);
         self.carry_out(change, "config", "config", Durability::BestEffort, now)?;
         self.reload_monitored(config, now)?;
+        self.set_scoped_entries(config)?;
         self.policy
             .reconfigure(config.escalation.clone(), config.report);
         self.protection.reconfigure(config.protect.clone());
@@ -114,6 +115,23 @@ impl<B: Backend> Controller<B> {
         Ok(restart)
     }
 
+    /// Writes the config's port- and protocol-scoped list entries (no engine state: the
+    /// tables are made to match the compiled policy if a write fails).
+    pub(super) fn set_scoped_entries(&mut self, config: &Config) -> Result<()> {
+        let entries = scoped_entries(config);
+        let ops = self
+            .policy
+            .set_scoped_entries(&entries)
+            .ok_or(ControllerError::TooManyScopes)?;
+        if let Err(e) = self.backend.apply(&ops) {
+            let _ = self
+                .backend
+                .sync(self.policy.compiled(), &self.policy.scopes());
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
     /// The rules and the last answers for their hostnames, to resolve them again outside
     /// the lock.
     pub fn rules(&self) -> (Vec<Rule>, HashMap<String, Vec<IpNet>>) {
@@ -121,18 +139,50 @@ impl<B: Backend> Controller<B> {
     }
 
     /// Writes the rule layer from resolved rules (index, deny, nets) and keeps the answers.
+    /// A rule with `proto`/`ports` counts for the packets of its scope only.
     pub fn set_rules(
         &mut self,
         compiled: &[(u32, bool, Vec<IpNet>)],
         resolved: HashMap<String, Vec<IpNet>>,
     ) -> Result<()> {
         self.resolved = resolved;
-        let ops = self.policy.set_rules(compiled);
+        let mut rules = Vec::with_capacity(compiled.len());
+        for (index, deny, nets) in compiled {
+            let scope = match self
+                .settings
+                .rules
+                .get(*index as usize)
+                .and_then(|r| r.scope.as_ref())
+            {
+                Some(scope) => Some(
+                    self.policy
+                        .intern_scope(scope)
+                        .ok_or(ControllerError::TooManyScopes)?,
+                ),
+                None => None,
+            };
+            rules.push((*index, *deny, scope, nets.clone()));
+        }
+        let ops = self.policy.set_rules(&rules);
         if let Err(e) = self.backend.apply(&ops) {
             // Rules are no engine state: the tables are made to match the compiled policy.
-            let _ = self.backend.sync(self.policy.compiled());
+            let _ = self
+                .backend
+                .sync(self.policy.compiled(), &self.policy.scopes());
             return Err(e.into());
         }
         Ok(())
     }
+}
+
+/// The config's scoped list entries as (prefix, layer, scope).
+pub(super) fn scoped_entries(
+    config: &Config,
+) -> Vec<(IpNet, crate::model::Layer, crate::model::Scope)> {
+    config
+        .lists
+        .scoped
+        .iter()
+        .map(|e| (e.net, e.layer, e.scope.clone()))
+        .collect()
 }

@@ -57,6 +57,13 @@ pub enum ControllerError {
     /// The entry is the config file's: change the file, or remove it with `force`.
     #[error("{net} on the {list} comes from the config file: remove it there (and reload), or send force to remove it until the next reload")]
     ConfigEntry { list: ListKind, net: IpNet },
+    /// The rules and list entries name more distinct `proto`/`ports` scopes than the
+    /// compiler keeps apart.
+    #[error(
+        "more than {} distinct proto/ports scopes in [[rules]] and [lists]",
+        crate::policy::compile::MAX_SCOPES
+    )]
+    TooManyScopes,
 }
 
 /// How a change must be made durable before it reaches the kernel.
@@ -89,6 +96,8 @@ struct Settings {
     promote_when_full: u32,
     /// The config's `mode`, to tell at a reload whether the file's changed.
     mode: crate::model::Mode,
+    /// The config's port- or protocol-scoped list entries.
+    scoped_entries: u64,
 }
 
 impl Settings {
@@ -101,6 +110,7 @@ impl Settings {
             maps: config.maps,
             promote_when_full: config.escalation.promote_when_full,
             mode: config.mode,
+            scoped_entries: config.lists.scoped.len() as u64,
         }
     }
 }
@@ -184,6 +194,10 @@ impl<B: Backend> Controller<B> {
         let restored = state.as_ref().map_or(0, |s| s.entries.len());
         policy.load(&settings.config_lists, state, now.wall);
         mode::load(&mut policy, config);
+        // The ops are not needed: the tables are synced to the whole result below.
+        let _ = policy
+            .set_scoped_entries(&admin::scoped_entries(config))
+            .ok_or(ControllerError::TooManyScopes)?;
         if store.is_some() {
             tracing::info!(
                 entries = restored,
@@ -194,7 +208,7 @@ impl<B: Backend> Controller<B> {
         let mut backend = backend()?;
         backend.set_rates(&rate_config(config))?;
         backend.set_flood(&flood_config(config))?;
-        let drift = backend.sync(policy.compiled())?;
+        let drift = backend.sync(policy.compiled(), &policy.scopes())?;
         Ok((
             Self {
                 backend,
@@ -252,7 +266,10 @@ impl<B: Backend> Controller<B> {
             // may have written part: put the tables back by the undo operations or,
             // failing that, a whole-table sync.
             if self.backend.apply(&undo).is_err() {
-                if let Err(e) = self.backend.sync(self.policy.compiled()) {
+                if let Err(e) = self
+                    .backend
+                    .sync(self.policy.compiled(), &self.policy.scopes())
+                {
                     tracing::error!(error = %e, "cannot restore the tables after a refused change");
                 }
             }

@@ -140,7 +140,10 @@ impl<B: Backend> Controller<B> {
                 self.health.table_error(&e, now.wall, &self.telemetry);
                 let back = undo(&mut self.policy);
                 if self.backend.apply(&back).is_err() {
-                    if let Err(e) = self.backend.sync(self.policy.compiled()) {
+                    if let Err(e) = self
+                        .backend
+                        .sync(self.policy.compiled(), &self.policy.scopes())
+                    {
                         tracing::error!(error = %e, "cannot restore the tables after a refused change");
                     }
                 }

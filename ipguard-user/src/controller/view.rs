@@ -4,15 +4,15 @@
 use std::{net::IpAddr, time::Duration};
 
 use ipguard_common::{
-    enforced, SourceCounters, Stat, LIST_BLACKLIST, LIST_GRAYLIST, LIST_RULE_ALLOW, LIST_RULE_DENY,
-    LIST_WHITELIST,
+    enforced, ListEntry, SourceCounters, Stat, LIST_BLACKLIST, LIST_GRAYLIST, LIST_RULE_ALLOW,
+    LIST_RULE_DENY, LIST_WHITELIST,
 };
 use ipnet::IpNet;
 
 use super::{Controller, Problem, Result};
 use crate::{
     dataplane::{Backend, GlobalStats},
-    model::{ListKind, Mode, Now, Origin, Ts},
+    model::{ListKind, Mode, Now, Origin, Proto, Ts},
     policy::{
         engine::{Entry, OffenderSummary},
         monitor::MonitorSource,
@@ -85,6 +85,72 @@ pub struct Explanation {
     pub by_geo: bool,
     /// The deciding prefix came from this feed.
     pub feed: Option<String>,
+    /// The packet explained (protocol, destination port), if one was given: then the
+    /// verdict is that packet's.
+    pub packet: Option<(Proto, u16)>,
+    /// Packets of the address that port- or protocol-scoped rules or entries decide
+    /// otherwise than the verdict above (without a packet given: than the address's own).
+    pub scoped: Vec<ScopedVerdict>,
+}
+
+impl Explanation {
+    /// Nothing decided, nothing counted.
+    fn empty(ip: IpAddr) -> Self {
+        Explanation {
+            ip,
+            drop: false,
+            would_drop: false,
+            list: None,
+            prefix: None,
+            reason: None,
+            decided_by: None,
+            strikes: 0,
+            expires: None,
+            retry_after: None,
+            counters: SourceCounters::default(),
+            node: None,
+            geo: None,
+            by_geo: false,
+            feed: None,
+            packet: None,
+            scoped: Vec::new(),
+        }
+    }
+}
+
+/// The verdict of an address's packets of one protocol and port (see
+/// [`Explanation::scoped`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScopedVerdict {
+    pub proto: u8,
+    /// 0: the protocol's ports that no scope names.
+    pub port: u16,
+    /// The port is one of several of the protocol that scopes name (label `tcp (other
+    /// ports)` for port 0 then).
+    pub others: bool,
+    pub drop: bool,
+    pub would_drop: bool,
+    pub list: Option<ListKind>,
+    pub prefix: Option<IpNet>,
+    pub reason: Option<String>,
+    pub decided_by: Option<DecidedBy>,
+}
+
+impl ScopedVerdict {
+    /// `tcp/22`, `udp`, `icmp`, `tcp (other ports)`, `proto 47`.
+    pub fn label(&self) -> String {
+        let name = match self.proto {
+            ipguard_common::PROTO_TCP => "tcp".to_owned(),
+            ipguard_common::PROTO_UDP => "udp".to_owned(),
+            ipguard_common::PROTO_ICMP => "icmp".to_owned(),
+            p => format!("proto {p}"),
+        };
+        match (self.port, self.others) {
+            (0, true) => format!("{name} (other ports)"),
+            (0, false) => name,
+            (port, _) => format!("{name}/{port}"),
+        }
+    }
 }
 
 /// One page of a list, ordered by prefix.
@@ -126,6 +192,12 @@ pub struct StatusReport {
     /// together.
     pub monitored: [u64; 2],
     pub rules: u64,
+    /// The config's port- or protocol-scoped list entries.
+    pub scoped_entries: u64,
+    /// Scope groups in the kernel's scope map, and scoped decisions that kept the prefix's
+    /// own verdict because every group id was in use.
+    pub scope_groups: u64,
+    pub scope_overflows: u64,
     /// Sources with policy history.
     pub tracked_sources: u64,
     /// The kernel's global counters.
@@ -141,6 +213,71 @@ pub struct StatusReport {
 impl<B: Backend> Controller<B> {
     /// What the data path does with `ip`, and why.
     pub fn explain(&self, ip: IpAddr, now: Now) -> Result<Explanation> {
+        self.explain_packet(ip, None, now)
+    }
+
+    /// What the data path does with a packet from `ip` of protocol and destination port
+    /// `packet` (`None`: the address's own verdict), and why; with the packets of the
+    /// address that scoped rules or entries decide otherwise.
+    pub fn explain_packet(
+        &self,
+        ip: IpAddr,
+        packet: Option<(Proto, u16)>,
+        now: Now,
+    ) -> Result<Explanation> {
+        let mut x = self.explain_decided(ip, packet, now)?;
+        let own = self.decided(ip, packet).map(|(_, e)| (e.list, e.rule_id));
+        let atoms = self.policy.atoms();
+        // The packet's own atom is the verdict above.
+        let own_atom = packet.map(|(p, dport)| {
+            let p = p.number();
+            if atoms.contains(&(p, dport)) {
+                (p, dport)
+            } else {
+                (p, 0)
+            }
+        });
+        for &(proto, port) in &atoms {
+            if own_atom == Some((proto, port)) {
+                continue;
+            }
+            let d = self.policy.decide_for(ip, proto, port);
+            if d.map(|(_, e)| (e.list, e.rule_id)) == own {
+                continue;
+            }
+            let mut sub = Explanation::empty(ip);
+            if let Some((prefix, e)) = d {
+                self.fill(&mut sub, prefix, e, now);
+            }
+            x.scoped.push(ScopedVerdict {
+                proto,
+                port,
+                others: port == 0 && atoms.iter().any(|&(p, q)| p == proto && q != 0),
+                drop: sub.drop,
+                would_drop: sub.would_drop,
+                list: sub.list,
+                prefix: sub.prefix,
+                reason: sub.reason,
+                decided_by: sub.decided_by,
+            });
+        }
+        Ok(x)
+    }
+
+    fn decided(&self, ip: IpAddr, packet: Option<(Proto, u16)>) -> Option<(IpNet, ListEntry)> {
+        match packet {
+            Some((p, port)) => self.policy.decide_for(ip, p.number(), port),
+            None => self.policy.decide(ip),
+        }
+    }
+
+    /// The explanation of `ip` (or of one of its packets) without the scoped verdicts.
+    fn explain_decided(
+        &self,
+        ip: IpAddr,
+        packet: Option<(Proto, u16)>,
+        now: Now,
+    ) -> Result<Explanation> {
         let engine = self.policy.engine();
         let mut x = Explanation {
             ip,
@@ -158,10 +295,20 @@ impl<B: Backend> Controller<B> {
             geo: self.geo.as_ref().map(|g| g.info(ip)),
             by_geo: false,
             feed: None,
+            packet,
+            scoped: Vec::new(),
         };
-        let Some((prefix, decided)) = self.policy.decide(ip) else {
+        let Some((prefix, decided)) = self.decided(ip, packet) else {
             return Ok(x);
         };
+        self.fill(&mut x, prefix, decided, now);
+        Ok(x)
+    }
+
+    /// Fills in what `decided` (the entry of `prefix`) says of `x.ip`.
+    fn fill(&self, x: &mut Explanation, prefix: IpNet, decided: ListEntry, now: Now) {
+        let engine = self.policy.engine();
+        let ip = x.ip;
         x.prefix = Some(prefix);
         // Monitor mode: the code of what would drop, passed.
         let code = enforced(decided.list);
@@ -173,7 +320,14 @@ impl<B: Backend> Controller<B> {
                 x.drop = list != Some(ListKind::Whitelist) && !x.would_drop;
                 let entry = list.and_then(|l| engine.entry(l, prefix));
                 if let (None, Some(list)) = (&entry, list.filter(|_| x.would_drop)) {
-                    self.explain_monitored(&mut x, list, prefix);
+                    self.explain_monitored(x, list, prefix);
+                }
+                if entry.is_none() && !x.would_drop {
+                    if let Some(list) = list {
+                        // A scoped entry of the config's [lists]: no engine entry.
+                        x.decided_by = Some(DecidedBy::Entry(Origin::Config));
+                        x.reason = Some(format!("config: [lists] {list}, scoped entry"));
+                    }
                 }
                 if let Some(e) = entry {
                     x.reason = Some(e.reason.clone());
@@ -212,13 +366,15 @@ impl<B: Backend> Controller<B> {
                 let i = decided.rule_id.saturating_sub(1) as usize;
                 x.decided_by = Some(DecidedBy::Rule(i));
                 x.reason = Some(match self.settings.rules.get(i) {
-                    Some(r) => format!("rule {}: {} {}", i + 1, r.action, r.source),
+                    Some(r) => match &r.scope {
+                        Some(scope) => format!("rule {}: {} {} {scope}", i + 1, r.action, r.source),
+                        None => format!("rule {}: {} {}", i + 1, r.action, r.source),
+                    },
                     None => format!("rule {}", i + 1),
                 });
             }
             _ => {}
         }
-        Ok(x)
     }
 
     /// Who put `prefix` on `list`'s monitored layer (not an engine entry): the config
@@ -325,6 +481,9 @@ impl<B: Backend> Controller<B> {
             monitored: [ListKind::Graylist, ListKind::Blacklist]
                 .map(|l| self.policy.monitored().count(l) as u64),
             rules: self.settings.rules.len() as u64,
+            scoped_entries: self.settings.scoped_entries,
+            scope_groups: self.policy.scope_groups() as u64,
+            scope_overflows: self.policy.scope_overflows(),
             tracked_sources: engine.tracked() as u64,
             stats,
             v4_hosts: Fill {

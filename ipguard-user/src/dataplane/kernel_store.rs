@@ -11,8 +11,8 @@ use aya::maps::{
 };
 use ipguard_common::{
     user::{v6_key, v6_net},
-    ListCode, Tbl24Slot, V6Anchor, V6LongKey, MAP_TABLE_CFG, MAP_V4_HOSTS, MAP_V6_ANCHORS,
-    MAP_V6_LONG, MAP_V6_LPM, V4_TBL24_SLOTS,
+    ListCode, ScopeKey, Tbl24Slot, V6Anchor, V6LongKey, MAP_SCOPES, MAP_TABLE_CFG, MAP_V4_HOSTS,
+    MAP_V6_ANCHORS, MAP_V6_LONG, MAP_V6_LPM, V4_TBL24_SLOTS,
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
@@ -26,6 +26,7 @@ pub struct KernelStore {
     anchors: BpfHashMap<MapData, [u8; 4], V6Anchor>,
     longs: BpfHashMap<MapData, V6LongKey, ListCode>,
     lpm: LpmTrie<MapData, [u8; 16], ListCode>,
+    scopes: BpfHashMap<MapData, ScopeKey, ListCode>,
     cfg: Array<MapData, u32>,
     flags: u32,
     /// The maps' `max_entries` as created (pinned maps keep the size they were made with).
@@ -39,6 +40,7 @@ pub struct TableMaps {
     pub anchors: BpfHashMap<MapData, [u8; 4], V6Anchor>,
     pub longs: BpfHashMap<MapData, V6LongKey, ListCode>,
     pub lpm: LpmTrie<MapData, [u8; 16], ListCode>,
+    pub scopes: BpfHashMap<MapData, ScopeKey, ListCode>,
     pub cfg: Array<MapData, u32>,
 }
 
@@ -75,6 +77,7 @@ impl KernelStore {
             anchors: maps.anchors,
             longs: maps.longs,
             lpm: maps.lpm,
+            scopes: maps.scopes,
             cfg: maps.cfg,
             flags,
         })
@@ -366,5 +369,30 @@ impl MapStore for KernelStore {
             })?;
         self.flags = flags;
         Ok(())
+    }
+
+    fn scope_put(&mut self, key: ScopeKey, code: ListCode) -> Result<(), TableError> {
+        self.scopes
+            .insert(key, code, 0)
+            .map_err(|source| TableError::Scope {
+                op: "write",
+                key,
+                source: Box::new(source),
+            })
+    }
+
+    fn scope_del(&mut self, key: ScopeKey) -> Result<(), TableError> {
+        absent_ok(self.scopes.remove(&key)).map_err(|source| TableError::Scope {
+            op: "remove",
+            key,
+            source: Box::new(source),
+        })
+    }
+
+    fn scopes(&self) -> Result<HashMap<ScopeKey, ListCode>, TableError> {
+        self.scopes
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(read_err(MAP_SCOPES))
     }
 }

@@ -21,8 +21,8 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use ipguard_common::{
-    MAP_EVENTS, MAP_FLOOD_CFG, MAP_FLOOD_STATE, MAP_RATE_CONFIG, MAP_SOURCES, MAP_STATS,
-    MAP_TABLE_CFG, MAP_V4_HOSTS, MAP_V4_TBL24, MAP_V6_ANCHORS, MAP_V6_LONG, MAP_V6_LPM,
+    MAP_EVENTS, MAP_FLOOD_CFG, MAP_FLOOD_STATE, MAP_RATE_CONFIG, MAP_SCOPES, MAP_SOURCES,
+    MAP_STATS, MAP_TABLE_CFG, MAP_V4_HOSTS, MAP_V4_TBL24, MAP_V6_ANCHORS, MAP_V6_LONG, MAP_V6_LPM,
     PROGRAM_NAME, STAT_COUNT,
 };
 
@@ -67,8 +67,9 @@ pub struct Program {
 }
 
 /// Maps pinned by [`Dataplane::load_pinned`] (all of them: lists, counters, rates, events).
-const PINNED_MAPS: [&str; 12] = [
+const PINNED_MAPS: [&str; 13] = [
     MAP_V4_TBL24,
+    MAP_SCOPES,
     MAP_V4_HOSTS,
     MAP_V6_ANCHORS,
     MAP_V6_LONG,
@@ -173,6 +174,7 @@ impl Dataplane {
             anchors: take_map(&mut ebpf, MAP_V6_ANCHORS, BpfHashMap::try_from)?,
             longs: take_map(&mut ebpf, MAP_V6_LONG, BpfHashMap::try_from)?,
             lpm: take_map(&mut ebpf, MAP_V6_LPM, LpmTrie::try_from)?,
+            scopes: take_map(&mut ebpf, MAP_SCOPES, BpfHashMap::try_from)?,
             cfg: take_map(&mut ebpf, MAP_TABLE_CFG, Array::try_from)?,
         })
         .map_err(DataplaneError::Table)?;

@@ -4,7 +4,7 @@
 //! layout is tested without a kernel.
 
 use aya::maps::MapError;
-use ipguard_common::{ListCode, Tbl24Slot, V6Anchor, V6LongKey, MAP_V4_TBL24};
+use ipguard_common::{ListCode, ScopeKey, Tbl24Slot, V6Anchor, V6LongKey, MAP_V4_TBL24};
 use ipnet::{IpNet, Ipv6Net};
 
 /// Hash maps of map keys: integers and addresses, hashed fast (no untrusted input here).
@@ -32,6 +32,14 @@ pub enum TableError {
     #[error("cannot read {map}: {source}")]
     Read {
         map: &'static str,
+        #[source]
+        source: Box<MapError>,
+    },
+    /// The kernel refused a write or removal in the scope map.
+    #[error("cannot {op} scope group {} ({}/{}) in {map}: {source}", key.group, key.proto, key.port, map = ipguard_common::MAP_SCOPES)]
+    Scope {
+        op: &'static str,
+        key: ScopeKey,
         #[source]
         source: Box<MapError>,
     },
@@ -127,4 +135,7 @@ pub trait MapStore {
     fn lpms(&self) -> Result<HashMap<Ipv6Net, ListCode>, TableError>;
     fn flags(&self) -> u32;
     fn set_flags(&mut self, flags: u32) -> Result<(), TableError>;
+    fn scope_put(&mut self, key: ScopeKey, code: ListCode) -> Result<(), TableError>;
+    fn scope_del(&mut self, key: ScopeKey) -> Result<(), TableError>;
+    fn scopes(&self) -> Result<HashMap<ScopeKey, ListCode>, TableError>;
 }

@@ -6,8 +6,8 @@
 use std::net::{IpAddr, Ipv6Addr};
 
 use ipguard_common::{
-    lookup, FloodConfig, ListCode, RateConfig, SourceCounters, Tbl24Slot, V6Anchor, V6LongKey,
-    LIST_NONE, MAP_V4_HOSTS, MAP_V6_ANCHORS, MAP_V6_LONG, MAP_V6_LPM, V4_TBL24_SLOTS,
+    lookup, FloodConfig, ListCode, RateConfig, ScopeKey, SourceCounters, Tbl24Slot, V6Anchor,
+    V6LongKey, LIST_NONE, MAP_V4_HOSTS, MAP_V6_ANCHORS, MAP_V6_LONG, MAP_V6_LPM, V4_TBL24_SLOTS,
 };
 use ipnet::{IpNet, Ipv6Net};
 
@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     config::MapsConfig,
-    model::{Compiled, TableOp},
+    model::{Compiled, Scopes, TableOp},
 };
 
 /// The tables in memory, looked up the way the XDP program does.
@@ -28,6 +28,7 @@ pub struct MemoryStore {
     pub anchors: HashMap<u32, V6Anchor>,
     pub longs: HashMap<V6LongKey, ListCode>,
     pub lpm: HashMap<Ipv6Net, ListCode>,
+    pub scopes: HashMap<ScopeKey, ListCode>,
     pub flags: u32,
     /// Map writes made (slots included), to check that a change writes little.
     pub writes: usize,
@@ -44,6 +45,7 @@ impl Default for MemoryStore {
             anchors: HashMap::default(),
             longs: HashMap::default(),
             lpm: HashMap::default(),
+            scopes: HashMap::default(),
             flags: 0,
             writes: 0,
             capacity: None,
@@ -52,12 +54,19 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
-    /// The list code the XDP program would find for `ip`: its own lookup, over these maps.
+    /// The table code the XDP program would find for `ip` (list and scope group): its own
+    /// lookup, over these maps.
     pub fn lookup(&self, ip: IpAddr) -> ListCode {
         match ip {
             IpAddr::V4(a) => lookup::lookup_v4(self, a.octets()),
             IpAddr::V6(a) => lookup::lookup_v6(self, &a.octets()),
         }
+    }
+
+    /// The `LIST_*` code that decides a packet from `ip` of protocol `proto` to port
+    /// `port` (0: none), as the XDP program finds it.
+    pub fn verdict(&self, ip: IpAddr, proto: u8, port: u16) -> ListCode {
+        lookup::scoped(self, self.lookup(ip), proto, port)
     }
 
     /// Limits the maps to the capacities the kernel's would have (`[maps]`): a write past
@@ -109,6 +118,10 @@ impl lookup::Tables for MemoryStore {
             .find_map(|l| self.lpm.get(&Ipv6Net::new(a, l).ok()?.trunc()))
             .copied()
             .unwrap_or(LIST_NONE)
+    }
+
+    fn scope(&self, key: &ScopeKey) -> Option<ListCode> {
+        self.scopes.get(key).copied()
     }
 }
 
@@ -223,6 +236,19 @@ impl MapStore for MemoryStore {
         self.flags = flags;
         Ok(())
     }
+    fn scope_put(&mut self, key: ScopeKey, code: ListCode) -> Result<(), TableError> {
+        self.writes += 1;
+        self.scopes.insert(key, code);
+        Ok(())
+    }
+    fn scope_del(&mut self, key: ScopeKey) -> Result<(), TableError> {
+        self.writes += 1;
+        self.scopes.remove(&key);
+        Ok(())
+    }
+    fn scopes(&self) -> Result<HashMap<ScopeKey, ListCode>, TableError> {
+        Ok(self.scopes.clone())
+    }
 }
 
 /// A whole dataplane in memory: the real [`Layout`] over a [`MemoryStore`], and counters as
@@ -252,9 +278,14 @@ impl MemoryBackend {
         }
     }
 
-    /// The list code the XDP program would find for `ip`.
+    /// The table code the XDP program would find for `ip`.
     pub fn lookup(&self, ip: IpAddr) -> ListCode {
         self.table.store().lookup(ip)
+    }
+
+    /// The `LIST_*` code that decides a packet (see [`MemoryStore::verdict`]).
+    pub fn verdict(&self, ip: IpAddr, proto: u8, port: u16) -> ListCode {
+        self.table.store().verdict(ip, proto, port)
     }
 }
 
@@ -263,8 +294,8 @@ impl Backend for MemoryBackend {
         self.table.apply(ops)
     }
 
-    fn sync(&mut self, compiled: &Compiled) -> Result<SyncReport, TableError> {
-        self.table.sync(compiled)
+    fn sync(&mut self, compiled: &Compiled, scopes: &Scopes) -> Result<SyncReport, TableError> {
+        self.table.sync(compiled, scopes)
     }
 
     fn usage(&self) -> TableUsage {

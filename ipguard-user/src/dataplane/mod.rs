@@ -28,7 +28,7 @@ pub use self::{
     map_store::{MapStore, SyncReport, TableError, TableUsage},
     memory::{MemoryBackend, MemoryStore},
 };
-use crate::model::{Compiled, TableOp};
+use crate::model::{Compiled, Scopes, TableOp};
 
 /// The XDP object built from `ipguard-ebpf` by build.rs.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ipguard"));
@@ -113,8 +113,9 @@ type Result<T, E = DataplaneError> = std::result::Result<T, E>;
 pub trait Backend: Send + 'static {
     /// Applies compiled changes in the order given (see [`Layout::apply`]).
     fn apply(&mut self, ops: &[TableOp]) -> Result<(), TableError>;
-    /// Makes the tables hold exactly `compiled`, whatever they held (see [`Layout::sync`]).
-    fn sync(&mut self, compiled: &Compiled) -> Result<SyncReport, TableError>;
+    /// Makes the tables hold exactly `compiled` and the scope groups `scopes`, whatever they
+    /// held (see [`Layout::sync`]).
+    fn sync(&mut self, compiled: &Compiled, scopes: &Scopes) -> Result<SyncReport, TableError>;
     /// Fill of the list maps whose capacity the config sets.
     fn usage(&self) -> TableUsage;
     /// Global counters, summed over CPUs.
@@ -179,8 +180,8 @@ impl Backend for KernelBackend {
         self.table.apply(ops)
     }
 
-    fn sync(&mut self, compiled: &Compiled) -> Result<SyncReport, TableError> {
-        self.table.sync(compiled)
+    fn sync(&mut self, compiled: &Compiled, scopes: &Scopes) -> Result<SyncReport, TableError> {
+        self.table.sync(compiled, scopes)
     }
 
     fn usage(&self) -> TableUsage {

@@ -7,7 +7,9 @@ pub mod time;
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-use ipguard_common::{ListCode, ListEntry, LIST_BLACKLIST, LIST_GRAYLIST, LIST_WHITELIST};
+use ipguard_common::{
+    ListCode, ListEntry, ScopeKey, LIST_BLACKLIST, LIST_GRAYLIST, LIST_WHITELIST,
+};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -112,6 +114,117 @@ named_enum! {
     }
 }
 
+named_enum! {
+    /// A transport protocol a [`Scope`] names.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum Proto {
+        Tcp = "tcp",
+        Udp = "udp",
+        /// ICMP, and ICMPv6 for IPv6 sources.
+        Icmp = "icmp",
+    }
+}
+
+impl Proto {
+    /// The protocol number the XDP program reports for it (ICMPv6 is reported as ICMP's).
+    pub const fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => ipguard_common::PROTO_TCP,
+            Proto::Udp => ipguard_common::PROTO_UDP,
+            Proto::Icmp => ipguard_common::PROTO_ICMP,
+        }
+    }
+}
+
+/// Which packets of a source a scoped list entry or `[[rules]]` entry applies to: a
+/// protocol, destination ports, or both. Canonical form (the config and the API build it
+/// through [`Scope::new`]): `ports` sorted without duplicates and never empty without a
+/// protocol (that is no scope at all); ports only with TCP, UDP or no protocol (= TCP and
+/// UDP).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Scope {
+    pub proto: Option<Proto>,
+    pub ports: Vec<u16>,
+}
+
+/// Why a protocol and ports do not make a [`Scope`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScopeError {
+    #[error("neither proto nor ports is given")]
+    Empty,
+    #[error("icmp has no ports: leave ports out or name tcp or udp")]
+    PortsWithIcmp,
+    #[error("port 0 is not a destination port (1 to 65535)")]
+    PortZero,
+    #[error("at most {max} ports (given {given})")]
+    TooManyPorts { given: usize, max: usize },
+}
+
+impl Scope {
+    /// Ports one scope may list.
+    pub const MAX_PORTS: usize = 64;
+
+    /// The canonical scope of `proto` and `ports` (sorted, duplicates removed).
+    pub fn new(proto: Option<Proto>, mut ports: Vec<u16>) -> Result<Scope, ScopeError> {
+        ports.sort_unstable();
+        ports.dedup();
+        if proto.is_none() && ports.is_empty() {
+            return Err(ScopeError::Empty);
+        }
+        if proto == Some(Proto::Icmp) && !ports.is_empty() {
+            return Err(ScopeError::PortsWithIcmp);
+        }
+        if ports.first() == Some(&0) {
+            return Err(ScopeError::PortZero);
+        }
+        if ports.len() > Self::MAX_PORTS {
+            return Err(ScopeError::TooManyPorts {
+                given: ports.len(),
+                max: Self::MAX_PORTS,
+            });
+        }
+        Ok(Scope { proto, ports })
+    }
+
+    /// The protocols it applies to.
+    pub fn protos(&self) -> &'static [Proto] {
+        match self.proto {
+            Some(Proto::Tcp) => &[Proto::Tcp],
+            Some(Proto::Udp) => &[Proto::Udp],
+            Some(Proto::Icmp) => &[Proto::Icmp],
+            None => &[Proto::Tcp, Proto::Udp],
+        }
+    }
+
+    /// Whether a packet of protocol number `proto` to port `port` (0: none or not read) is
+    /// in scope.
+    pub fn matches(&self, proto: u8, port: u16) -> bool {
+        self.protos().iter().any(|p| p.number() == proto)
+            && (self.ports.is_empty() || (port != 0 && self.ports.binary_search(&port).is_ok()))
+    }
+}
+
+impl std::fmt::Display for Scope {
+    /// `tcp/22,443`, `udp`, `icmp`, `tcp+udp/53`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.proto {
+            Some(p) => f.write_str(p.as_str())?,
+            None => f.write_str("tcp+udp")?,
+        }
+        if !self.ports.is_empty() {
+            f.write_str("/")?;
+            for (i, port) in self.ports.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(",")?;
+                }
+                write!(f, "{port}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Where a membership of the compiled policy comes from: one of the lists, an ordered
 /// rule, or a monitored graylist or blacklist (monitor mode: would drop, passes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -134,11 +247,19 @@ pub enum Layer {
 /// (see `policy::compile`). `dataplane::Layout` lays it out in the kernel's tables.
 pub type Compiled = BTreeMap<IpNet, ListEntry>;
 
-/// One change to the compiled policy, as the tables must apply it.
+/// The verdicts of the scope groups the compiled entries name (see
+/// `ipguard_common::SCOPE_SHIFT`): what the kernel's scope map holds.
+pub type Scopes = BTreeMap<ScopeKey, ListCode>;
+
+/// One change to the compiled policy, as the tables must apply it. The compiler orders
+/// them: scope writes, entry writes, entry deletes, scope deletes (a group's verdicts are
+/// in place before an entry names it and stay until none does).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TableOp {
+    ScopeWrite(ScopeKey, ListCode),
     Write(IpNet, ListEntry),
     Delete(IpNet),
+    ScopeDelete(ScopeKey),
 }
 
 /// Longest-prefix match over compiled entries: what the kernel's tables must answer for

@@ -23,7 +23,7 @@ use self::{
 };
 use crate::{
     config::{Escalation, ReportRule},
-    model::{Compiled, ListKind, Origin, TableOp, Ts},
+    model::{Compiled, Layer, ListKind, Origin, Scope, Scopes, TableOp, Ts},
 };
 
 /// What one policy step changed: the engine's commands (for logs and records) and the
@@ -54,16 +54,25 @@ impl Changed {
             return;
         }
         let mut last = std::collections::BTreeMap::new();
+        let mut scopes = std::collections::BTreeMap::new();
         for op in self.ops.drain(..).chain(later.ops) {
-            let net = match op {
-                TableOp::Write(net, _) | TableOp::Delete(net) => net,
+            match op {
+                TableOp::Write(net, _) | TableOp::Delete(net) => last.insert(net, op),
+                TableOp::ScopeWrite(key, _) | TableOp::ScopeDelete(key) => scopes.insert(key, op),
             };
-            last.insert(net, op);
         }
         let (writes, deletes): (Vec<_>, Vec<_>) = last
             .into_values()
             .partition(|op| matches!(op, TableOp::Write(..)));
-        self.ops = writes.into_iter().rev().chain(deletes).collect();
+        let (scope_writes, scope_deletes): (Vec<_>, Vec<_>) = scopes
+            .into_values()
+            .partition(|op| matches!(op, TableOp::ScopeWrite(..)));
+        self.ops = scope_writes
+            .into_iter()
+            .chain(writes.into_iter().rev())
+            .chain(deletes)
+            .chain(scope_deletes)
+            .collect();
     }
 }
 
@@ -100,6 +109,59 @@ impl Policy {
     /// What the tables must hold.
     pub fn compiled(&self) -> &Compiled {
         self.compiled.written()
+    }
+
+    /// What the kernel's scope map must hold (see `policy::compile::scope`).
+    pub fn scopes(&self) -> Scopes {
+        self.compiled.scopes()
+    }
+
+    /// Scope groups named by the compiled entries.
+    pub fn scope_groups(&self) -> usize {
+        self.compiled.scope_groups()
+    }
+
+    /// Scoped decisions that kept the prefix's own verdict for want of a scope group id.
+    pub fn scope_overflows(&self) -> u64 {
+        self.compiled.scope_overflows()
+    }
+
+    /// The id of `scope` for scoped rules and entries; `None` past
+    /// [`compile::MAX_SCOPES`] distinct scopes.
+    pub fn intern_scope(&mut self, scope: &Scope) -> Option<compile::ScopeId> {
+        self.compiled.intern_scope(scope)
+    }
+
+    /// Replaces the config's scoped list entries (prefix, layer, scope). Like rules they are
+    /// no engine state. `None` past [`compile::MAX_SCOPES`] distinct scopes (nothing changed).
+    pub fn set_scoped_entries(
+        &mut self,
+        entries: &[(IpNet, Layer, Scope)],
+    ) -> Option<Vec<TableOp>> {
+        let mut wanted = Vec::with_capacity(entries.len());
+        for (net, layer, scope) in entries {
+            wanted.push((*net, *layer, self.compiled.intern_scope(scope)?));
+        }
+        let layers = [
+            Layer::White,
+            Layer::Gray,
+            Layer::Black,
+            Layer::MonitorGray,
+            Layer::MonitorBlack,
+        ];
+        Some(self.compiled.set_scoped(&layers, &wanted))
+    }
+
+    /// The (protocol, port) atoms the scopes in use split packets into (port 0: the
+    /// protocol's other ports); empty without scoped rules or entries.
+    pub fn atoms(&self) -> Vec<(u8, u16)> {
+        self.compiled.atoms()
+    }
+
+    /// The decision for a packet of `proto` to `port` from `ip` (see
+    /// [`ListState::decide_for`]).
+    pub fn decide_for(&self, ip: IpAddr, proto: u8, port: u16) -> Option<(IpNet, ListEntry)> {
+        self.compiled.decide_for(ip, proto, port)
     }
 
     /// The decision for `ip` and the prefix that made it (see [`ListState::decide`]).
@@ -289,7 +351,7 @@ impl Policy {
 
     /// Replaces the rule layer by resolved rules (index, deny, nets). Rules are no engine
     /// state: a failed write is repaired by writing them again.
-    pub fn set_rules(&mut self, rules: &[(u32, bool, Vec<IpNet>)]) -> Vec<TableOp> {
+    pub fn set_rules(&mut self, rules: &[compile::RuleNets]) -> Vec<TableOp> {
         self.compiled.set_rules(rules)
     }
 

@@ -224,10 +224,7 @@ mod tests {
             ops,
             [TableOp::Write(
                 net("192.0.2.0/24"),
-                ListEntry {
-                    list: LIST_MONITOR_BLACKLIST,
-                    rule_id: 0
-                }
+                ListEntry::new(LIST_MONITOR_BLACKLIST, 0)
             )]
         );
         assert_eq!(diff.added, [net("192.0.2.0/24")]);

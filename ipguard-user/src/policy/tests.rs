@@ -77,6 +77,7 @@ fn a_rolled_back_add_leaves_nothing_and_its_undo_ops_restore_the_table() {
             TableOp::Delete(n) => {
                 table.remove(&n);
             }
+            TableOp::ScopeWrite(..) | TableOp::ScopeDelete(_) => {}
         }
     }
     assert_eq!(table, before.1);
@@ -227,7 +228,7 @@ fn a_promotion_is_one_change_that_lists_the_prefix_before_it_releases_the_hosts(
         .iter()
         .filter_map(|op| match op {
             TableOp::Delete(n) => Some(*n),
-            TableOp::Write(..) => None,
+            _ => None,
         })
         .collect();
     assert_eq!(deleted, vec![net("192.0.2.1/32"), net("192.0.2.2/32")]);

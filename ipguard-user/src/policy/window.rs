@@ -6,7 +6,10 @@
 //! `accumulate`, the previous window's count is carried over, weighted by the part of it
 //! that still lies within one window length of `now` (a sliding window).
 
-use std::collections::{BTreeSet, HashSet};
+use std::{
+    collections::{BTreeSet, HashSet},
+    net::IpAddr,
+};
 
 use ipguard_common::{
     RateConfig, RateRuleDef, RuleWindow, MAX_RULE_PORTS, RATE_BYTES, RATE_PACKETS, RATE_SYN,
@@ -43,6 +46,14 @@ pub fn kernel_rules(rules: &[RateLimit], cpus: u32) -> RateConfig {
     }
     out.n_rules = rules.len().min(out.rules.len()) as u32;
     out
+}
+
+/// Whether `ip`, having sent `count` units of `rule` in a window, violates that rule: over
+/// its limit, and not inside one of its `exempt` networks. The kernel counts exempt
+/// sources like any other (the exemption is the rule's, not the source's: another rule
+/// may still ban it), so their counts are judged here.
+pub fn violated(rule: &RateLimit, ip: IpAddr, count: u64) -> bool {
+    count > u64::from(rule.count) && !rule.exempts(ip)
 }
 
 /// Units a CPU counts between two signals of one rule (the last one is at `limit + 1`).
@@ -201,18 +212,21 @@ mod tests {
                 count: 20,
                 window: Duration::from_secs(1),
                 ports: vec![],
+                exempt: vec![],
             },
             RateLimit {
                 kind: RateKind::Bytes,
                 count: 10_000_000,
                 window: Duration::from_secs(10),
                 ports: vec![80, 443],
+                exempt: vec![],
             },
             RateLimit {
                 kind: RateKind::Packets,
                 count: 3,
                 window: Duration::from_millis(500),
                 ports: vec![],
+                exempt: vec![],
             },
         ];
         let k = kernel_rules(&rules, 2);

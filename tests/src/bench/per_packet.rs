@@ -119,6 +119,9 @@ impl Section for PerPacket {
         for &(label, n) in &cfg.sizes {
             ipguard(out, cfg, &pop, &cases, label, n)?;
         }
+        if let Some(&(label, n)) = cfg.sizes.iter().find(|(_, n)| *n == 10_000) {
+            scoped(out, cfg, &pop, label, n)?;
+        }
 
         // The baselines again: how much the machine drifted during the section (other
         // work on a shared machine shows here).
@@ -422,7 +425,10 @@ fn ipguard(
     let mut dp = Dataplane::load(&maps).context("loading ipguard's XDP program")?;
     // As the daemon does at start-up: one whole-table sync.
     let t = Instant::now();
-    let written = dp.backend.sync(&compiled).context("writing the lists")?;
+    let written = dp
+        .backend
+        .sync(&compiled, &Default::default())
+        .context("writing the lists")?;
     let insert_s = t.elapsed().as_secs_f64();
     out.push(
         Row::new(
@@ -599,4 +605,98 @@ mod tests {
         assert_eq!(v4(&[ETH_P_8021Q], a).len(), FRAME_LEN);
         assert_eq!(v6("2001:db8::1".parse().unwrap()).len(), FRAME_LEN);
     }
+}
+
+/// Port- and protocol-scoped rules: what a packet costs when its source has a scope group
+/// (the program then looks the packet's protocol and port up in the group's verdicts) and
+/// when it has none (a scoped rule elsewhere must cost an unscoped source nothing). The
+/// same lists as `ipguard {label}`, each case with its own rules on a fresh program.
+fn scoped(out: &mut Results, cfg: &Config, pop: &Population, label: &str, n: usize) -> Result<()> {
+    use ipguard::{
+        model::{Layer, Proto, Scope},
+        policy::compile::{Change, ListState},
+    };
+    let lists = pop.lists(n);
+    let probe = pop.probes.v4_unlisted;
+    let everywhere: [IpNet; 2] = ["0.0.0.0/0".parse()?, "::/0".parse()?];
+    let elsewhere: [IpNet; 1] = ["100.64.0.0/10".parse()?];
+    // (case, the rule's networks, its scope's port, deny, the probe frame's verdict, note)
+    let variants: [(&str, &[IpNet], u16, u32, &str); 3] = [
+        (
+            "v4 unlisted, a scoped rule elsewhere (PASS)",
+            &elsewhere,
+            9,
+            XDP_PASS,
+            "deny udp/9 from 100.64.0.0/10: the probe's prefix has no scope group",
+        ),
+        (
+            "v4 unlisted, scoped source, port out of scope (PASS)",
+            &everywhere,
+            5353,
+            XDP_PASS,
+            "deny udp/5353 from 0.0.0.0/0 and ::/0, packet to udp/9: two scope lookups, then the prefix's own verdict",
+        ),
+        (
+            "v4 unlisted, scoped source, port in scope (DROP)",
+            &everywhere,
+            9,
+            XDP_DROP,
+            "deny udp/9 from 0.0.0.0/0 and ::/0, packet to udp/9: one scope lookup",
+        ),
+    ];
+    let frame = v4(&[], probe);
+    for (case, nets, port, verdict, note) in variants {
+        let mut state = ListState::new();
+        let scope = state
+            .intern_scope(&Scope::new(Some(Proto::Udp), vec![port]).map_err(anyhow::Error::msg)?)
+            .context("a scope")?;
+        let plain = [
+            (&lists.whitelist, Layer::White),
+            (&lists.graylist, Layer::Gray),
+            (&lists.blacklist, Layer::Black),
+            (&lists.monitor_blacklist, Layer::MonitorBlack),
+        ];
+        let deny = Layer::Rule {
+            index: 0,
+            deny: true,
+        };
+        let _ = state.apply(
+            plain
+                .iter()
+                .flat_map(|(nets, layer)| nets.iter().map(|n| Change::Insert(*n, *layer)))
+                .chain(nets.iter().map(|n| Change::InsertScoped(*n, deny, scope))),
+        );
+        let capacity = (state.written().len() as u32 + 1024).max(65_536);
+        let maps = MapsConfig {
+            sources_capacity: 65_536,
+            lpm_v4_capacity: capacity,
+            lpm_v6_capacity: capacity,
+        };
+        let mut dp = Dataplane::load(&maps).context("loading ipguard's XDP program")?;
+        dp.backend
+            .sync(state.written(), &state.scopes())
+            .context("writing the lists and scopes")?;
+        let prog = dp.program.xdp()?;
+        let ns =
+            test_run_ns(prog, &frame, cfg, verdict).with_context(|| format!("scoped: {case}"))?;
+        let base = if verdict == XDP_DROP {
+            TRIVIAL_DROP
+        } else {
+            TRIVIAL_PASS
+        };
+        let name = format!("ipguard {label}: {case}");
+        out.push_vs(Row::new(SECTION, &name, METRIC, ns, "ns").note(note), base);
+        // Against the same lists without any scope, measured in this run.
+        let unscoped = if verdict == XDP_DROP {
+            "v4 blacklisted (DROP)"
+        } else {
+            "v4 unlisted (PASS)"
+        };
+        out.push_vs_metric(
+            Row::new(SECTION, &name, "vs unscoped", ns, "ns"),
+            &format!("ipguard {label}: {unscoped}"),
+            METRIC,
+        );
+    }
+    Ok(())
 }

@@ -21,14 +21,14 @@ use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use ipguard_common::{
     ListCode, ListEntry, Tbl24Slot, V6Anchor, V6LongKey, MAP_V4_HOSTS, MAP_V6_ANCHORS, MAP_V6_LONG,
-    SLOT_HOSTS, SLOT_LIST, V6_ANCHOR_BITS,
+    SLOT_CODE, SLOT_HOSTS, V6_ANCHOR_BITS,
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use smallvec::SmallVec;
 
 use self::v6::anchor_of;
 use super::map_store::{HashMap, MapStore, SyncReport, TableError, TableUsage};
-use crate::model::{Compiled, TableOp};
+use crate::model::{Compiled, Scopes, TableOp};
 
 /// The compiled entries laid out in a [`MapStore`]. Keeps the entries (by family, for range
 /// queries) to recompute the part of the layout a change touches.
@@ -38,6 +38,8 @@ pub struct Layout<S> {
     v6: BTreeMap<Ipv6Net, ListEntry>,
     /// IPv6 entries shorter than the anchors (in the trie).
     v6_short: usize,
+    /// The scope groups' verdicts, as in the scope map.
+    scopes: Scopes,
     /// Keys in the host map, the anchor map and the long-prefix map.
     n_hosts: usize,
     n_anchors: usize,
@@ -65,6 +67,7 @@ impl<S: MapStore> Layout<S> {
             v4: BTreeMap::new(),
             v6: BTreeMap::new(),
             v6_short: 0,
+            scopes: Scopes::new(),
             n_hosts: 0,
             n_anchors: 0,
             n_longs: 0,
@@ -126,6 +129,31 @@ impl<S: MapStore> Layout<S> {
     /// the shorter ones after; a more specific entry written first never unlists an
     /// address that a shorter one still lists.
     pub fn apply(&mut self, ops: &[TableOp]) -> Result<(), TableError> {
+        let is_scope =
+            |op: &TableOp| matches!(op, TableOp::ScopeWrite(..) | TableOp::ScopeDelete(_));
+        if !ops.iter().any(is_scope) {
+            return self.apply_entries(ops);
+        }
+        // A group's verdicts go in before any entry names it, and out once none does.
+        for op in ops {
+            if let TableOp::ScopeWrite(key, code) = *op {
+                self.store.scope_put(key, code)?;
+                self.scopes.insert(key, code);
+            }
+        }
+        let entries: Vec<TableOp> = ops.iter().filter(|op| !is_scope(op)).copied().collect();
+        self.apply_entries(&entries)?;
+        for op in ops {
+            if let TableOp::ScopeDelete(key) = *op {
+                self.store.scope_del(key)?;
+                self.scopes.remove(&key);
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Layout::apply`] of entry writes and deletes.
+    fn apply_entries(&mut self, ops: &[TableOp]) -> Result<(), TableError> {
         let split = ops
             .iter()
             .position(|op| matches!(op, TableOp::Delete(_)))
@@ -137,6 +165,7 @@ impl<S: MapStore> Layout<S> {
                 match *op {
                     TableOp::Write(net, entry) => self.insert(net, entry)?,
                     TableOp::Delete(net) => self.remove(net)?,
+                    TableOp::ScopeWrite(..) | TableOp::ScopeDelete(_) => {}
                 }
             }
             return Ok(());
@@ -147,7 +176,7 @@ impl<S: MapStore> Layout<S> {
         // `writes` holds only writes (split at the first delete above).
         let writes = writes.iter().filter_map(|op| match *op {
             TableOp::Write(net, entry) => Some((net, entry)),
-            TableOp::Delete(_) => None,
+            _ => None,
         });
         for (net, entry) in writes {
             match net.trunc() {
@@ -187,8 +216,8 @@ impl<S: MapStore> Layout<S> {
                 for &(_, n, e) in group {
                     let old = self.v4.insert(n, e);
                     undo4.push((n, old));
-                    if old.map(|o| o.list) != Some(e.list) {
-                        puts.push((u32::from(n.network()), e.list));
+                    if old.map(|o| o.code()) != Some(e.code()) {
+                        puts.push((u32::from(n.network()), e.code()));
                     }
                     self.n_hosts += usize::from(old.is_none());
                 }
@@ -321,7 +350,35 @@ impl<S: MapStore> Layout<S> {
     /// maps hold (read back: they may come from a previous run). New and changed keys are
     /// written before stale ones are removed, so a source listed before and after is never
     /// unlisted in between. The report counts map keys and /24 slots.
-    pub fn sync(&mut self, desired: &Compiled) -> Result<SyncReport, TableError> {
+    pub fn sync(&mut self, desired: &Compiled, scopes: &Scopes) -> Result<SyncReport, TableError> {
+        // Groups' verdicts first (an entry may name them), stale ones after the entries.
+        let old_scopes = self.store.scopes()?;
+        let mut report = SyncReport::default();
+        for (key, code) in scopes {
+            let old = old_scopes.get(key).copied();
+            if old != Some(*code) {
+                self.store.scope_put(*key, *code)?;
+            }
+            report.count(old, Some(*code));
+        }
+        self.scopes = scopes.clone();
+        let mut entries = self.sync_entries(desired)?;
+        for key in old_scopes.keys().filter(|k| !scopes.contains_key(k)) {
+            self.store.scope_del(*key)?;
+            report.removed += 1;
+        }
+        entries.inserted += report.inserted;
+        entries.updated += report.updated;
+        entries.removed += report.removed;
+        Ok(entries)
+    }
+
+    /// The scope groups' verdicts held.
+    pub fn scopes(&self) -> &Scopes {
+        &self.scopes
+    }
+
+    fn sync_entries(&mut self, desired: &Compiled) -> Result<SyncReport, TableError> {
         // Built from sorted input (bulk, not entry by entry).
         let old_v4 = std::mem::take(&mut self.v4);
         let old_v6 = std::mem::take(&mut self.v6);
@@ -379,7 +436,7 @@ fn v6_span(net: Ipv6Net) -> std::ops::RangeInclusive<Ipv6Net> {
 }
 
 fn code_slot(code: ListCode) -> Tbl24Slot {
-    code as Tbl24Slot & SLOT_LIST
+    code as Tbl24Slot & SLOT_CODE
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use crate::dataplane::MemoryStore;
 use crate::testing::{ip, net as n};
 
 fn e(list: u32, rule_id: u32) -> ListEntry {
-    ListEntry { list, rule_id }
+    ListEntry::new(list, rule_id)
 }
 
 /// Longest-prefix match over the entries: what every layout must answer.
@@ -34,7 +34,7 @@ fn sync_inserts_updates_and_removes() {
     t.insert(a, e(LIST_GRAYLIST, 1)).unwrap();
     t.insert(c, e(LIST_BLACKLIST, 1)).unwrap();
     let desired: Compiled = [(a, e(LIST_BLACKLIST, 1)), (b, e(LIST_BLACKLIST, 2))].into();
-    let r = t.sync(&desired).unwrap();
+    let r = t.sync(&desired, &Default::default()).unwrap();
     // Counted in map keys and /24 slots: a's slot changes, b's anchor is new, c's host
     // key and its /24's host flag go.
     assert_eq!(
@@ -46,7 +46,10 @@ fn sync_inserts_updates_and_removes() {
         }
     );
     assert_eq!(t.entries(), desired);
-    assert_eq!(t.sync(&desired).unwrap(), SyncReport::default());
+    assert_eq!(
+        t.sync(&desired, &Default::default()).unwrap(),
+        SyncReport::default()
+    );
 }
 
 #[test]
@@ -161,7 +164,7 @@ fn sync_reads_back_what_the_maps_hold_and_fixes_it() {
     old.insert(n("2001:db8::/64"), e(LIST_GRAYLIST, 0)).unwrap();
     let mut t = Layout::new(old.store);
     let desired: Compiled = [(n("198.51.100.0/24"), e(LIST_BLACKLIST, 0))].into();
-    let r = t.sync(&desired).unwrap();
+    let r = t.sync(&desired, &Default::default()).unwrap();
     // host + its slot flag, anchor + long.
     assert_eq!(r.removed, 4, "{r:?}");
     assert_eq!(r.inserted + r.updated, 0, "{r:?}");
@@ -170,7 +173,10 @@ fn sync_reads_back_what_the_maps_hold_and_fixes_it() {
     assert_eq!(s.lookup(ip("198.51.100.9")), LIST_BLACKLIST);
     assert_eq!(s.lookup(ip("2001:db8::1")), LIST_NONE);
     assert!(s.hosts.is_empty() && s.anchors.is_empty() && s.longs.is_empty());
-    assert_eq!(t.sync(&desired).unwrap(), SyncReport::default());
+    assert_eq!(
+        t.sync(&desired, &Default::default()).unwrap(),
+        SyncReport::default()
+    );
 }
 
 fn arb_net() -> impl Strategy<Value = IpNet> {
@@ -248,7 +254,7 @@ proptest! {
             prop_assert_eq!(t.store().lookup(p), naive(&want, p), "{}", p);
         }
         let mut fresh = Layout::new(MemoryStore::default());
-        fresh.sync(&want).unwrap();
+        fresh.sync(&want, &Default::default()).unwrap();
         prop_assert_eq!(&fresh.store().hosts, &t.store().hosts);
         prop_assert_eq!(&fresh.store().anchors, &t.store().anchors);
         prop_assert_eq!(&fresh.store().longs, &t.store().longs);
@@ -261,7 +267,7 @@ proptest! {
         prop_assert_eq!(fresh.usage(), t.usage());
         prop_assert!(fresh.store().slots == t.store().slots);
         // And syncing the incremental one to the same entries changes nothing.
-        prop_assert_eq!(t.sync(&want).unwrap(), SyncReport::default());
+        prop_assert_eq!(t.sync(&want, &Default::default()).unwrap(), SyncReport::default());
     }
 
     /// A batch (writes, then deletes, as the compiler orders them) leaves the maps as
@@ -294,6 +300,7 @@ proptest! {
             match *op {
                 TableOp::Write(n, e) => single.insert(n, e).unwrap(),
                 TableOp::Delete(n) => single.remove(n).unwrap(),
+                TableOp::ScopeWrite(..) | TableOp::ScopeDelete(_) => unreachable!(),
             }
         }
         prop_assert_eq!(batched.entries(), single.entries());
@@ -347,7 +354,10 @@ fn a_batch_past_capacity_is_refused_before_any_write() {
         .map(|a| (n(a), e(LIST_BLACKLIST, 0)))
         .collect();
     let writes = t.store().writes;
-    assert!(matches!(t.sync(&too_big), Err(TableError::Full { .. })));
+    assert!(matches!(
+        t.sync(&too_big, &Default::default()),
+        Err(TableError::Full { .. })
+    ));
     assert_eq!(t.store().writes, writes);
     assert_eq!(t.store().lookup(ip("198.51.100.1")), LIST_BLACKLIST);
     assert_eq!(t.entries().len(), 3);

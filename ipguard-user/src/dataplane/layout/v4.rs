@@ -19,14 +19,14 @@ impl<S: MapStore> Layout<S> {
                 let outer = Ipv4Net::new(net.network(), l).ok()?.trunc();
                 self.v4.get(&outer)
             })
-            .map_or(LIST_NONE, |e| e.list);
+            .map_or(LIST_NONE, |e| e.code());
         let first = u32::from(net.network()) >> 8;
         let mut codes = vec![code_slot(base); 1 << (24 - len)];
         let mut inner: Vec<(Ipv4Net, ListCode)> = self
             .v4
             .range(v4_span(net))
             .filter(|(n, _)| (len..=24).contains(&n.prefix_len()))
-            .map(|(n, e)| (*n, e.list))
+            .map(|(n, e)| (*n, e.code()))
             .collect();
         inner.sort_by_key(|(n, _)| n.prefix_len());
         for (n, code) in inner {
@@ -57,7 +57,7 @@ impl<S: MapStore> Layout<S> {
             self.v4
                 .range(v4_span(net))
                 .filter(|(n, _)| n.prefix_len() > 24)
-                .map(|(n, e)| (*n, e.list)),
+                .map(|(n, e)| (*n, e.code())),
         )
     }
 
@@ -137,9 +137,9 @@ impl<S: MapStore> Layout<S> {
             .peekable();
         while let Some((n, e)) = longs.next() {
             let s24 = u32::from(n.network()) >> 8;
-            let mut group = vec![(*n, e.list)];
+            let mut group = vec![(*n, e.code())];
             while let Some((m, f)) = longs.next_if(|(m, _)| u32::from(m.network()) >> 8 == s24) {
-                group.push((*m, f.list));
+                group.push((*m, f.code()));
             }
             slots[s24 as usize] |= SLOT_HOSTS;
             for (h, code) in hosts_of(group.into_iter()).iter().enumerate() {

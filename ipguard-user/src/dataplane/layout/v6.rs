@@ -20,7 +20,7 @@ impl<S: MapStore> Layout<S> {
             .v6
             .range(v6_span(net))
             .filter(|(n, _)| n.prefix_len() >= V6_ANCHOR_BITS)
-            .map(|(n, e)| (*n, e.list))
+            .map(|(n, e)| (*n, e.code()))
             .collect();
         plan_of(&entries)
     }
@@ -83,7 +83,7 @@ impl<S: MapStore> Layout<S> {
             match entry {
                 Some(e) => {
                     self.v6.insert(net, e);
-                    self.store.lpm_put(net, e.list)?;
+                    self.store.lpm_put(net, e.code())?;
                     if old_entry.is_none() {
                         self.v6_short += 1;
                     }
@@ -134,16 +134,16 @@ impl<S: MapStore> Layout<S> {
         let mut group = Vec::new();
         while let Some((n, e)) = items.next() {
             if n.prefix_len() < V6_ANCHOR_BITS {
-                lpm.insert(*n, e.list);
+                lpm.insert(*n, e.code());
                 continue;
             }
             let top = anchor_of(*n);
             group.clear();
-            group.push((*n, e.list));
+            group.push((*n, e.code()));
             while let Some((m, f)) =
                 items.next_if(|(m, _)| m.prefix_len() >= V6_ANCHOR_BITS && anchor_of(**m) == top)
             {
-                group.push((*m, f.list));
+                group.push((*m, f.code()));
             }
             let plan = plan_of(&group);
             longs.extend(plan.longs);
@@ -271,7 +271,7 @@ pub(super) fn plan_of(entries: &[(Ipv6Net, ListCode)]) -> AnchorPlan {
     let mut anchor = V6Anchor::default();
     if let Some(code) = own {
         anchor.flags |= ANCHOR_OWN;
-        anchor.own = code as u8;
+        anchor.set_own_code(code);
     }
     if lens.len() > V6_ANCHOR_LENS {
         anchor.flags |= ANCHOR_OVERFLOW;

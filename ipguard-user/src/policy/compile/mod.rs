@@ -51,6 +51,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
+    rc::Rc,
 };
 
 use ipguard_common::ListEntry;
@@ -58,11 +59,15 @@ use ipnet::IpNet;
 
 #[cfg(test)]
 use self::precedence::NO_DECISION;
-use self::precedence::{rule_rank, Acc, Decides, Members};
+pub use self::scope::{ScopeId, MAX_SCOPES};
+use self::{
+    precedence::{rule_rank, Acc, Decides, Members},
+    scope::{Groups, ScopeTable, ScopedMember},
+};
 use super::lens::LenCounts;
 use crate::{
     config::Lists,
-    model::{Compiled, Layer, ListKind, Mode, TableOp},
+    model::{Compiled, Layer, ListKind, Mode, Scope, Scopes, TableOp},
 };
 
 /// One membership change, for [`ListState::apply`].
@@ -70,6 +75,31 @@ use crate::{
 pub enum Change {
     Insert(IpNet, Layer),
     Remove(IpNet, Layer),
+    /// A membership for the packets of one scope only ([`ListState::intern_scope`]).
+    InsertScoped(IpNet, Layer, ScopeId),
+    RemoveScoped(IpNet, Layer, ScopeId),
+}
+
+/// A membership: of a layer, or of a layer for one scope's packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Membership {
+    Plain(Layer),
+    Scoped(ScopedMember),
+}
+
+impl Change {
+    fn parts(self) -> (IpNet, Membership, bool) {
+        match self {
+            Change::Insert(net, layer) => (net.trunc(), Membership::Plain(layer), true),
+            Change::Remove(net, layer) => (net.trunc(), Membership::Plain(layer), false),
+            Change::InsertScoped(net, layer, id) => {
+                (net.trunc(), Membership::Scoped((id, layer)), true)
+            }
+            Change::RemoveScoped(net, layer, id) => {
+                (net.trunc(), Membership::Scoped((id, layer)), false)
+            }
+        }
+    }
 }
 
 /// A batch with more changes than this, and at least 1/[`FULL_REBUILD_FRACTION`] of the
@@ -101,10 +131,37 @@ pub struct ListState {
     /// The prefixes with at least one rule membership, so that [`ListState::set_rules`]
     /// does not scan every list entry.
     rule_nets: BTreeSet<IpNet>,
+    /// The prefixes with at least one scoped membership.
+    scoped_nets: BTreeSet<IpNet>,
     lens: LenCounts,
     written: Compiled,
     /// The global mode is monitor: dropping decisions are written as monitored codes.
     monitor_all: bool,
+    scopes: ScopeTable,
+    groups: Groups,
+    /// The atoms changed since the last pass: every scoped decision is computed again.
+    atoms_changed: bool,
+}
+
+/// The per-atom accumulations of a chain (see [`ScopeTable::step`]).
+type AtomAccs = Option<Rc<[Acc]>>;
+
+/// What [`desired`] needs besides the memberships.
+struct Ctx<'a> {
+    monitor_all: bool,
+    scopes: &'a ScopeTable,
+    groups: &'a mut Groups,
+}
+
+impl Ctx<'_> {
+    fn entry(&mut self, acc: Acc, atoms: Option<&Rc<[Acc]>>) -> ListEntry {
+        let mut entry = acc.decision(self.monitor_all);
+        if let Some(atoms) = atoms {
+            let cells = self.scopes.cells(entry.list, atoms, self.monitor_all);
+            entry.scope = self.groups.intern(cells);
+        }
+        entry
+    }
 }
 
 /// The last prefix of `net`'s subtree in `IpNet` order: the subtree is `net..=subtree_end`.
@@ -124,24 +181,28 @@ fn prefix_of(ip: IpAddr, len: u8) -> Option<IpNet> {
 /// ancestors outside `iter`.
 fn desired<'a>(
     iter: impl Iterator<Item = (&'a IpNet, &'a Members)>,
-    base: Acc,
-    monitor_all: bool,
+    base: (Acc, AtomAccs),
+    ctx: &mut Ctx<'_>,
     out: &mut Vec<(IpNet, ListEntry)>,
 ) {
-    let base_decision = base.decision(monitor_all);
+    let base_decision = ctx.entry(base.0, base.1.as_ref());
     // The chain of ancestors of the current prefix within `iter`: at most one per length.
-    let mut stack: Vec<(IpNet, Acc, ListEntry)> = Vec::with_capacity(130);
+    let mut stack: Vec<(IpNet, Acc, AtomAccs, ListEntry)> = Vec::with_capacity(130);
     for (net, m) in iter {
-        while stack.last().is_some_and(|(top, _, _)| !top.contains(net)) {
+        while stack.last().is_some_and(|(top, ..)| !top.contains(net)) {
             stack.pop();
         }
-        let (parent, parent_decision) = stack.last().map_or((base, base_decision), |t| (t.1, t.2));
+        let (parent, parent_atoms, parent_decision) = match stack.last() {
+            Some(t) => (t.1, t.2.as_ref(), t.3),
+            None => (base.0, base.1.as_ref(), base_decision),
+        };
         let acc = parent.with(m);
-        let decision = acc.decision(monitor_all);
+        let atoms = ctx.scopes.step(parent, parent_atoms, m);
+        let decision = ctx.entry(acc, atoms.as_ref());
         if decision != parent_decision {
             out.push((*net, decision));
         }
-        stack.push((*net, acc, decision));
+        stack.push((*net, acc, atoms, decision));
     }
 }
 
@@ -188,11 +249,18 @@ fn diff<'a>(
 }
 
 /// The ops for `writes` and `deletes` (each in `IpNet` order) in the safe order (see the
-/// module documentation).
-fn ordered_ops(writes: Vec<(IpNet, ListEntry)>, deletes: Vec<IpNet>) -> Vec<TableOp> {
-    let mut ops = Vec::with_capacity(writes.len() + deletes.len());
+/// module documentation), between the scope map's writes and deletes (`scopes`).
+fn ordered_ops(
+    writes: Vec<(IpNet, ListEntry)>,
+    deletes: Vec<IpNet>,
+    scopes: (Vec<TableOp>, Vec<TableOp>),
+) -> Vec<TableOp> {
+    let mut ops =
+        Vec::with_capacity(writes.len() + deletes.len() + scopes.0.len() + scopes.1.len());
+    ops.extend(scopes.0);
     ops.extend(writes.into_iter().rev().map(|(n, e)| TableOp::Write(n, e)));
     ops.extend(deletes.into_iter().map(TableOp::Delete));
+    ops.extend(scopes.1);
     ops
 }
 
@@ -225,14 +293,10 @@ impl ListState {
         changes: impl IntoIterator<Item = Change>,
         strategy: Recompute,
     ) -> Vec<TableOp> {
-        let mut changes: Vec<(IpNet, Layer, bool)> = changes
-            .into_iter()
-            .map(|change| match change {
-                Change::Insert(net, layer) => (net.trunc(), layer, true),
-                Change::Remove(net, layer) => (net.trunc(), layer, false),
-            })
-            .collect();
+        let mut changes: Vec<(IpNet, Membership, bool)> =
+            changes.into_iter().map(Change::parts).collect();
         let full = match strategy {
+            _ if self.atoms_changed => true,
             Recompute::Full => true,
             Recompute::Subtrees => false,
             Recompute::Auto => {
@@ -251,8 +315,8 @@ impl ListState {
         if full && self.members.is_empty() {
             any = self.build_members(changes);
         } else {
-            for (net, layer, on) in changes {
-                if self.set_member(net, layer, on) {
+            for (net, member, on) in changes {
+                if self.set_member(net, member, on) {
                     any = true;
                     if !full {
                         touched.push(net);
@@ -260,7 +324,7 @@ impl ListState {
                 }
             }
         }
-        if !any {
+        if !any && !self.atoms_changed {
             return Vec::new();
         }
         if full {
@@ -272,16 +336,20 @@ impl ListState {
 
     /// Fills the empty membership map from `changes` sorted by prefix, by a bulk build;
     /// returns whether any membership resulted.
-    fn build_members(&mut self, changes: Vec<(IpNet, Layer, bool)>) -> bool {
+    fn build_members(&mut self, changes: Vec<(IpNet, Membership, bool)>) -> bool {
         let mut built: Vec<(IpNet, Members)> = Vec::with_capacity(changes.len());
-        for (net, layer, on) in changes {
+        let set = |m: &mut Members, member: Membership, on: bool| match member {
+            Membership::Plain(layer) => m.set(layer, on),
+            Membership::Scoped(s) => m.set_scoped(s, on),
+        };
+        for (net, member, on) in changes {
             match built.last_mut() {
                 Some((last, m)) if *last == net => {
-                    m.set(layer, on);
+                    set(m, member, on);
                 }
                 _ => {
                     let mut m = Members::default();
-                    m.set(layer, on);
+                    set(&mut m, member, on);
                     built.push((net, m));
                 }
             }
@@ -295,23 +363,32 @@ impl ListState {
             .filter(|(_, m)| !m.rules.is_empty())
             .map(|(net, _)| *net)
             .collect();
+        self.scoped_nets = built
+            .iter()
+            .filter(|(_, m)| !m.scoped.is_empty())
+            .map(|(net, _)| *net)
+            .collect();
         // Sorted and without duplicates: collecting is a linear bulk build.
         self.members = built.into_iter().collect();
         !self.members.is_empty()
     }
 
     /// Records one membership; returns whether it changed.
-    fn set_member(&mut self, net: IpNet, layer: Layer, on: bool) -> bool {
+    fn set_member(&mut self, net: IpNet, member: Membership, on: bool) -> bool {
         use std::collections::btree_map::Entry;
+        let set = |m: &mut Members| match member {
+            Membership::Plain(layer) => m.set(layer, on),
+            Membership::Scoped(s) => m.set_scoped(s, on),
+        };
         let changed = match self.members.entry(net) {
             Entry::Vacant(_) if !on => false,
             Entry::Vacant(v) => {
-                v.insert(Members::default()).set(layer, true);
+                set(v.insert(Members::default()));
                 *self.lens.of(&net) += 1;
                 true
             }
             Entry::Occupied(mut o) => {
-                let changed = o.get_mut().set(layer, on);
+                let changed = set(o.get_mut());
                 if o.get().is_empty() {
                     o.remove();
                     *self.lens.of(&net) -= 1;
@@ -319,11 +396,18 @@ impl ListState {
                 changed
             }
         };
-        if changed && matches!(layer, Layer::Rule { .. }) {
+        if changed && matches!(member, Membership::Plain(Layer::Rule { .. })) {
             if self.members.get(&net).is_some_and(|m| !m.rules.is_empty()) {
                 self.rule_nets.insert(net);
             } else {
                 self.rule_nets.remove(&net);
+            }
+        }
+        if changed && matches!(member, Membership::Scoped(_)) {
+            if self.members.get(&net).is_some_and(|m| !m.scoped.is_empty()) {
+                self.scoped_nets.insert(net);
+            } else {
+                self.scoped_nets.remove(&net);
             }
         }
         changed
@@ -331,18 +415,25 @@ impl ListState {
 
     /// Recomputes every entry in one ordered pass.
     fn rebuild(&mut self) -> Vec<TableOp> {
+        self.atoms_changed = false;
         let mut new = Vec::with_capacity(self.written.len().max(self.members.len() / 2));
+        let mut ctx = Ctx {
+            monitor_all: self.monitor_all,
+            scopes: &self.scopes,
+            groups: &mut self.groups,
+        };
         desired(
             self.members.iter(),
-            Acc::default(),
-            self.monitor_all,
+            (Acc::default(), None),
+            &mut ctx,
             &mut new,
         );
         let (mut writes, mut deletes) = (Vec::new(), Vec::new());
         diff(self.written.iter(), &new, &mut writes, &mut deletes);
+        let scopes = self.groups.settle(&self.written, &writes, &deletes);
         // `new` is sorted: collecting it is a linear bulk build.
         self.written = new.into_iter().collect();
-        ordered_ops(writes, deletes)
+        ordered_ops(writes, deletes, scopes)
     }
 
     /// Recomputes the subtrees of the changed prefixes (`touched`, in any order).
@@ -361,40 +452,137 @@ impl ListState {
             last_root = Some(root);
             let range = root..=subtree_end(&root);
             new.clear();
-            desired(
-                self.members.range(range.clone()),
-                self.ancestors(&root),
-                self.monitor_all,
-                &mut new,
-            );
+            let base = self.ancestors(&root);
+            let mut ctx = Ctx {
+                monitor_all: self.monitor_all,
+                scopes: &self.scopes,
+                groups: &mut self.groups,
+            };
+            desired(self.members.range(range.clone()), base, &mut ctx, &mut new);
             diff(self.written.range(range), &new, &mut writes, &mut deletes);
         }
+        let scopes = self.groups.settle(&self.written, &writes, &deletes);
         for (net, entry) in &writes {
             self.written.insert(*net, *entry);
         }
         for net in &deletes {
             self.written.remove(net);
         }
-        ordered_ops(writes, deletes)
+        ordered_ops(writes, deletes, scopes)
     }
 
-    /// The accumulated memberships of the strict ancestors of `net` in P.
-    fn ancestors(&self, net: &IpNet) -> Acc {
+    /// The accumulated memberships of the strict ancestors of `net` in P, and per atom.
+    fn ancestors(&self, net: &IpNet) -> (Acc, AtomAccs) {
         self.lens
             .present(net.addr(), net.prefix_len())
             .filter_map(|len| self.members.get(&prefix_of(net.addr(), len)?))
-            .fold(Acc::default(), Acc::with)
+            .fold((Acc::default(), None), |(acc, atoms), m| {
+                let atoms = self.scopes.step(acc, atoms.as_ref(), m);
+                (acc.with(m), atoms)
+            })
     }
 
-    /// Replaces every Rule-layer membership by `rules` (index, deny, nets) — used after
-    /// hostnames are resolved again. Returns the net table operations.
-    pub fn set_rules(&mut self, rules: &[(u32, bool, Vec<IpNet>)]) -> Vec<TableOp> {
-        let mut wanted: BTreeMap<IpNet, Vec<(u32, bool)>> = BTreeMap::new();
-        for (index, deny, nets) in rules {
-            for net in nets {
-                wanted.entry(net.trunc()).or_default().push((*index, *deny));
+    /// The id of `scope` for [`Change::InsertScoped`]; `None` past [`MAX_SCOPES`] distinct
+    /// scopes. A scope that splits packets in a new way makes the next change a full pass.
+    pub fn intern_scope(&mut self, scope: &Scope) -> Option<ScopeId> {
+        let (id, changed) = self.scopes.intern(scope)?;
+        self.atoms_changed |= changed;
+        Some(id)
+    }
+
+    /// The atoms of the scopes in use (see `scope`).
+    pub fn atoms(&self) -> Vec<(u8, u16)> {
+        self.scopes.atoms().to_vec()
+    }
+
+    /// The scope of an id from [`ListState::intern_scope`].
+    pub fn scope(&self, id: ScopeId) -> Option<&Scope> {
+        self.scopes.get(id)
+    }
+
+    /// What the kernel's scope map must hold for [`Self::written`].
+    pub fn scopes(&self) -> Scopes {
+        self.groups.scopes()
+    }
+
+    /// Scope groups named by the written entries.
+    pub fn scope_groups(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Scoped decisions that found every scope group id in use and kept the prefix's own
+    /// verdict instead (0 unless the scopes are pathological).
+    pub fn scope_overflows(&self) -> u64 {
+        self.groups.overflows
+    }
+
+    /// Replaces every scoped membership of the layers `layers` by `wanted` (prefix, layer,
+    /// scope): the config's scoped list entries at start and reload. Returns the net table
+    /// operations.
+    pub fn set_scoped(
+        &mut self,
+        layers: &[Layer],
+        wanted: &[(IpNet, Layer, ScopeId)],
+    ) -> Vec<TableOp> {
+        let wanted: BTreeSet<(IpNet, ScopedMember)> = wanted
+            .iter()
+            .map(|&(net, layer, id)| (net.trunc(), (id, layer)))
+            .collect();
+        let mut changes = Vec::new();
+        for net in &self.scoped_nets {
+            if let Some(m) = self.members.get(net) {
+                changes.extend(
+                    m.scoped
+                        .iter()
+                        .filter(|(_, layer)| layers.contains(layer))
+                        .filter(|s| !wanted.contains(&(*net, **s)))
+                        .map(|&(id, layer)| Change::RemoveScoped(*net, layer, id)),
+                );
             }
         }
+        for &(net, (id, layer)) in &wanted {
+            if !self
+                .members
+                .get(&net)
+                .is_some_and(|m| m.scoped.contains(&(id, layer)))
+            {
+                changes.push(Change::InsertScoped(net, layer, id));
+            }
+        }
+        self.apply(changes)
+    }
+
+    /// Replaces every Rule-layer membership by `rules` (index, deny, scope, nets) — used
+    /// after hostnames are resolved again. Returns the net table operations.
+    pub fn set_rules(&mut self, rules: &[RuleNets]) -> Vec<TableOp> {
+        let mut wanted: BTreeMap<IpNet, Vec<(u32, bool)>> = BTreeMap::new();
+        let mut scoped = Vec::new();
+        for (index, deny, scope, nets) in rules {
+            for net in nets {
+                match scope {
+                    None => wanted.entry(net.trunc()).or_default().push((*index, *deny)),
+                    Some(id) => scoped.push((
+                        net.trunc(),
+                        Layer::Rule {
+                            index: *index,
+                            deny: *deny,
+                        },
+                        *id,
+                    )),
+                }
+            }
+        }
+        // Every rule layer that is or will be scoped somewhere: set_scoped replaces those.
+        let scoped_rules: Vec<Layer> = self
+            .scoped_nets
+            .iter()
+            .filter_map(|n| self.members.get(n))
+            .flat_map(|m| m.scoped.iter().map(|(_, l)| *l))
+            .filter(|l| matches!(l, Layer::Rule { .. }))
+            .chain(scoped.iter().map(|(_, l, _)| *l))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         for v in wanted.values_mut() {
             v.sort_unstable_by_key(rule_rank);
             v.dedup();
@@ -418,7 +606,9 @@ impl ListState {
                     .map(|r| Change::Insert(*net, rule(*r))),
             );
         }
-        self.apply(changes)
+        let ops = self.apply(changes);
+        let later = self.set_scoped(&scoped_rules, &scoped);
+        merge_ops(ops, later)
     }
 
     /// What the tables must hold now (the union of all ops so far).
@@ -489,6 +679,41 @@ impl ListState {
         Some((by, acc.decision(self.monitor_all)))
     }
 
+    /// The decision for a packet from `ip` of protocol `proto` (a `PROTO_*` number) to
+    /// `port` (0: none), with the prefix that made it: [`ListState::decide`] with the
+    /// scoped memberships whose scope holds the packet counted too.
+    pub fn decide_for(&self, ip: IpAddr, proto: u8, port: u16) -> Option<(IpNet, ListEntry)> {
+        let Some(a) = self.scopes.atom_of(proto, port) else {
+            return self.decide(ip);
+        };
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let chain: Vec<(IpNet, &Members)> = self
+            .lens
+            .present(ip, max + 1)
+            .filter_map(|len| {
+                let net = prefix_of(ip, len)?;
+                Some((net, self.members.get(&net)?))
+            })
+            .collect();
+        let acc = self.scopes.acc_for(chain.iter().map(|(_, m)| *m), a);
+        // The prefix that decided: the longest one whose memberships for this atom hold the
+        // deciding layer.
+        let decides = acc.decides();
+        let by = chain.iter().rev().find_map(|(net, m)| {
+            let m = self.scopes.members_at(m, a);
+            let hit = match decides {
+                Decides::White => m.white,
+                Decides::Ban(_) => m.ban().is_some(),
+                Decides::Monitored(_) => m.monitored_ban().is_some(),
+                Decides::Deny(i) => m.rules.contains(&(i, true)),
+                Decides::Allow(i) => m.rules.contains(&(i, false)),
+                Decides::Nothing => false,
+            };
+            hit.then_some(*net)
+        })?;
+        Some((by, acc.decision(self.monitor_all)))
+    }
+
     /// Whether `net` (host bits are cleared) is a member of `layer`.
     pub fn contains(&self, net: IpNet, layer: Layer) -> bool {
         self.members.get(&net.trunc()).is_some_and(|m| m.has(layer))
@@ -503,6 +728,25 @@ impl ListState {
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
     }
+}
+
+/// A resolved rule for [`ListState::set_rules`]: index, deny, scope, networks.
+pub type RuleNets = (u32, bool, Option<ScopeId>, Vec<IpNet>);
+
+/// Two op lists applied one after the other as one: the net ops, in the safe order.
+fn merge_ops(first: Vec<TableOp>, later: Vec<TableOp>) -> Vec<TableOp> {
+    if later.is_empty() {
+        return first;
+    }
+    let mut c = super::Changed {
+        ops: first,
+        ..Default::default()
+    };
+    c.extend(super::Changed {
+        ops: later,
+        ..Default::default()
+    });
+    c.ops
 }
 
 /// Compiles the configured lists alone (no rules, enforce mode) into table entries: what
@@ -531,5 +775,6 @@ pub fn compile(lists: &Lists) -> Compiled {
 }
 
 mod precedence;
+mod scope;
 #[cfg(test)]
 mod tests;

@@ -10,10 +10,7 @@ use ipguard_common::{
 use crate::model::Layer;
 
 /// The entry of an address that nothing decides; never written (see [`Acc::decision`]).
-pub(super) const NO_DECISION: ListEntry = ListEntry {
-    list: LIST_NONE,
-    rule_id: 0,
-};
+pub(super) const NO_DECISION: ListEntry = ListEntry::new(LIST_NONE, 0);
 
 /// The memberships of one prefix.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -25,6 +22,8 @@ pub(super) struct Members {
     pub(super) rules: Vec<(u32, bool)>,
     pub(super) mon_gray: bool,
     pub(super) mon_black: bool,
+    /// Port- or protocol-scoped memberships, sorted (see `compile::scope`).
+    pub(super) scoped: Vec<super::scope::ScopedMember>,
 }
 
 /// Sort key of a rule: lower wins (lowest index; on one index, deny before allow).
@@ -40,6 +39,22 @@ impl Members {
             && !self.mon_gray
             && !self.mon_black
             && self.rules.is_empty()
+            && self.scoped.is_empty()
+    }
+
+    /// Adds (`on`) or removes a scoped membership; returns whether anything changed.
+    pub(super) fn set_scoped(&mut self, member: super::scope::ScopedMember, on: bool) -> bool {
+        match (self.scoped.binary_search(&member), on) {
+            (Err(at), true) => {
+                self.scoped.insert(at, member);
+                true
+            }
+            (Ok(at), false) => {
+                self.scoped.remove(at);
+                true
+            }
+            _ => false,
+        }
     }
 
     pub(super) fn has(&self, layer: Layer) -> bool {
@@ -177,6 +192,6 @@ impl Acc {
             Decides::Allow(index) => (LIST_RULE_ALLOW, index.saturating_add(1)),
             Decides::Nothing => return NO_DECISION,
         };
-        ListEntry { list, rule_id }
+        ListEntry::new(list, rule_id)
     }
 }

@@ -10,21 +10,12 @@ use crate::model::longest_match;
 use crate::testing::{ip, net as n};
 
 fn entry(list: ListCode, rule_id: u32) -> ListEntry {
-    ListEntry { list, rule_id }
+    ListEntry::new(list, rule_id)
 }
 
-const WHITE: ListEntry = ListEntry {
-    list: LIST_WHITELIST,
-    rule_id: 0,
-};
-const GRAY: ListEntry = ListEntry {
-    list: LIST_GRAYLIST,
-    rule_id: 0,
-};
-const BLACK: ListEntry = ListEntry {
-    list: LIST_BLACKLIST,
-    rule_id: 0,
-};
+const WHITE: ListEntry = ListEntry::new(LIST_WHITELIST, 0);
+const GRAY: ListEntry = ListEntry::new(LIST_GRAYLIST, 0);
+const BLACK: ListEntry = ListEntry::new(LIST_BLACKLIST, 0);
 
 fn allow(index: u32) -> Layer {
     Layer::Rule { index, deny: false }
@@ -334,8 +325,8 @@ fn host_bits_are_cleared() {
 fn set_rules_replaces_only_rule_memberships() {
     let mut s = state(&[("10.0.0.0/8", allow(0)), ("10.1.0.0/16", Layer::Gray)]);
     s.set_rules(&[
-        (0, true, vec![n("10.0.0.0/8"), n("2001:db8::/32")]),
-        (1, false, vec![n("10.1.0.0/16"), n("10.2.0.0/16")]),
+        (0, true, None, vec![n("10.0.0.0/8"), n("2001:db8::/32")]),
+        (1, false, None, vec![n("10.1.0.0/16"), n("10.2.0.0/16")]),
     ]);
     assert!(!s.contains(n("10.0.0.0/8"), allow(0)));
     assert!(s.contains(n("10.1.0.0/16"), Layer::Gray));
@@ -346,8 +337,8 @@ fn set_rules_replaces_only_rule_memberships() {
     // Same rules again: nothing to do.
     assert!(s
         .set_rules(&[
-            (1, false, vec![n("10.2.0.0/16"), n("10.1.0.0/16")]),
-            (0, true, vec![n("2001:db8::/32"), n("10.0.0.0/8")]),
+            (1, false, None, vec![n("10.2.0.0/16"), n("10.1.0.0/16")]),
+            (0, true, None, vec![n("2001:db8::/32"), n("10.0.0.0/8")]),
         ])
         .is_empty());
     s.set_rules(&[]);
@@ -395,14 +386,8 @@ fn decide_names_the_deciding_prefix() {
     }
 }
 
-const MON_GRAY: ListEntry = ListEntry {
-    list: LIST_MONITOR_GRAYLIST,
-    rule_id: 0,
-};
-const MON_BLACK: ListEntry = ListEntry {
-    list: LIST_MONITOR_BLACKLIST,
-    rule_id: 0,
-};
+const MON_GRAY: ListEntry = ListEntry::new(LIST_MONITOR_GRAYLIST, 0);
+const MON_BLACK: ListEntry = ListEntry::new(LIST_MONITOR_BLACKLIST, 0);
 
 #[test]
 fn monitored_entries_never_weaken_enforced_ones_whatever_the_lengths() {
@@ -641,7 +626,11 @@ mod properties {
                         ));
                     }
                 }
-                s.set_rules(rules)
+                let rules: Vec<RuleNets> = rules
+                    .iter()
+                    .map(|(i, d, nets)| (*i, *d, None, nets.clone()))
+                    .collect();
+                s.set_rules(&rules)
             }
             Step::Batch(changes, strategy) => {
                 for &(ins, net, l) in changes {
@@ -669,6 +658,7 @@ mod properties {
     fn op_net(op: &TableOp) -> IpNet {
         match op {
             TableOp::Write(net, _) | TableOp::Delete(net) => *net,
+            TableOp::ScopeWrite(..) | TableOp::ScopeDelete(_) => unreachable!("no scopes here"),
         }
     }
 
@@ -680,6 +670,7 @@ mod properties {
             TableOp::Delete(net) => {
                 w.remove(net);
             }
+            TableOp::ScopeWrite(..) | TableOp::ScopeDelete(_) => unreachable!("no scopes here"),
         }
     }
 
@@ -916,6 +907,344 @@ mod lists {
                     let got = longest_match(&c, ip).and_then(|(_, e)| ListKind::from_code(e.list));
                     prop_assert_eq!(got, naive(&l, ip), "address {}", ip);
                 }
+            }
+        }
+    }
+}
+
+/// Port- and protocol-scoped memberships: the compiled tables, laid out in memory and
+/// looked up with the XDP program's own code, answer every packet as the precedence over
+/// the memberships whose scope holds it.
+mod scoped {
+    use ipguard_common::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+    use proptest::{prelude::*, sample::Index};
+
+    use super::*;
+    use crate::{
+        dataplane::{Layout, MemoryStore},
+        model::{Proto, Scope},
+    };
+
+    fn scopes() -> Vec<Scope> {
+        vec![
+            Scope::new(Some(Proto::Tcp), vec![22]).unwrap(),
+            Scope::new(Some(Proto::Tcp), vec![]).unwrap(),
+            Scope::new(Some(Proto::Udp), vec![53, 22]).unwrap(),
+            Scope::new(Some(Proto::Icmp), vec![]).unwrap(),
+            Scope::new(None, vec![25]).unwrap(),
+        ]
+    }
+
+    /// The memberships that count for a packet of `proto` to `port`.
+    fn holding(
+        model: &BTreeSet<(IpNet, Layer, Option<usize>)>,
+        proto: u8,
+        port: u16,
+    ) -> BTreeSet<(IpNet, Layer)> {
+        let all = scopes();
+        model
+            .iter()
+            .filter(|(_, _, s)| s.is_none_or(|s| all[s].matches(proto, port)))
+            .map(|&(net, l, _)| (net, l))
+            .collect()
+    }
+
+    const PACKETS: [(u8, u16); 9] = [
+        (PROTO_TCP, 22),
+        (PROTO_TCP, 80),
+        (PROTO_TCP, 25),
+        (PROTO_TCP, 0),
+        (PROTO_UDP, 53),
+        (PROTO_UDP, 25),
+        (PROTO_UDP, 123),
+        (PROTO_ICMP, 0),
+        (47, 0),
+    ];
+
+    /// Builds `members` (prefix, layer, scope index) in a new state.
+    fn build(members: &[(&str, Layer, Option<usize>)]) -> (ListState, Layout<MemoryStore>) {
+        let mut s = ListState::new();
+        let ids: Vec<ScopeId> = scopes()
+            .iter()
+            .map(|sc| s.intern_scope(sc).unwrap())
+            .collect();
+        let ops = s.apply(members.iter().map(|&(net, l, sc)| match sc {
+            None => Change::Insert(n(net), l),
+            Some(i) => Change::InsertScoped(n(net), l, ids[i]),
+        }));
+        let mut t = Layout::new(MemoryStore::default());
+        t.apply(&ops).unwrap();
+        (s, t)
+    }
+
+    #[test]
+    fn allow_22_from_the_admin_net_only_and_deny_25_from_everywhere() {
+        let (s, t) = build(&[
+            ("192.0.2.0/24", allow(0), Some(0)),
+            ("0.0.0.0/0", deny(1), Some(0)),
+            ("0.0.0.0/0", deny(2), Some(4)),
+            ("198.51.100.7/32", Layer::Black, None),
+            ("203.0.113.9/32", Layer::White, None),
+        ]);
+        let v = |addr: &str, proto, port| t.store().verdict(ip(addr), proto, port);
+        assert_eq!(v("192.0.2.5", PROTO_TCP, 22), LIST_RULE_ALLOW);
+        assert_eq!(v("10.1.2.3", PROTO_TCP, 22), LIST_RULE_DENY);
+        assert_eq!(v("10.1.2.3", PROTO_TCP, 443), ipguard_common::LIST_NONE);
+        assert_eq!(v("10.1.2.3", PROTO_UDP, 25), LIST_RULE_DENY);
+        assert_eq!(v("192.0.2.5", PROTO_TCP, 25), LIST_RULE_DENY);
+        // Lists keep their precedence: the blacklist drops everything, the whitelist
+        // passes everything.
+        assert_eq!(v("198.51.100.7", PROTO_TCP, 443), LIST_BLACKLIST);
+        assert_eq!(v("198.51.100.7", PROTO_TCP, 22), LIST_BLACKLIST);
+        assert_eq!(v("203.0.113.9", PROTO_TCP, 22), LIST_WHITELIST);
+        assert_eq!(v("203.0.113.9", PROTO_TCP, 25), LIST_WHITELIST);
+        // The blacklisted and whitelisted hosts need no group: their own verdict holds
+        // for every packet.
+        assert_eq!(s.written()[&n("198.51.100.7/32")].scope, 0);
+        assert_eq!(s.written()[&n("203.0.113.9/32")].scope, 0);
+        // decide_for names the rule and the prefix.
+        assert_eq!(
+            s.decide_for(ip("10.1.2.3"), PROTO_TCP, 22),
+            Some((n("0.0.0.0/0"), entry(LIST_RULE_DENY, 2)))
+        );
+        assert_eq!(
+            s.decide_for(ip("192.0.2.5"), PROTO_TCP, 22),
+            Some((n("192.0.2.0/24"), entry(LIST_RULE_ALLOW, 1)))
+        );
+        assert_eq!(s.decide_for(ip("10.1.2.3"), PROTO_TCP, 443), None);
+    }
+
+    #[test]
+    fn prefixes_that_scopes_do_not_touch_have_no_group_and_groups_are_shared_and_freed() {
+        let (mut s, mut t) = build(&[
+            ("192.0.2.0/24", deny(0), Some(0)),
+            ("198.51.100.0/24", deny(0), Some(0)),
+            ("203.0.113.0/24", Layer::Black, None),
+        ]);
+        let a = s.written()[&n("192.0.2.0/24")].scope;
+        assert_ne!(a, 0);
+        assert_eq!(
+            s.written()[&n("198.51.100.0/24")].scope,
+            a,
+            "one group for both"
+        );
+        assert_eq!(s.written()[&n("203.0.113.0/24")].scope, 0);
+        assert_eq!(s.scopes().len(), 1);
+        assert_eq!(t.scopes(), &s.scopes());
+        let ids: Vec<ScopeId> = scopes()
+            .iter()
+            .map(|sc| s.intern_scope(sc).unwrap())
+            .collect();
+        let mut ops = s.apply([
+            Change::RemoveScoped(n("192.0.2.0/24"), deny(0), ids[0]),
+            Change::RemoveScoped(n("198.51.100.0/24"), deny(0), ids[0]),
+        ]);
+        assert!(
+            matches!(ops.last(), Some(TableOp::ScopeDelete(_))),
+            "the group goes last: {ops:?}"
+        );
+        t.apply(&ops).unwrap();
+        assert!(s.scopes().is_empty());
+        assert!(t.scopes().is_empty());
+        assert!(t.store().scopes.is_empty());
+        // Again: the freed id is used again, its cells written before the entries.
+        ops = s.apply([Change::InsertScoped(n("192.0.2.0/24"), allow(0), ids[3])]);
+        assert!(
+            matches!(ops.first(), Some(TableOp::ScopeWrite(..))),
+            "{ops:?}"
+        );
+        t.apply(&ops).unwrap();
+        assert_eq!(
+            t.store().verdict(ip("192.0.2.1"), PROTO_ICMP, 0),
+            LIST_RULE_ALLOW
+        );
+        assert_eq!(
+            t.store().verdict(ip("192.0.2.1"), PROTO_TCP, 0),
+            ipguard_common::LIST_NONE
+        );
+    }
+
+    #[test]
+    fn a_sync_writes_the_groups_and_clears_stale_ones() {
+        let (s, _) = build(&[
+            ("2001:db8::/32", deny(0), Some(1)),
+            ("::/0", allow(1), Some(3)),
+        ]);
+        let mut t = Layout::new(MemoryStore::default());
+        let stale = ipguard_common::ScopeKey {
+            group: 99,
+            port: 0,
+            proto: PROTO_TCP,
+            _pad: [0; 3],
+        };
+        t.apply(&[TableOp::ScopeWrite(stale, LIST_BLACKLIST)])
+            .unwrap();
+        t.sync(s.written(), &s.scopes()).unwrap();
+        assert!(!t.store().scopes.contains_key(&stale));
+        assert_eq!(
+            t.store().verdict(ip("2001:db8::1"), PROTO_TCP, 9),
+            LIST_RULE_DENY
+        );
+        assert_eq!(
+            t.store().verdict(ip("2001:db9::1"), PROTO_ICMP, 0),
+            LIST_RULE_ALLOW
+        );
+        assert_eq!(
+            t.store().verdict(ip("2001:db9::1"), PROTO_TCP, 9),
+            ipguard_common::LIST_NONE
+        );
+    }
+
+    fn addr() -> impl Strategy<Value = IpAddr> {
+        // Few distinct addresses, so that prefixes overlap often.
+        prop_oneof![
+            (0u32..4, 0u32..4).prop_map(|(a, b)| IpAddr::from([10, a as u8, 0, b as u8 * 64])),
+            (0u16..3).prop_map(|a| IpAddr::from([0x2001, 0xdb8, a, 0, 0, 0, 0, 1])),
+        ]
+    }
+
+    fn net() -> impl Strategy<Value = IpNet> {
+        (addr(), 0u8..=130).prop_map(|(a, len)| {
+            let max = if a.is_ipv4() { 32 } else { 128 };
+            let len = match len % 4 {
+                0 => 0,
+                1 => len.min(max),
+                _ => (len % (max + 1)).max(if a.is_ipv4() { 8 } else { 32 }),
+            };
+            IpNet::new(a, len).unwrap().trunc()
+        })
+    }
+
+    fn layer() -> impl Strategy<Value = Layer> {
+        prop_oneof![
+            Just(Layer::White),
+            Just(Layer::Gray),
+            Just(Layer::Black),
+            (0u32..3, any::<bool>()).prop_map(|(index, deny)| Layer::Rule { index, deny }),
+            Just(Layer::MonitorBlack),
+        ]
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Change(bool, IpNet, Layer, Option<usize>),
+        RemoveExisting(Index),
+        Batch(Vec<(bool, IpNet, Layer, Option<usize>)>),
+        SetMode(Mode),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        let scope = prop_oneof![Just(None), (0usize..5).prop_map(Some)];
+        prop_oneof![
+            5 => (any::<bool>(), net(), layer(), scope.clone())
+                .prop_map(|(i, n, l, s)| Step::Change(i, n, l, s)),
+            2 => any::<Index>().prop_map(Step::RemoveExisting),
+            1 => prop::collection::vec((any::<bool>(), net(), layer(), scope), 0..80)
+                .prop_map(Step::Batch),
+            1 => prop_oneof![Just(Mode::Enforce), Just(Mode::Monitor)].prop_map(Step::SetMode),
+        ]
+    }
+
+    fn change(ids: &[ScopeId], ins: bool, net: IpNet, l: Layer, sc: Option<usize>) -> Change {
+        match (ins, sc) {
+            (true, None) => Change::Insert(net, l),
+            (false, None) => Change::Remove(net, l),
+            (true, Some(i)) => Change::InsertScoped(net, l, ids[i]),
+            (false, Some(i)) => Change::RemoveScoped(net, l, ids[i]),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn scoped_tables_answer_every_packet_like_the_precedence(
+            steps in prop::collection::vec(step(), 1..16),
+            probes in prop::collection::vec(addr(), 1..6),
+        ) {
+            let mut s = ListState::new();
+            let ids: Vec<ScopeId> =
+                scopes().iter().map(|sc| s.intern_scope(sc).unwrap()).collect();
+            let mut t = Layout::new(MemoryStore::default());
+            let mut model: BTreeSet<(IpNet, Layer, Option<usize>)> = BTreeSet::new();
+            let edit = |model: &mut BTreeSet<_>, ins: bool, net: IpNet, l, sc| {
+                if ins {
+                    model.insert((net.trunc(), l, sc));
+                } else {
+                    model.remove(&(net.trunc(), l, sc));
+                }
+            };
+            for step in &steps {
+                let before: Vec<ListCode> = probes
+                    .iter()
+                    .flat_map(|&a| PACKETS.iter().map(move |&(p, port)| (a, p, port)))
+                    .map(|(a, p, port)| t.store().verdict(a, p, port))
+                    .collect();
+                let ops = match step {
+                    Step::Change(ins, net, l, sc) => {
+                        edit(&mut model, *ins, *net, *l, *sc);
+                        s.apply([change(&ids, *ins, *net, *l, *sc)])
+                    }
+                    Step::RemoveExisting(i) => {
+                        let Some(&(net, l, sc)) = (!model.is_empty())
+                            .then(|| model.iter().nth(i.index(model.len())))
+                            .flatten()
+                        else {
+                            continue;
+                        };
+                        edit(&mut model, false, net, l, sc);
+                        s.apply([change(&ids, false, net, l, sc)])
+                    }
+                    Step::Batch(changes) => {
+                        for &(ins, net, l, sc) in changes {
+                            edit(&mut model, ins, net, l, sc);
+                        }
+                        s.apply(changes.iter().map(|&(ins, net, l, sc)| change(&ids, ins, net, l, sc)))
+                    }
+                    Step::SetMode(mode) => s.set_mode(*mode),
+                };
+                let monitor_all = s.mode() == Mode::Monitor;
+                let want: Vec<ListCode> = probes
+                    .iter()
+                    .flat_map(|&a| PACKETS.iter().map(move |&(p, port)| (a, p, port)))
+                    .map(|(a, p, port)| {
+                        naive_in(&holding(&model, p, port), a, monitor_all)
+                            .map_or(ipguard_common::LIST_NONE, |(_, e)| e.list)
+                    })
+                    .collect();
+                // Op by op, every packet sees its verdict from before or after the step.
+                for op in &ops {
+                    t.apply(std::slice::from_ref(op)).unwrap();
+                    let mut k = 0;
+                    for &a in &probes {
+                        for &(p, port) in &PACKETS {
+                            let now = t.store().verdict(a, p, port);
+                            prop_assert!(
+                                now == before[k] || now == want[k],
+                                "{} {}/{} sees {} during {:?}", a, p, port, now, ops
+                            );
+                            k += 1;
+                        }
+                    }
+                }
+                let mut k = 0;
+                for &a in &probes {
+                    for &(p, port) in &PACKETS {
+                        prop_assert_eq!(
+                            t.store().verdict(a, p, port), want[k],
+                            "{} {}/{} after {:?}", a, p, port, step
+                        );
+                        let naive = naive_in(&holding(&model, p, port), a, monitor_all);
+                        prop_assert_eq!(
+                            s.decide_for(a, p, port).map(|(_, e)| e),
+                            naive.map(|(_, e)| e),
+                            "decide_for {} {}/{}", a, p, port
+                        );
+                        k += 1;
+                    }
+                }
+                prop_assert_eq!(t.scopes(), &s.scopes());
+                prop_assert_eq!(&t.store().scopes.iter().map(|(k, v)| (*k, *v)).collect::<Scopes>(), &s.scopes());
             }
         }
     }

@@ -1489,3 +1489,100 @@ mod promotion {
         assert!(e.entry(ListKind::Graylist, IpNet::from(src(70))).is_some());
     }
 }
+
+/// `[[rate_limit]] exempt`: the engine sees a source's count of a rule as the controller
+/// hands it on, a violation only when [`window::violated`] says so.
+mod rate_exemptions {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{
+        config::{RateKind, RateLimit},
+        policy::window,
+    };
+
+    /// SYNs 20/1s exempting 198.51.100.0/24 and 2001:db8::/48; packets 1000/1s exempting
+    /// nobody.
+    fn rules() -> [RateLimit; 2] {
+        [
+            RateLimit {
+                kind: RateKind::Syn,
+                count: 20,
+                window: Duration::from_secs(1),
+                ports: vec![],
+                exempt: vec![net("198.51.100.0/24"), net("2001:db8::/48")],
+            },
+            RateLimit {
+                kind: RateKind::Packets,
+                count: 1000,
+                window: Duration::from_secs(1),
+                ports: vec![],
+                exempt: vec![],
+            },
+        ]
+    }
+
+    /// `who` counted `count` of `rule`: what became of it, `None` if it was no violation.
+    fn judge(e: &mut Engine, rule: &RateLimit, who: IpAddr, count: u64) -> Option<Outcome> {
+        window::violated(rule, who, count).then(|| e.violation(who, "test".into(), T0).0)
+    }
+
+    #[test]
+    fn an_exempt_source_over_the_limit_is_not_banned_by_that_rule() {
+        let mut e = Engine::new(esc(), None);
+        let [syn, _] = rules();
+        for who in [
+            ip("198.51.100.0"),
+            ip("198.51.100.255"),
+            ip("2001:db8::1"),
+            ip("2001:db8:0:ffff::9"),
+        ] {
+            assert_eq!(judge(&mut e, &syn, who, 21), None, "{who}");
+            assert_eq!(judge(&mut e, &syn, who, u64::MAX), None, "{who}");
+            assert!(e.ban_of(who).is_none(), "{who}");
+            assert_eq!(e.strikes(who, T0), 0, "{who}");
+        }
+        assert!(e.entries().next().is_none());
+    }
+
+    #[test]
+    fn a_source_outside_the_exempt_networks_is_banned_by_the_rule() {
+        let mut e = Engine::new(esc(), None);
+        let [syn, _] = rules();
+        let banned = Some(Outcome::Banned {
+            list: ListKind::Graylist,
+            until: Some(T0.plus(H)),
+            strikes: 1,
+        });
+        for who in [ip("198.51.101.0"), ip("198.51.99.255"), ip("2001:db8:1::1")] {
+            // At the limit is no violation; one more is.
+            assert_eq!(judge(&mut e, &syn, who, 20), None, "{who}");
+            assert_eq!(judge(&mut e, &syn, who, 21), banned, "{who}");
+            assert_eq!(e.ban_of(who).unwrap().0, IpNet::from(who));
+        }
+    }
+
+    #[test]
+    fn an_exempt_source_is_banned_by_another_rule_that_does_not_exempt_it() {
+        let mut e = Engine::new(esc(), None);
+        let [syn, packets] = rules();
+        let who = ip("198.51.100.7");
+        assert_eq!(judge(&mut e, &syn, who, 5000), None);
+        assert_eq!(judge(&mut e, &packets, who, 1000), None);
+        assert_eq!(
+            judge(&mut e, &packets, who, 1001),
+            Some(Outcome::Banned {
+                list: ListKind::Graylist,
+                until: Some(T0.plus(H)),
+                strikes: 1,
+            })
+        );
+        let (prefix, entry) = e.ban_of(who).unwrap();
+        assert_eq!(
+            (prefix, entry.origin),
+            (net("198.51.100.7/32"), Origin::RateLimit)
+        );
+        // The exemption still holds for its own rule while the source is banned.
+        assert_eq!(judge(&mut e, &syn, who, 5000), None);
+    }
+}
