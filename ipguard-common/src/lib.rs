@@ -269,6 +269,76 @@ pub struct ScopeKey {
     pub _pad: [u8; 3],
 }
 const _: () = assert!(core::mem::size_of::<ScopeKey>() == 8);
+/// What a scope group has cells for, so that a packet whose port and protocol it does
+/// not name costs no hash lookup: a port bit `port % 256` per protocol (a superset: a set
+/// bit may find no cell) and a flag per protocol with a port-0 cell.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScopeHint {
+    /// `HINT_*` bits: the group has a port-0 (other ports) cell of that protocol.
+    pub other: u32,
+    pub _pad: u32,
+    pub tcp: [u64; 4],
+    pub udp: [u64; 4],
+}
+const _: () = assert!(core::mem::size_of::<ScopeHint>() == 72);
+/// See [`ScopeHint::other`].
+pub const HINT_TCP: u32 = 1;
+pub const HINT_UDP: u32 = 2;
+pub const HINT_ICMP: u32 = 4;
+/// Hints of the scope groups, by group: an array of `MAX_SCOPE_GROUP + 1` [`ScopeHint`]s.
+pub const MAP_SCOPE_HINTS: &str = "IPG_SCOPE_HINT";
+
+impl ScopeHint {
+    /// The `other` bit of a protocol number; 0 for protocols scopes do not name.
+    #[inline(always)]
+    pub const fn other_bit(proto: u8) -> u32 {
+        match proto {
+            PROTO_TCP => HINT_TCP,
+            PROTO_UDP => HINT_UDP,
+            PROTO_ICMP => HINT_ICMP,
+            _ => 0,
+        }
+    }
+
+    /// Whether a cell for `proto`/`port` (port non-zero) may exist.
+    #[inline(always)]
+    pub fn may_have_port(&self, proto: u8, port: u16) -> bool {
+        let bits = match proto {
+            PROTO_TCP => &self.tcp,
+            PROTO_UDP => &self.udp,
+            _ => return false,
+        };
+        let p = port as usize;
+        bits[(p >> 6) & 3] >> (p & 63) & 1 != 0
+    }
+
+    /// Notes a cell for `proto`/`port` (port 0: the other ports).
+    pub fn add(&mut self, proto: u8, port: u16) {
+        if port == 0 {
+            self.other |= Self::other_bit(proto);
+            return;
+        }
+        let bits = match proto {
+            PROTO_TCP => &mut self.tcp,
+            PROTO_UDP => &mut self.udp,
+            _ => return,
+        };
+        let p = port as usize;
+        bits[(p >> 6) & 3] |= 1 << (p & 63);
+    }
+
+    /// The union of two hints.
+    pub fn union(mut self, other: &ScopeHint) -> ScopeHint {
+        self.other |= other.other;
+        for i in 0..4 {
+            self.tcp[i] |= other.tcp[i];
+            self.udp[i] |= other.udp[i];
+        }
+        self
+    }
+}
+
 /// Verdicts of scope groups: [`ScopeKey`] → `LIST_*` code (no group bits).
 pub const MAP_SCOPES: &str = "IPG_SCOPES";
 /// Capacity of [`MAP_SCOPES`].

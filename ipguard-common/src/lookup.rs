@@ -14,8 +14,8 @@
 //! sees one straight function per program.
 
 use crate::{
-    ListCode, ScopeKey, Tbl24Slot, V6Anchor, V6LongKey, ANCHOR_OVERFLOW, ANCHOR_OWN, CODE_LIST,
-    LIST_NONE, SCOPE_SHIFT, SLOT_CODE, SLOT_HOSTS, TABLE_FLAG_V6_SHORT, V6_ANCHOR_LENS,
+    ListCode, ScopeHint, ScopeKey, Tbl24Slot, V6Anchor, V6LongKey, ANCHOR_OVERFLOW, ANCHOR_OWN,
+    CODE_LIST, LIST_NONE, SCOPE_SHIFT, SLOT_CODE, SLOT_HOSTS, TABLE_FLAG_V6_SHORT, V6_ANCHOR_LENS,
 };
 
 /// Read access to the list tables, one call per map lookup.
@@ -34,6 +34,8 @@ pub trait Tables {
     fn lpm(&self, addr: &[u8; 16]) -> ListCode;
     /// A scope group's verdict for one protocol and port (see [`scoped`]).
     fn scope(&self, key: &ScopeKey) -> Option<ListCode>;
+    /// What a scope group has cells for; `None` reads as none.
+    fn hint(&self, group: u32) -> Option<ScopeHint>;
 }
 
 /// The table code of the longest prefix holding the IPv4 address `src` (network byte
@@ -86,27 +88,33 @@ pub fn lookup_v6<T: Tables + ?Sized>(t: &T, src: &[u8; 16]) -> ListCode {
 /// The `LIST_*` code that decides a packet of protocol `proto` to port `dport` (0: none or
 /// not read) whose source's table code is `code`: without a scope group, the code itself;
 /// with one, the group's verdict for the port, else for the protocol's other ports (port
-/// 0), else the prefix's own list code. Costs nothing for a prefix without a group.
+/// 0), else the prefix's own list code. The group's hint spares the lookups of cells it
+/// cannot have; a prefix without a group costs nothing.
 #[inline(always)]
 pub fn scoped<T: Tables + ?Sized>(t: &T, code: ListCode, proto: u8, dport: u16) -> ListCode {
     let group = code >> SCOPE_SHIFT;
     if group == 0 {
         return code;
     }
+    let Some(hint) = t.hint(group) else {
+        return code & CODE_LIST;
+    };
     let mut key = ScopeKey {
         group: group as u16,
         port: dport,
         proto,
         _pad: [0; 3],
     };
-    if dport != 0 {
+    if dport != 0 && hint.may_have_port(proto, dport) {
         if let Some(c) = t.scope(&key) {
             return c;
         }
-        key.port = 0;
     }
-    if let Some(c) = t.scope(&key) {
-        return c;
+    if hint.other & ScopeHint::other_bit(proto) != 0 {
+        key.port = 0;
+        if let Some(c) = t.scope(&key) {
+            return c;
+        }
     }
     code & CODE_LIST
 }
@@ -132,6 +140,7 @@ mod tests {
         /// (address, length, code): matched naively, longest first.
         lpm: Vec<(u128, u32, ListCode)>,
         scopes: BTreeMap<ScopeKey, ListCode>,
+        hints: BTreeMap<u32, ScopeHint>,
     }
 
     impl Tables for Model {
@@ -161,6 +170,9 @@ mod tests {
         fn scope(&self, key: &ScopeKey) -> Option<ListCode> {
             self.scopes.get(key).copied()
         }
+        fn hint(&self, group: u32) -> Option<ScopeHint> {
+            self.hints.get(&group).copied()
+        }
     }
 
     #[test]
@@ -176,6 +188,16 @@ mod tests {
         // Group 3: tcp/22 allowed, other TCP denied; UDP untouched.
         m.scopes.insert(key(22, PROTO_TCP), LIST_RULE_ALLOW);
         m.scopes.insert(key(0, PROTO_TCP), LIST_RULE_DENY);
+        // Without a hint the cells are not looked at.
+        let c = LIST_BLACKLIST | (3 << SCOPE_SHIFT);
+        assert_eq!(scoped(&m, c, PROTO_TCP, 22), LIST_BLACKLIST);
+        let mut hint = ScopeHint::default();
+        hint.add(PROTO_TCP, 22);
+        hint.add(PROTO_TCP, 0);
+        assert!(hint.may_have_port(PROTO_TCP, 22));
+        assert!(!hint.may_have_port(PROTO_TCP, 23));
+        assert!(!hint.may_have_port(PROTO_UDP, 22));
+        m.hints.insert(3, hint);
         let code = LIST_BLACKLIST | (3 << SCOPE_SHIFT);
         m.slots.insert(0xc0_00_02, code as Tbl24Slot);
         let c = lookup_v4(&m, [192, 0, 2, 9]);

@@ -6,8 +6,8 @@ use aya::maps::lpm_trie::Key;
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::{
-    FloodConfig, FloodSlot, ListEntry, RateConfig, RateEvent, ScopeKey, SourceCounters, SourceKey,
-    StatCounter, V6Anchor, V6LongKey,
+    FloodConfig, FloodSlot, ListEntry, RateConfig, RateEvent, ScopeHint, ScopeKey, SourceCounters,
+    SourceKey, StatCounter, V6Anchor, V6LongKey,
 };
 
 // SAFETY: all of these are `#[repr(C)]`, made of integers only, with explicit padding
@@ -17,6 +17,7 @@ unsafe impl aya::Pod for FloodSlot {}
 unsafe impl aya::Pod for ListEntry {}
 unsafe impl aya::Pod for RateConfig {}
 unsafe impl aya::Pod for RateEvent {}
+unsafe impl aya::Pod for ScopeHint {}
 unsafe impl aya::Pod for ScopeKey {}
 unsafe impl aya::Pod for SourceKey {}
 unsafe impl aya::Pod for SourceCounters {}

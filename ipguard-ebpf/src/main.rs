@@ -30,13 +30,13 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use ipguard_common::{
-    lookup, FloodConfig, FloodSlot, ListCode, RateConfig, RateEvent, RateRuleDef, ScopeKey,
-    SourceCounters, SourceKey, Stat, StatCounter, Tbl24Elem, Tbl24Slot, V6Anchor, V6LongKey,
-    CODE_LIST, DEFAULT_LPM_CAPACITY, DEFAULT_SOURCES_CAPACITY, EVENTS_BYTES, FLOOD_SLOT_NS,
-    LIST_BLACKLIST, LIST_GRAYLIST, LIST_MONITOR_BLACKLIST, LIST_MONITOR_GRAYLIST,
+    lookup, FloodConfig, FloodSlot, ListCode, RateConfig, RateEvent, RateRuleDef, ScopeHint,
+    ScopeKey, SourceCounters, SourceKey, Stat, StatCounter, Tbl24Elem, Tbl24Slot, V6Anchor,
+    V6LongKey, CODE_LIST, DEFAULT_LPM_CAPACITY, DEFAULT_SOURCES_CAPACITY, EVENTS_BYTES,
+    FLOOD_SLOT_NS, LIST_BLACKLIST, LIST_GRAYLIST, LIST_MONITOR_BLACKLIST, LIST_MONITOR_GRAYLIST,
     LIST_MONITOR_RULE, LIST_NONE, LIST_RULE_DENY, LIST_WHITELIST, MAX_FLOOD_CPUS, MAX_RATE_RULES,
-    MAX_RULE_PORTS, RATE_BYTES, RATE_FLAG_TRACK_DROPS, RATE_PACKETS, RATE_SYN, SCOPES_CAPACITY,
-    SCOPE_SHIFT, STAT_COUNT, V4_TBL24_ELEMS, V6_BITS,
+    MAX_RULE_PORTS, MAX_SCOPE_GROUP, RATE_BYTES, RATE_FLAG_TRACK_DROPS, RATE_PACKETS, RATE_SYN,
+    SCOPES_CAPACITY, SCOPE_SHIFT, STAT_COUNT, V4_TBL24_ELEMS, V6_BITS,
 };
 use parse::{Frame, L4};
 
@@ -64,6 +64,9 @@ static IPG_V6_LPM: LpmTrie<[u8; 16], ListCode> =
 #[map]
 static IPG_SCOPES: HashMap<ScopeKey, ListCode> =
     HashMap::with_max_entries(SCOPES_CAPACITY, BPF_F_NO_PREALLOC);
+
+#[map]
+static IPG_SCOPE_HINT: Array<ScopeHint> = Array::with_max_entries(MAX_SCOPE_GROUP + 1, 0);
 
 #[map]
 static IPG_TABLE_CFG: Array<u32> = Array::with_max_entries(1, 0);
@@ -150,6 +153,11 @@ impl lookup::Tables for Maps {
     fn scope(&self, key: &ScopeKey) -> Option<ListCode> {
         // SAFETY: copied out at once.
         unsafe { IPG_SCOPES.get(key) }.copied()
+    }
+
+    #[inline(always)]
+    fn hint(&self, group: u32) -> Option<ScopeHint> {
+        IPG_SCOPE_HINT.get(group).copied()
     }
 }
 

@@ -47,6 +47,7 @@ fn lists() -> Lists {
         // Monitor mode: would drop, passes; inside an enforced prefix, enforced.
         monitor_graylist: nets(&["2001:db9::/32"]),
         monitor_blacklist: nets(&["100.64.0.0/24", "10.9.8.0/24"]),
+        ..Lists::default()
     }
 }
 

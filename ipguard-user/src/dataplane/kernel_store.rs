@@ -11,8 +11,8 @@ use aya::maps::{
 };
 use ipguard_common::{
     user::{v6_key, v6_net},
-    ListCode, ScopeKey, Tbl24Slot, V6Anchor, V6LongKey, MAP_SCOPES, MAP_TABLE_CFG, MAP_V4_HOSTS,
-    MAP_V6_ANCHORS, MAP_V6_LONG, MAP_V6_LPM, V4_TBL24_SLOTS,
+    ListCode, ScopeHint, ScopeKey, Tbl24Slot, V6Anchor, V6LongKey, MAP_SCOPES, MAP_SCOPE_HINTS,
+    MAP_TABLE_CFG, MAP_V4_HOSTS, MAP_V6_ANCHORS, MAP_V6_LONG, MAP_V6_LPM, V4_TBL24_SLOTS,
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
@@ -27,6 +27,7 @@ pub struct KernelStore {
     longs: BpfHashMap<MapData, V6LongKey, ListCode>,
     lpm: LpmTrie<MapData, [u8; 16], ListCode>,
     scopes: BpfHashMap<MapData, ScopeKey, ListCode>,
+    hints: Array<MapData, ScopeHint>,
     cfg: Array<MapData, u32>,
     flags: u32,
     /// The maps' `max_entries` as created (pinned maps keep the size they were made with).
@@ -41,6 +42,7 @@ pub struct TableMaps {
     pub longs: BpfHashMap<MapData, V6LongKey, ListCode>,
     pub lpm: LpmTrie<MapData, [u8; 16], ListCode>,
     pub scopes: BpfHashMap<MapData, ScopeKey, ListCode>,
+    pub hints: Array<MapData, ScopeHint>,
     pub cfg: Array<MapData, u32>,
 }
 
@@ -78,6 +80,7 @@ impl KernelStore {
             longs: maps.longs,
             lpm: maps.lpm,
             scopes: maps.scopes,
+            hints: maps.hints,
             cfg: maps.cfg,
             flags,
         })
@@ -394,5 +397,18 @@ impl MapStore for KernelStore {
             .iter()
             .collect::<Result<_, _>>()
             .map_err(read_err(MAP_SCOPES))
+    }
+
+    fn hint(&self, group: u32) -> Result<ScopeHint, TableError> {
+        self.hints.get(&group, 0).map_err(read_err(MAP_SCOPE_HINTS))
+    }
+
+    fn set_hint(&mut self, group: u32, hint: &ScopeHint) -> Result<(), TableError> {
+        self.hints
+            .set(group, hint, 0)
+            .map_err(|source| TableError::Hint {
+                group,
+                source: Box::new(source),
+            })
     }
 }

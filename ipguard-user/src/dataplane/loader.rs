@@ -21,9 +21,9 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use ipguard_common::{
-    MAP_EVENTS, MAP_FLOOD_CFG, MAP_FLOOD_STATE, MAP_RATE_CONFIG, MAP_SCOPES, MAP_SOURCES,
-    MAP_STATS, MAP_TABLE_CFG, MAP_V4_HOSTS, MAP_V4_TBL24, MAP_V6_ANCHORS, MAP_V6_LONG, MAP_V6_LPM,
-    PROGRAM_NAME, STAT_COUNT,
+    MAP_EVENTS, MAP_FLOOD_CFG, MAP_FLOOD_STATE, MAP_RATE_CONFIG, MAP_SCOPES, MAP_SCOPE_HINTS,
+    MAP_SOURCES, MAP_STATS, MAP_TABLE_CFG, MAP_V4_HOSTS, MAP_V4_TBL24, MAP_V6_ANCHORS, MAP_V6_LONG,
+    MAP_V6_LPM, PROGRAM_NAME, STAT_COUNT,
 };
 
 use super::{
@@ -67,9 +67,10 @@ pub struct Program {
 }
 
 /// Maps pinned by [`Dataplane::load_pinned`] (all of them: lists, counters, rates, events).
-const PINNED_MAPS: [&str; 13] = [
+const PINNED_MAPS: [&str; 14] = [
     MAP_V4_TBL24,
     MAP_SCOPES,
+    MAP_SCOPE_HINTS,
     MAP_V4_HOSTS,
     MAP_V6_ANCHORS,
     MAP_V6_LONG,
@@ -175,6 +176,7 @@ impl Dataplane {
             longs: take_map(&mut ebpf, MAP_V6_LONG, BpfHashMap::try_from)?,
             lpm: take_map(&mut ebpf, MAP_V6_LPM, LpmTrie::try_from)?,
             scopes: take_map(&mut ebpf, MAP_SCOPES, BpfHashMap::try_from)?,
+            hints: take_map(&mut ebpf, MAP_SCOPE_HINTS, Array::try_from)?,
             cfg: take_map(&mut ebpf, MAP_TABLE_CFG, Array::try_from)?,
         })
         .map_err(DataplaneError::Table)?;

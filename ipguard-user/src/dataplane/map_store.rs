@@ -4,7 +4,7 @@
 //! layout is tested without a kernel.
 
 use aya::maps::MapError;
-use ipguard_common::{ListCode, ScopeKey, Tbl24Slot, V6Anchor, V6LongKey, MAP_V4_TBL24};
+use ipguard_common::{ListCode, ScopeHint, ScopeKey, Tbl24Slot, V6Anchor, V6LongKey, MAP_V4_TBL24};
 use ipnet::{IpNet, Ipv6Net};
 
 /// Hash maps of map keys: integers and addresses, hashed fast (no untrusted input here).
@@ -40,6 +40,13 @@ pub enum TableError {
     Scope {
         op: &'static str,
         key: ScopeKey,
+        #[source]
+        source: Box<MapError>,
+    },
+    /// The kernel refused a scope group's hint.
+    #[error("cannot write the hint of scope group {group} in {map}: {source}", map = ipguard_common::MAP_SCOPE_HINTS)]
+    Hint {
+        group: u32,
         #[source]
         source: Box<MapError>,
     },
@@ -138,4 +145,7 @@ pub trait MapStore {
     fn scope_put(&mut self, key: ScopeKey, code: ListCode) -> Result<(), TableError>;
     fn scope_del(&mut self, key: ScopeKey) -> Result<(), TableError>;
     fn scopes(&self) -> Result<HashMap<ScopeKey, ListCode>, TableError>;
+    /// A scope group's hint (zero if never written).
+    fn hint(&self, group: u32) -> Result<ScopeHint, TableError>;
+    fn set_hint(&mut self, group: u32, hint: &ScopeHint) -> Result<(), TableError>;
 }

@@ -6,8 +6,9 @@
 use std::net::{IpAddr, Ipv6Addr};
 
 use ipguard_common::{
-    lookup, FloodConfig, ListCode, RateConfig, ScopeKey, SourceCounters, Tbl24Slot, V6Anchor,
-    V6LongKey, LIST_NONE, MAP_V4_HOSTS, MAP_V6_ANCHORS, MAP_V6_LONG, MAP_V6_LPM, V4_TBL24_SLOTS,
+    lookup, FloodConfig, ListCode, RateConfig, ScopeHint, ScopeKey, SourceCounters, Tbl24Slot,
+    V6Anchor, V6LongKey, LIST_NONE, MAP_V4_HOSTS, MAP_V6_ANCHORS, MAP_V6_LONG, MAP_V6_LPM,
+    V4_TBL24_SLOTS,
 };
 use ipnet::{IpNet, Ipv6Net};
 
@@ -29,6 +30,7 @@ pub struct MemoryStore {
     pub longs: HashMap<V6LongKey, ListCode>,
     pub lpm: HashMap<Ipv6Net, ListCode>,
     pub scopes: HashMap<ScopeKey, ListCode>,
+    pub hints: HashMap<u32, ScopeHint>,
     pub flags: u32,
     /// Map writes made (slots included), to check that a change writes little.
     pub writes: usize,
@@ -46,6 +48,7 @@ impl Default for MemoryStore {
             longs: HashMap::default(),
             lpm: HashMap::default(),
             scopes: HashMap::default(),
+            hints: HashMap::default(),
             flags: 0,
             writes: 0,
             capacity: None,
@@ -122,6 +125,10 @@ impl lookup::Tables for MemoryStore {
 
     fn scope(&self, key: &ScopeKey) -> Option<ListCode> {
         self.scopes.get(key).copied()
+    }
+
+    fn hint(&self, group: u32) -> Option<ScopeHint> {
+        self.hints.get(&group).copied()
     }
 }
 
@@ -248,6 +255,18 @@ impl MapStore for MemoryStore {
     }
     fn scopes(&self) -> Result<HashMap<ScopeKey, ListCode>, TableError> {
         Ok(self.scopes.clone())
+    }
+    fn hint(&self, group: u32) -> Result<ScopeHint, TableError> {
+        Ok(self.hints.get(&group).copied().unwrap_or_default())
+    }
+    fn set_hint(&mut self, group: u32, hint: &ScopeHint) -> Result<(), TableError> {
+        self.writes += 1;
+        if *hint == ScopeHint::default() {
+            self.hints.remove(&group);
+        } else {
+            self.hints.insert(group, *hint);
+        }
+        Ok(())
     }
 }
 

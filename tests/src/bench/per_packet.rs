@@ -634,7 +634,7 @@ fn scoped(out: &mut Results, cfg: &Config, pop: &Population, label: &str, n: usi
             &everywhere,
             5353,
             XDP_PASS,
-            "deny udp/5353 from 0.0.0.0/0 and ::/0, packet to udp/9: two scope lookups, then the prefix's own verdict",
+            "deny udp/5353 from 0.0.0.0/0 and ::/0, packet to udp/9: the group's hint rules the cells out (no scope lookup)",
         ),
         (
             "v4 unlisted, scoped source, port in scope (DROP)",

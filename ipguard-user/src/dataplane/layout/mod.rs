@@ -17,11 +17,14 @@
 mod v4;
 mod v6;
 
-use std::{collections::BTreeMap, net::Ipv4Addr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
 
 use ipguard_common::{
-    ListCode, ListEntry, Tbl24Slot, V6Anchor, V6LongKey, MAP_V4_HOSTS, MAP_V6_ANCHORS, MAP_V6_LONG,
-    SLOT_CODE, SLOT_HOSTS, V6_ANCHOR_BITS,
+    ListCode, ListEntry, ScopeHint, ScopeKey, Tbl24Slot, V6Anchor, V6LongKey, MAP_V4_HOSTS,
+    MAP_V6_ANCHORS, MAP_V6_LONG, SLOT_CODE, SLOT_HOSTS, V6_ANCHOR_BITS,
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use smallvec::SmallVec;
@@ -134,22 +137,41 @@ impl<S: MapStore> Layout<S> {
         if !ops.iter().any(is_scope) {
             return self.apply_entries(ops);
         }
-        // A group's verdicts go in before any entry names it, and out once none does.
+        // A group's verdicts go in before any entry names it, and out once none does; its
+        // hint names at least the cells it has at every moment (cells, then the hint, on
+        // the way in; the hint after the cells on the way out).
+        let mut groups = BTreeSet::new();
         for op in ops {
             if let TableOp::ScopeWrite(key, code) = *op {
                 self.store.scope_put(key, code)?;
                 self.scopes.insert(key, code);
+                groups.insert(u32::from(key.group));
             }
+        }
+        for &g in &groups {
+            let hint = self.store.hint(g)?.union(&self.hint_of(g));
+            self.store.set_hint(g, &hint)?;
         }
         let entries: Vec<TableOp> = ops.iter().filter(|op| !is_scope(op)).copied().collect();
         self.apply_entries(&entries)?;
+        groups.clear();
         for op in ops {
             if let TableOp::ScopeDelete(key) = *op {
                 self.store.scope_del(key)?;
                 self.scopes.remove(&key);
+                groups.insert(u32::from(key.group));
             }
         }
+        for &g in &groups {
+            let hint = self.hint_of(g);
+            self.store.set_hint(g, &hint)?;
+        }
         Ok(())
+    }
+
+    /// The hint of group `g` from the cells held.
+    fn hint_of(&self, g: u32) -> ScopeHint {
+        hint_of(&self.scopes, g)
     }
 
     /// [`Layout::apply`] of entry writes and deletes.
@@ -351,8 +373,9 @@ impl<S: MapStore> Layout<S> {
     /// written before stale ones are removed, so a source listed before and after is never
     /// unlisted in between. The report counts map keys and /24 slots.
     pub fn sync(&mut self, desired: &Compiled, scopes: &Scopes) -> Result<SyncReport, TableError> {
-        // Groups' verdicts first (an entry may name them), stale ones after the entries.
-        let old_scopes = self.store.scopes()?;
+        // Groups' verdicts first (an entry may name them), stale ones after the entries;
+        // meanwhile the hints name both.
+        let old_scopes: Scopes = self.store.scopes()?.into_iter().collect();
         let mut report = SyncReport::default();
         for (key, code) in scopes {
             let old = old_scopes.get(key).copied();
@@ -361,11 +384,29 @@ impl<S: MapStore> Layout<S> {
             }
             report.count(old, Some(*code));
         }
+        let groups: BTreeSet<u32> = scopes
+            .keys()
+            .chain(old_scopes.keys())
+            .map(|k| u32::from(k.group))
+            .collect();
+        for &g in &groups {
+            let both = hint_of(scopes, g).union(&hint_of(&old_scopes, g));
+            if self.store.hint(g)? != both {
+                self.store.set_hint(g, &both)?;
+            }
+        }
         self.scopes = scopes.clone();
         let mut entries = self.sync_entries(desired)?;
         for key in old_scopes.keys().filter(|k| !scopes.contains_key(k)) {
             self.store.scope_del(*key)?;
             report.removed += 1;
+        }
+        // Every hint exactly its group's cells (a hint left by an earlier run included).
+        for g in 1..=ipguard_common::MAX_SCOPE_GROUP {
+            let want = hint_of(scopes, g);
+            if self.store.hint(g)? != want {
+                self.store.set_hint(g, &want)?;
+            }
         }
         entries.inserted += report.inserted;
         entries.updated += report.updated;
@@ -433,6 +474,28 @@ fn v4_span(net: Ipv4Net) -> std::ops::RangeInclusive<Ipv4Net> {
 
 fn v6_span(net: Ipv6Net) -> std::ops::RangeInclusive<Ipv6Net> {
     Ipv6Net::new_assert(net.network(), 0)..=Ipv6Net::from(net.broadcast())
+}
+
+/// The hint of group `g` from the cells of `scopes`.
+fn hint_of(scopes: &Scopes, g: u32) -> ScopeHint {
+    let Ok(group) = u16::try_from(g) else {
+        return ScopeHint::default();
+    };
+    let first = ScopeKey {
+        group,
+        port: 0,
+        proto: 0,
+        _pad: [0; 3],
+    };
+    let mut hint = ScopeHint::default();
+    for key in scopes
+        .range(first..)
+        .map(|(k, _)| k)
+        .take_while(|k| k.group == group)
+    {
+        hint.add(key.proto, key.port);
+    }
+    hint
 }
 
 fn code_slot(code: ListCode) -> Tbl24Slot {
