@@ -400,7 +400,14 @@ fn update(
         }
         w.count = w.count.saturating_add(amount);
         if w.count >= w.next_signal {
-            w.next_signal = next_signal(w.count, rule);
+            // Past the limit this CPU has said all it must for this window: a source the
+            // daemon does not ban (protected, exempt, a full table) must not keep the ring
+            // buffer busy with one event per step and crowd out other sources' signals.
+            w.next_signal = if w.count > rule.limit {
+                u32::MAX
+            } else {
+                next_signal(w.count, rule)
+            };
             signal(source, i as u32, now);
         }
     }

@@ -31,7 +31,7 @@ fn program(rules: &[RateLimit]) -> (Dataplane, RingBuf<MapData>) {
         blacklist: vec!["203.0.113.0/24".parse().unwrap()],
         ..Lists::default()
     };
-    dp.backend.sync(&compile(&l)).unwrap();
+    dp.backend.sync(&compile(&l), &Default::default()).unwrap();
     let cpus = aya::util::nr_cpus().unwrap() as u32;
     let mut rates = kernel_rules(rules, cpus);
     rates.flags = ipguard_common::RATE_FLAG_TRACK_DROPS;
@@ -135,6 +135,12 @@ fn syn_rule_counts_syns_and_signals_the_violation() {
     assert_eq!(ev[0].rule, 0);
     assert!(ev[0].ktime_ns > 0 && ev[0].ktime_ns <= kernel_clock_ns());
     assert_eq!(count(&dp, "192.0.2.10", 0, Duration::from_secs(1)), 21);
+    // Past the limit the CPU has signalled what it must for this window: a source the
+    // daemon does not ban (protected, exempt) keeps counting without filling the ring.
+    run(&mut dp, &syn, 200);
+    assert_eq!(count(&dp, "192.0.2.10", 0, Duration::from_secs(1)), 221);
+    let ev = events(&mut ring);
+    assert!(ev.is_empty(), "no more events this window: {ev:?}");
 }
 
 #[test]

@@ -32,10 +32,17 @@ impl<B: Backend> Controller<B> {
             if !seen.insert((ev.addr, ev.rule)) {
                 continue;
             }
+            let ip = IpAddr::from(SourceKey { addr: ev.addr });
+            // `[[rate_limit]] exempt`: the kernel counts the source like any other, but this
+            // rule never judges it, now or when its window closes.
+            let rule = self.settings.rates.get(ev.rule as usize);
+            if rule.is_some_and(|rule| rule.exempts(ip)) {
+                continue;
+            }
             match self.count_of(ev.addr, ev.rule, ev.ktime_ns) {
-                Ok(Some((rule, count, _))) if count > u64::from(rule.count) => {
+                Ok(Some((rule, count, _))) if window::violated(&rule, ip, count) => {
                     violations.push(Violation {
-                        ip: IpAddr::from(SourceKey { addr: ev.addr }),
+                        ip,
                         rule,
                         index: ev.rule,
                         count,
@@ -112,11 +119,13 @@ impl<B: Backend> Controller<B> {
             {
                 continue;
             }
+            let ip = IpAddr::from(SourceKey { addr: r.addr });
             match self.count_of(r.addr, r.rule, r.at_ns) {
-                Ok(Some((rule, count, _))) if count > u64::from(rule.count) => {
+                // A reload may have exempted the source since the recheck was scheduled.
+                Ok(Some((rule, count, _))) if window::violated(&rule, ip, count) => {
                     self.telemetry.recheck_violations.inc();
                     violations.push(Violation {
-                        ip: IpAddr::from(SourceKey { addr: r.addr }),
+                        ip,
                         rule,
                         index: r.rule,
                         count,

@@ -585,28 +585,6 @@ fn parse_bpftool_run(text: &str) -> Result<(u32, f64)> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bpftool_output_parses() {
-        assert_eq!(
-            parse_bpftool_run("Return value: 2, duration (average): 73ns\n").unwrap(),
-            (2, 73.0)
-        );
-        assert!(parse_bpftool_run("Error: bad").is_err());
-    }
-
-    #[test]
-    fn frames_are_64_bytes() {
-        let a = Ipv4Addr::new(10, 0, 0, 1);
-        assert_eq!(v4(&[], a).len(), FRAME_LEN);
-        assert_eq!(v4(&[ETH_P_8021Q], a).len(), FRAME_LEN);
-        assert_eq!(v6("2001:db8::1".parse().unwrap()).len(), FRAME_LEN);
-    }
-}
-
 /// Port- and protocol-scoped rules: what a packet costs when its source has a scope group
 /// (the program then looks the packet's protocol and port up in the group's verdicts) and
 /// when it has none (a scoped rule elsewhere must cost an unscoped source nothing). The
@@ -699,4 +677,26 @@ fn scoped(out: &mut Results, cfg: &Config, pop: &Population, label: &str, n: usi
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bpftool_output_parses() {
+        assert_eq!(
+            parse_bpftool_run("Return value: 2, duration (average): 73ns\n").unwrap(),
+            (2, 73.0)
+        );
+        assert!(parse_bpftool_run("Error: bad").is_err());
+    }
+
+    #[test]
+    fn frames_are_64_bytes() {
+        let a = Ipv4Addr::new(10, 0, 0, 1);
+        assert_eq!(v4(&[], a).len(), FRAME_LEN);
+        assert_eq!(v4(&[ETH_P_8021Q], a).len(), FRAME_LEN);
+        assert_eq!(v6("2001:db8::1".parse().unwrap()).len(), FRAME_LEN);
+    }
 }

@@ -300,9 +300,10 @@ impl Groups {
                             .map(|&(proto, port, _)| TableOp::ScopeDelete(key(id, proto, port))),
                     );
                 }
-                let g = self.slots[i].take().expect("checked above");
-                self.by_cells.remove(&g.cells);
-                self.free.push(id);
+                if let Some(g) = self.slots[i].take() {
+                    self.by_cells.remove(&g.cells);
+                    self.free.push(id);
+                }
             }
         }
         (puts, dels)
