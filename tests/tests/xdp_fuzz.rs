@@ -11,8 +11,8 @@ use aya::programs::{TestRun, TestRunOptions};
 use ipguard::{
     config::{Lists, MapsConfig},
     dataplane::{Backend as _, Dataplane},
-    model::{longest_match, Compiled},
-    policy::compile::compile,
+    model::longest_match,
+    policy::compile::{Change, ListState},
 };
 use ipguard_common::{
     Stat, LIST_BLACKLIST, LIST_GRAYLIST, LIST_MONITOR_BLACKLIST, LIST_MONITOR_GRAYLIST,
@@ -31,6 +31,51 @@ const CASES: u32 = 200;
 
 fn nets(v: &[&str]) -> Vec<IpNet> {
     v.iter().map(|s| s.parse().unwrap()).collect()
+}
+
+/// The compiled table: the lists below plus port- and protocol-scoped rules and entries.
+struct Table {
+    state: ListState,
+}
+
+fn table() -> Table {
+    use ipguard::model::{Layer, ListKind, Proto, Scope};
+    let mut state = ListState::new();
+    let l = lists();
+    let mut changes: Vec<Change> = Vec::new();
+    for (nets, layer) in [
+        (&l.whitelist, ListKind::Whitelist.layer()),
+        (&l.graylist, ListKind::Graylist.layer()),
+        (&l.blacklist, ListKind::Blacklist.layer()),
+        (&l.monitor_graylist, Layer::MonitorGray),
+        (&l.monitor_blacklist, Layer::MonitorBlack),
+    ] {
+        changes.extend(nets.iter().map(|n| Change::Insert(*n, layer)));
+    }
+    let mut scope = |proto, ports: &[u16]| {
+        state
+            .intern_scope(&Scope::new(proto, ports.to_vec()).unwrap())
+            .unwrap()
+    };
+    let ssh = scope(Some(Proto::Tcp), &[22]);
+    let smtp = scope(None, &[25]);
+    let icmp = scope(Some(Proto::Icmp), &[]);
+    let dns = scope(Some(Proto::Udp), &[53]);
+    let tcp = scope(Some(Proto::Tcp), &[]);
+    let rule = |index, deny| Layer::Rule { index, deny };
+    let net = |s: &str| s.parse::<IpNet>().unwrap();
+    changes.extend([
+        // SSH only from one network, SMTP from nowhere, no ping from one /24.
+        Change::InsertScoped(net("10.9.8.0/24"), rule(0, false), ssh),
+        Change::InsertScoped(net("0.0.0.0/0"), rule(1, true), ssh),
+        Change::InsertScoped(net("::/0"), rule(2, true), smtp),
+        Change::InsertScoped(net("100.64.0.0/24"), rule(3, true), icmp),
+        // A scoped blacklist entry inside a monitored /32, all TCP of another source.
+        Change::InsertScoped(net("2001:db9::/32"), Layer::Black, dns),
+        Change::InsertScoped(net("2001:db8:1::/64"), Layer::Gray, tcp),
+    ]);
+    let _ = state.apply(changes);
+    Table { state }
 }
 
 fn lists() -> Lists {
@@ -71,8 +116,90 @@ const V6_SOURCES: [&str; 6] = [
     "2001:db9::1",
 ];
 
+/// The transport layer as the parser reads it: protocol (ICMPv6 as ICMP; 0 when an IPv6
+/// extension chain is too long to reach it), destination port (0: none or not read), and
+/// whether the TCP or UDP header (or the chain) was cut short.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct L4 {
+    proto: u8,
+    port: u16,
+    truncated: bool,
+}
+
+fn l4_other(proto: u8) -> L4 {
+    L4 {
+        proto: if proto == 58 { 1 } else { proto },
+        port: 0,
+        truncated: false,
+    }
+}
+
+fn l4_transport(frame: &[u8], proto: u8, off: usize) -> L4 {
+    let need = match proto {
+        IPPROTO_TCP => 20,
+        IPPROTO_UDP => 8,
+        _ => return l4_other(proto),
+    };
+    match frame.get(off..off + need) {
+        Some(h) => L4 {
+            proto,
+            port: u16::from_be_bytes([h[2], h[3]]),
+            truncated: false,
+        },
+        None => L4 {
+            proto,
+            port: 0,
+            truncated: true,
+        },
+    }
+}
+
+/// The IPv6 extension chain walk (at most 6 headers), as the parser does it.
+fn l4_v6(frame: &[u8], mut next: u8, mut off: usize) -> L4 {
+    let cut = L4 {
+        proto: 0,
+        port: 0,
+        truncated: true,
+    };
+    for _ in 0..6 {
+        match next {
+            IPPROTO_TCP | IPPROTO_UDP => return l4_transport(frame, next, off),
+            NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => {
+                let Some(h) = frame.get(off..off + 2) else {
+                    return cut;
+                };
+                next = h[0];
+                off += (usize::from(h[1]) + 1) * 8;
+            }
+            51 => {
+                let Some(h) = frame.get(off..off + 2) else {
+                    return cut;
+                };
+                next = h[0];
+                off += (usize::from(h[1]) + 2) * 4;
+            }
+            NEXTHDR_FRAGMENT => {
+                let Some(h) = frame.get(off..off + 4) else {
+                    return cut;
+                };
+                if u16::from_be_bytes([h[2], h[3]]) & 0xfff8 != 0 {
+                    return l4_other(h[0]);
+                }
+                next = h[0];
+                off += 8;
+            }
+            _ => return l4_other(next),
+        }
+    }
+    match next {
+        IPPROTO_TCP | IPPROTO_UDP => l4_transport(frame, next, off),
+        NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST | 51 | NEXTHDR_FRAGMENT => cut,
+        _ => l4_other(next),
+    }
+}
+
 /// What the program must do with `frame` (the semantics the eBPF parser documents).
-fn reference(frame: &[u8], table: &Compiled) -> (u32, Stat) {
+fn reference(frame: &[u8], table: &Table) -> (u32, Stat) {
     let malformed = (XDP_DROP, Stat::DropMalformed);
     let be16 = |o: usize| {
         frame
@@ -98,15 +225,24 @@ fn reference(frame: &[u8], table: &Compiled) -> (u32, Stat) {
         proto = p;
         off += 4;
     }
-    let src: IpAddr = match proto {
+    let (src, l4): (IpAddr, L4) = match proto {
         0x0800 => {
             let Some(ip) = frame.get(off..off + 20) else {
                 return malformed;
             };
-            if ip[0] >> 4 != 4 || usize::from(ip[0] & 0x0f) * 4 < 20 {
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            if ip[0] >> 4 != 4 || ihl < 20 {
                 return malformed;
             }
-            IpAddr::V4(Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]))
+            let l4 = if u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff != 0 {
+                l4_other(ip[9])
+            } else {
+                l4_transport(frame, ip[9], off + ihl)
+            };
+            (
+                IpAddr::V4(Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15])),
+                l4,
+            )
         }
         0x86dd => {
             let Some(ip) = frame.get(off..off + 40) else {
@@ -117,11 +253,26 @@ fn reference(frame: &[u8], table: &Compiled) -> (u32, Stat) {
             }
             let mut a = [0u8; 16];
             a.copy_from_slice(&ip[8..24]);
-            IpAddr::V6(Ipv6Addr::from(a))
+            (IpAddr::V6(Ipv6Addr::from(a)), l4_v6(frame, ip[6], off + 40))
         }
         _ => return (XDP_PASS, Stat::PassNonIp),
     };
-    match longest_match(table, src).map(|(_, e)| e.list) {
+    let own = longest_match(table.state.written(), src).map(|(_, e)| e);
+    let list = match own {
+        // A source with a scope group: decided per packet, and a cut transport header
+        // (port unknown) is dropped.
+        Some(e) if e.scope != 0 => {
+            if l4.truncated {
+                return malformed;
+            }
+            table
+                .state
+                .decide_for(src, l4.proto, l4.port)
+                .map(|(_, e)| e.list)
+        }
+        own => own.map(|e| e.list),
+    };
+    match list {
         Some(LIST_WHITELIST) => (XDP_PASS, Stat::PassWhitelist),
         Some(LIST_GRAYLIST) => (XDP_DROP, Stat::DropGraylist),
         Some(LIST_BLACKLIST) => (XDP_DROP, Stat::DropBlacklist),
@@ -144,12 +295,23 @@ fn arb_frame() -> impl Strategy<Value = Vec<u8>> {
         0usize..V4_SOURCES.len(),
         prop_oneof![6 => Just(4u8), 1 => 0u8..16],
         prop_oneof![3 => Just(5u8), 2 => 5u8..16, 1 => 0u8..5],
-        prop_oneof![Just(IPPROTO_TCP), Just(IPPROTO_UDP), any::<u8>()],
+        prop_oneof![Just(IPPROTO_TCP), Just(IPPROTO_UDP), Just(1u8), any::<u8>()],
         prop_oneof![Just(0u16), any::<u16>()],
         any::<u16>(),
         prop::collection::vec(any::<u8>(), 0..64),
+        prop_oneof![
+            Just(None),
+            Just(Some(22u16)),
+            Just(Some(25)),
+            Just(Some(53))
+        ],
     )
-        .prop_map(|(s, version, ihl, proto, frag, total, rest)| {
+        .prop_map(|(s, version, ihl, proto, frag, total, mut rest, port)| {
+            // A port the scopes name, at the transport header's destination port.
+            let at = usize::from(ihl.saturating_sub(5)) * 4 + 2;
+            if let (Some(port), Some(b)) = (port, rest.get_mut(at..at + 2)) {
+                b.copy_from_slice(&port.to_be_bytes());
+            }
             let src = V4_SOURCES[s];
             let mut h = vec![(version << 4) | ihl, 0];
             h.extend_from_slice(&total.to_be_bytes());
@@ -175,8 +337,17 @@ fn arb_frame() -> impl Strategy<Value = Vec<u8>> {
         prop_oneof![6 => Just(6u8), 1 => 0u8..16],
         prop::collection::vec((ext_kind, 0u8..3), 0..10),
         prop::collection::vec(any::<u8>(), 0..48),
+        prop_oneof![
+            Just(None),
+            Just(Some(22u16)),
+            Just(Some(25)),
+            Just(Some(53))
+        ],
     )
-        .prop_map(|(s, version, chain, tail)| {
+        .prop_map(|(s, version, chain, mut tail, port)| {
+            if let (Some(port), Some(b)) = (port, tail.get_mut(2..4)) {
+                b.copy_from_slice(&port.to_be_bytes());
+            }
             let src: Ipv6Addr = V6_SOURCES[s].parse().unwrap();
             let first = chain.first().map_or(IPPROTO_TCP, |(k, _)| *k);
             let mut rest = Vec::new();
@@ -218,10 +389,10 @@ fn generated_frames_get_the_reference_verdict_and_never_abort() {
         lpm_v6_capacity: 65536,
     };
     let dp = Dataplane::load(&maps).expect("load the XDP program");
-    let table = compile(&lists());
+    let table = table();
     let mut dp = dp;
     dp.backend
-        .sync(&table, &Default::default())
+        .sync(table.state.written(), &table.state.scopes())
         .expect("write the tables");
     let mut runner = TestRunner::new(ProptestConfig {
         cases: CASES,
