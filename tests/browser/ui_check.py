@@ -185,6 +185,9 @@ def run_checks(page, args, results, token_typed):
     page.wait_for_selector("#token-dialog", state="hidden", timeout=5_000)
     page.wait_for_function("() => document.getElementById('h-interface').textContent !== '–'", timeout=5_000)
     results["interface"] = text(page, "#h-interface")
+    results["mode"] = text(page, "#h-policy")
+    check(results["mode"] == "enforce", f"the mode shows as {results['mode']!r}")
+    check(page.locator("#legend-pass #rate-would_drop").count() == 1, "no would-drop series in the passed chart")
     check("?" not in page.url and args.token not in page.url, f"token in the URL: {page.url}")
 
     # 2. The chart: samples every second, a pass and a drop rate while traffic flows.

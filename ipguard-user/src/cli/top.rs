@@ -21,7 +21,14 @@ use super::{clean, format_seconds, table, Call, Client, ClientError};
 use crate::api::types::{OffenderList, OffenderView, Status};
 
 /// Lists that pass and that drop, in the order shown.
-const PASS_LISTS: [&str; 3] = ["unlisted", "whitelist", "non_ip"];
+/// `would_drop`: monitor mode's passed packets that enforce mode would drop (the sum of
+/// the status's `would_drop_*` totals).
+const PASS_LISTS: [&str; 4] = ["unlisted", "whitelist", "non_ip", "would_drop"];
+const WOULD_DROP: [&str; 3] = [
+    "would_drop_graylist",
+    "would_drop_blacklist",
+    "would_drop_rule",
+];
 const DROP_LISTS: [&str; 5] = ["graylist", "blacklist", "rule", "malformed", "syn_budget"];
 /// Samples of history kept for the sparklines.
 const HISTORY: usize = 120;
@@ -59,6 +66,11 @@ impl TopView {
                     (name.clone(), t.packets.saturating_sub(before) as f64 / secs)
                 })
                 .collect();
+            let would: f64 = WOULD_DROP
+                .iter()
+                .map(|n| self.rates.get(*n).copied().unwrap_or(0.0))
+                .sum();
+            self.rates.insert("would_drop".to_owned(), would);
             let sum = |names: &[&str]| -> u64 {
                 names
                     .iter()
@@ -142,9 +154,10 @@ pub fn draw(frame: &mut Frame, view: &TopView) {
         (Some(s), None) => Line::from(vec![
             Span::styled("ipguard top  ", bold),
             Span::raw(format!(
-                "{} ({})  up {}  tracked {}  problems {}   q quits",
+                "{} ({}, {})  up {}  tracked {}  problems {}   q quits",
                 clean(&s.interface),
                 clean(&s.xdp_mode),
+                clean(&s.mode),
                 format_seconds(s.uptime_seconds),
                 s.tracked_sources,
                 s.problems.len()
@@ -253,9 +266,10 @@ pub fn format_snapshot(view: &TopView) -> String {
     let mut out = String::new();
     if let Some(s) = &view.status {
         out.push_str(&format!(
-            "{} ({})  up {}  tracked {}  problems {}\n\n",
+            "{} ({}, {})  up {}  tracked {}  problems {}\n\n",
             clean(&s.interface),
             clean(&s.xdp_mode),
+            clean(&s.mode),
             format_seconds(s.uptime_seconds),
             s.tracked_sources,
             s.problems.len()
@@ -369,6 +383,8 @@ mod tests {
             lists: [
                 ("unlisted".to_owned(), t(unlisted)),
                 ("blacklist".to_owned(), t(blacklist)),
+                ("would_drop_blacklist".to_owned(), t(blacklist / 5)),
+                ("would_drop_rule".to_owned(), t(blacklist / 10)),
             ]
             .into(),
             maps: BTreeMap::new(),
@@ -401,7 +417,9 @@ mod tests {
         v.update(status(300, 50), vec![], Some(Duration::from_secs(2)));
         assert_eq!(v.rate("unlisted"), 100.0);
         assert_eq!(v.rate("blacklist"), 20.0);
-        assert_eq!(v.pass_history, [100]);
+        // Would-drops (monitor mode) pass: 4/s + 2/s.
+        assert_eq!(v.rate("would_drop"), 6.0);
+        assert_eq!(v.pass_history, [106]);
         assert_eq!(v.drop_history, [20]);
         // A restarted daemon: no negative rates.
         v.update(status(5, 0), vec![], Some(Duration::from_secs(1)));
@@ -428,11 +446,13 @@ mod tests {
             .map(|row| row.iter().map(|c| c.symbol()).collect::<String>() + "\n")
             .collect();
         for needle in [
-            "eth0 (native)",
+            "eth0 (native, enforce)",
             "up 1h 1m",
-            "passed 500/s",
             "dropped 250/s",
             "blacklist 250/s",
+            // Monitor mode's would-drops are summed with the passed traffic.
+            "would_drop 75/s",
+            "passed 575/s",
             "top offenders",
             "2001:db8::9",
             "recent bans",

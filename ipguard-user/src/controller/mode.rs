@@ -69,6 +69,12 @@ impl<B: Backend> Controller<B> {
             ),
             Mode::Enforce => tracing::info!(by, entries = ops.len(), "enforce mode: drops are carried out again"),
         }
+        self.log_record(&crate::decision_log::Record::Mode {
+            mode: mode.as_str().to_owned(),
+            from: old.as_str().to_owned(),
+            entries: ops.len() as u64,
+            by: by.to_owned(),
+        });
         Ok(true)
     }
 
@@ -299,5 +305,124 @@ lpm_v4_capacity = 4
             .unwrap();
         assert_eq!(code(&c, "198.51.100.9"), LIST_NONE);
         assert_eq!(code(&c, "203.0.113.9"), LIST_MONITOR_BLACKLIST);
+    }
+
+    #[test]
+    fn a_mode_switch_is_in_the_decision_log() {
+        use crate::{config::LogConfig, decision_log::DecisionLog};
+        let mut c = controller(CONFIG);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("decisions.log");
+        c.set_log(
+            DecisionLog::open(&LogConfig {
+                path: Some(path.clone()),
+                ..LogConfig::default()
+            })
+            .unwrap(),
+        );
+        assert!(c.set_mode(Mode::Monitor, "api:127.0.0.1", at(1)).unwrap());
+        assert!(!c.set_mode(Mode::Monitor, "api:127.0.0.1", at(2)).unwrap());
+        assert!(c.set_mode(Mode::Enforce, "cli", at(3)).unwrap());
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let modes: Vec<_> = lines
+            .iter()
+            .filter(|l| l["event"] == "mode")
+            .map(|l| {
+                (
+                    l["mode"].as_str().unwrap().to_owned(),
+                    l["from"].as_str().unwrap().to_owned(),
+                    l["by"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            modes,
+            [
+                ("monitor".into(), "enforce".into(), "api:127.0.0.1".into()),
+                ("enforce".into(), "monitor".into(), "cli".into()),
+            ]
+        );
+        // The config's lists are monitored already: the switch rewrote no entry.
+        assert!(lines
+            .iter()
+            .filter(|l| l["event"] == "mode")
+            .all(|l| l["entries"].as_u64() == Some(0)));
+    }
+
+    #[test]
+    fn scoped_rules_and_entries_reach_the_tables_and_explain_per_packet() {
+        use ipguard_common::{LIST_RULE_ALLOW, LIST_RULE_DENY, PROTO_TCP, PROTO_UDP};
+        let text = r#"
+[lists]
+blacklist = [{ net = "198.51.100.0/24", proto = "udp", ports = [53] }]
+[[rules]]
+action = "allow"
+source = "192.0.2.0/24"
+proto = "tcp"
+ports = [22]
+[[rules]]
+action = "deny"
+source = "0.0.0.0/0"
+proto = "tcp"
+ports = [22]
+"#;
+        let mut c = controller(text);
+        let rules: Vec<_> = (0..2u32)
+            .map(|i| {
+                let nets = vec![if i == 0 {
+                    net("192.0.2.0/24")
+                } else {
+                    net("0.0.0.0/0")
+                }];
+                (i, i == 1, nets)
+            })
+            .collect();
+        c.set_rules(&rules, Default::default()).unwrap();
+        let v = |c: &Controller<MemoryBackend>, a, p, port| c.backend().verdict(ip(a), p, port);
+        assert_eq!(v(&c, "192.0.2.7", PROTO_TCP, 22), LIST_RULE_ALLOW);
+        assert_eq!(v(&c, "203.0.113.7", PROTO_TCP, 22), LIST_RULE_DENY);
+        assert_eq!(v(&c, "203.0.113.7", PROTO_TCP, 80), LIST_NONE);
+        assert_eq!(v(&c, "198.51.100.7", PROTO_UDP, 53), LIST_BLACKLIST);
+        assert_eq!(v(&c, "198.51.100.7", PROTO_UDP, 54), LIST_NONE);
+        // Explain one packet, and the address's scoped verdicts.
+        let x = c
+            .explain_packet(
+                ip("203.0.113.7"),
+                Some((crate::model::Proto::Tcp, 22)),
+                at(1),
+            )
+            .unwrap();
+        assert!(x.drop);
+        assert_eq!(x.decided_by, Some(DecidedBy::Rule(1)));
+        assert_eq!(x.reason.as_deref(), Some("rule 2: deny 0.0.0.0/0 tcp/22"));
+        let x = c.explain(ip("198.51.100.7"), at(1)).unwrap();
+        assert!(!x.drop);
+        let labels: Vec<(String, bool)> = x.scoped.iter().map(|v| (v.label(), v.drop)).collect();
+        assert_eq!(
+            labels,
+            [("tcp/22".to_owned(), true), ("udp/53".to_owned(), true)]
+        );
+        assert_eq!(
+            x.scoped[1].reason.as_deref(),
+            Some("config: [lists] blacklist, scoped entry")
+        );
+        // The kernel's scope map is the compiler's, and the status counts them.
+        assert_eq!(c.backend().table.scopes(), &c.policy().scopes());
+        let status = c.status(at(2)).unwrap();
+        assert_eq!(status.scoped_entries, 1);
+        assert!(status.scope_groups >= 2, "{}", status.scope_groups);
+        // A reload without the scoped entry takes it out of the tables.
+        let old = config(text);
+        let new = config(&text.replace(
+            r#"blacklist = [{ net = "198.51.100.0/24", proto = "udp", ports = [53] }]"#,
+            "blacklist = []",
+        ));
+        c.reload(&new, &old, at(3)).unwrap();
+        assert_eq!(v(&c, "198.51.100.7", PROTO_UDP, 53), LIST_NONE);
+        assert_eq!(v(&c, "203.0.113.7", PROTO_TCP, 22), LIST_RULE_DENY);
     }
 }

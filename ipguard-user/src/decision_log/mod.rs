@@ -113,6 +113,17 @@ pub enum Record {
         /// Seconds covered by `dropped`.
         interval_s: u64,
     },
+    /// The global mode was switched (`PUT /v1/mode`, `ipguard mode`, a reload that finds
+    /// the config's `mode` changed).
+    Mode {
+        /// `"enforce"` or `"monitor"`: the mode now.
+        mode: String,
+        /// The mode before.
+        from: String,
+        /// Table entries rewritten.
+        entries: u64,
+        by: String,
+    },
     /// `lines` records were not written because of the rate limit.
     Suppressed { lines: u64 },
     /// What reconciling the kernel maps with the persisted state changed on start.

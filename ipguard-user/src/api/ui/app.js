@@ -9,9 +9,12 @@
   const NO_TOKEN_KEY = "ipguard.noToken";
   const WINDOW_MS = 120000; // the charts show the last two minutes
   const PAGE_SIZE = 20;
-  const PASS_LISTS = ["unlisted", "whitelist", "non_ip"];
+  // "would_drop": monitor mode's passed packets that enforce mode would drop (the sum of
+  // the API's would_drop_graylist, would_drop_blacklist and would_drop_rule).
+  const PASS_LISTS = ["unlisted", "whitelist", "non_ip", "would_drop"];
+  const WOULD_DROP = ["would_drop_graylist", "would_drop_blacklist", "would_drop_rule"];
   const DROP_LISTS = ["graylist", "blacklist", "rule", "malformed", "syn_budget"];
-  const LIST_LABEL = { non_ip: "non-IP", syn_budget: "SYN budget" };
+  const LIST_LABEL = { non_ip: "non-IP", syn_budget: "SYN budget", would_drop: "would drop (monitor)" };
   const CHART_W = 600;
   const CHART_H = 160;
   const SVG_NS = "http://www.w3.org/2000/svg";
@@ -271,6 +274,8 @@
   function onStatus(s) {
     setText("h-interface", s.interface);
     setText("h-mode", s.xdp_mode);
+    setText("h-policy", s.mode);
+    $("h-policy").classList.toggle("monitor", s.mode === "monitor");
     setText("h-uptime", fmtSpan(s.uptime_seconds));
     setText("h-tracked", fmtCount(s.tracked_sources));
     for (const l of ["whitelist", "graylist", "blacklist"]) {
@@ -280,7 +285,12 @@
     renderMaps(s.maps || {});
 
     const t = performance.now();
-    const lists = s.lists || {};
+    const lists = Object.assign({}, s.lists || {});
+    const would = { packets: 0, bytes: 0 };
+    for (const n of WOULD_DROP) {
+      if (lists[n]) { would.packets += lists[n].packets; would.bytes += lists[n].bytes; }
+    }
+    lists.would_drop = would;
     if (lastTotals) {
       const dt = (t - lastTotals.t) / 1000;
       const rates = {};
