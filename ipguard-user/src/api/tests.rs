@@ -228,6 +228,34 @@ async fn explain_blacklisted_whitelisted_and_unlisted() {
 }
 
 #[tokio::test]
+async fn explain_one_packet_takes_proto_and_port_and_refuses_bad_ones() {
+    let a = api();
+    // No scoped rules here: a packet's verdict is the address's, echoed with the packet.
+    let (s, v) = a.get("/v1/ips/203.0.113.9?proto=tcp&port=22").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["packet"], "tcp/22");
+    assert_eq!(v["verdict"], "drop");
+    assert!(v.get("scoped").is_none(), "{v}");
+    let (s, v) = a.get("/v1/ips/203.0.113.9?proto=icmp").await;
+    assert_eq!((s, v["packet"].clone()), (StatusCode::OK, json!("icmp")));
+    for (query, needle) in [
+        ("port=22", "port needs proto"),
+        ("proto=sctp", "proto"),
+        ("proto=tcp&port=0", "not a port"),
+        ("proto=tcp&port=70000", "not a port"),
+        ("proto=icmp&port=7", "icmp has no ports"),
+        ("proto=tcp&bogus=1", "bogus"),
+    ] {
+        let (s, v) = a.get(&format!("/v1/ips/203.0.113.9?{query}")).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{query}: {v}");
+        assert!(
+            v["detail"].as_str().unwrap().contains(needle),
+            "{query}: {v}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn add_then_explain_list_and_remove() {
     let a = api();
     let (s, v) = a

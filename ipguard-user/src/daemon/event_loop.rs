@@ -264,6 +264,11 @@ impl EventLoop {
         let merged = super::feeds_task::merge_feeds(&read.merged, &self.feed_sets);
         let mut c = locked(&self.ctl);
         let mut restart = c.reload(&merged, &self.config, Now::read())?;
+        // The new rules, in force before the reload is acknowledged: literal networks as
+        // written, hostnames as last resolved (the resolver follows with fresh answers).
+        let (_, cache) = c.rules();
+        let layer = super::resolver::from_cache(&merged.rules, &cache);
+        c.set_rules(&layer, cache)?;
         if read.merged.feeds != self.config_geo.feeds {
             restart.push("feed");
         }

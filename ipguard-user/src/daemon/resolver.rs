@@ -60,7 +60,18 @@ pub async fn resolve(rules: &[Rule], last: &HashMap<String, Vec<IpNet>>) -> Reso
             }
         }
     }
-    let compiled = rules
+    (from_cache(rules, &cache), cache)
+}
+
+/// The rule layer (index, deny, nets) from the answers in `cache`, without any lookup:
+/// literal networks as they are, hostnames as last resolved (none yet: no networks, until
+/// the resolver answers). A reload writes this at once, so that the rules it acknowledges
+/// are in force.
+pub fn from_cache(
+    rules: &[Rule],
+    cache: &HashMap<String, Vec<IpNet>>,
+) -> Vec<(u32, bool, Vec<IpNet>)> {
+    rules
         .iter()
         .enumerate()
         .map(|(i, rule)| {
@@ -70,8 +81,7 @@ pub async fn resolve(rules: &[Rule], last: &HashMap<String, Vec<IpNet>>) -> Reso
             };
             (i as u32, rule.action == RuleAction::Deny, nets)
         })
-        .collect();
-    (compiled, cache)
+        .collect()
 }
 
 /// Resolves the job's hostnames every `refresh` (from now: the first resolution is the
