@@ -537,40 +537,45 @@ fn parse_ip(s: &str) -> Result<IpAddr, AppError> {
     })
 }
 
-/// `GET /v1/ips/{ip}?proto=tcp&port=22`: the verdict of one packet of the address.
+/// `GET /v1/ips/{ip}?packet=tcp/22`: the verdict of one packet of the address.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PacketQuery {
-    proto: Option<String>,
-    port: Option<String>,
+    packet: Option<String>,
 }
 
 impl PacketQuery {
-    /// The packet to explain, if any; an error names the bad parameter.
+    /// The packet to explain, if any: `tcp`, `udp` or `icmp`, with `/PORT` for TCP and
+    /// UDP; an error names what is wrong.
     fn packet(&self) -> Result<Option<(Proto, u16)>, AppError> {
-        let bad = |msg: String| AppError::bad("invalid query", msg);
-        let proto = match &self.proto {
-            None => None,
-            Some(p) => Some(p.parse::<Proto>().map_err(|e| bad(format!("proto: {e}")))?),
+        let Some(text) = &self.packet else {
+            return Ok(None);
         };
-        let port = match &self.port {
+        let bad = |why: String| {
+            AppError::bad(
+                "invalid query",
+                format!(
+                    "packet: {:?} {why} (tcp, udp or icmp, with /PORT for tcp and udp: tcp/22)",
+                    crate::model::excerpt(text)
+                ),
+            )
+        };
+        let (proto, port) = match text.split_once('/') {
+            Some((p, port)) => (p, Some(port)),
+            None => (text.as_str(), None),
+        };
+        let proto = proto
+            .parse::<Proto>()
+            .map_err(|_| bad("names no protocol".into()))?;
+        let port = match port {
             None => 0,
+            Some(_) if proto == Proto::Icmp => return Err(bad("gives icmp a port".into())),
             Some(p) => match p.parse::<u16>() {
-                Ok(port) if port > 0 => port,
-                _ => {
-                    return Err(bad(format!(
-                        "port: {:?} is not a port (1 to 65535)",
-                        crate::model::excerpt(p)
-                    )))
-                }
+                Ok(port) if port > 0 && !p.starts_with('+') => port,
+                _ => return Err(bad("has no port from 1 to 65535".into())),
             },
         };
-        match (proto, port) {
-            (None, 0) => Ok(None),
-            (None, _) => Err(bad("port needs proto (tcp or udp)".into())),
-            (Some(Proto::Icmp), p) if p != 0 => Err(bad("icmp has no ports".into())),
-            (Some(proto), port) => Ok(Some((proto, port))),
-        }
+        Ok(Some((proto, port)))
     }
 }
 

@@ -231,20 +231,23 @@ async fn explain_blacklisted_whitelisted_and_unlisted() {
 async fn explain_one_packet_takes_proto_and_port_and_refuses_bad_ones() {
     let a = api();
     // No scoped rules here: a packet's verdict is the address's, echoed with the packet.
-    let (s, v) = a.get("/v1/ips/203.0.113.9?proto=tcp&port=22").await;
+    let (s, v) = a.get("/v1/ips/203.0.113.9?packet=tcp/22").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["packet"], "tcp/22");
     assert_eq!(v["verdict"], "drop");
     assert!(v.get("scoped").is_none(), "{v}");
-    let (s, v) = a.get("/v1/ips/203.0.113.9?proto=icmp").await;
-    assert_eq!((s, v["packet"].clone()), (StatusCode::OK, json!("icmp")));
+    for (query, shown) in [("icmp", "icmp"), ("udp", "udp"), ("udp/65535", "udp/65535")] {
+        let (s, v) = a.get(&format!("/v1/ips/203.0.113.9?packet={query}")).await;
+        assert_eq!((s, v["packet"].clone()), (StatusCode::OK, json!(shown)));
+    }
     for (query, needle) in [
-        ("port=22", "port needs proto"),
-        ("proto=sctp", "proto"),
-        ("proto=tcp&port=0", "not a port"),
-        ("proto=tcp&port=70000", "not a port"),
-        ("proto=icmp&port=7", "icmp has no ports"),
-        ("proto=tcp&bogus=1", "bogus"),
+        ("packet=22", "names no protocol"),
+        ("packet=sctp/1", "names no protocol"),
+        ("packet=tcp/0", "no port from 1 to 65535"),
+        ("packet=tcp/70000", "no port from 1 to 65535"),
+        ("packet=tcp/", "no port from 1 to 65535"),
+        ("packet=icmp/7", "gives icmp a port"),
+        ("packet=tcp&bogus=1", "bogus"),
     ] {
         let (s, v) = a.get(&format!("/v1/ips/203.0.113.9?{query}")).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{query}: {v}");

@@ -122,7 +122,7 @@ pub struct IpStatus {
     pub asn: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub asn_org: Option<String>,
-    /// The packet explained (`?proto=&port=`), e.g. `tcp/22`; left out for the address's
+    /// The packet explained (`?packet=`), e.g. `tcp/22`; left out for the address's
     /// own verdict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packet: Option<String>,

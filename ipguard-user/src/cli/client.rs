@@ -226,13 +226,13 @@ impl Call {
         Call::get(format!("/v1/ips/{}", encode_segment(&ip.to_string())))
     }
 
-    /// `GET /v1/ips/{ip}?proto=&port=`: one packet of the address.
+    /// `GET /v1/ips/{ip}?packet=PROTO/PORT`: one packet of the address.
     pub fn ip_packet(ip: IpAddr, proto: Option<crate::model::Proto>, port: Option<u16>) -> Self {
         let mut path = format!("/v1/ips/{}", encode_segment(&ip.to_string()));
         if let Some(proto) = proto {
-            path.push_str(&format!("?proto={proto}"));
+            path.push_str(&format!("?packet={proto}"));
             if let Some(port) = port {
-                path.push_str(&format!("&port={port}"));
+                path.push_str(&format!("/{port}"));
             }
         }
         Call::get(path)

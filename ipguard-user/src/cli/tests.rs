@@ -99,7 +99,7 @@ fn status_explains_one_packet_with_proto_and_port() {
             Some(22)
         )
         .path,
-        "/v1/ips/192.0.2.9?proto=tcp&port=22"
+        "/v1/ips/192.0.2.9?packet=tcp/22"
     );
     // A port needs a protocol, the protocol an address; port 0 and unknown protocols are
     // refused.

@@ -344,14 +344,16 @@ impl<B: Backend> Controller<B> {
                 },
             ));
         }
-        // Bans another node's policy made: their strikes count here too.
+        // Bans another node's policy made: their strikes count here too. (A set of the
+        // decisions taken, not a scan of them per decision: a resync brings a million.)
+        let taken: HashSet<(ListKind, IpNet)> = metas.iter().map(|(l, n, _)| (*l, *n)).collect();
         let strikes: Vec<(std::net::IpAddr, ListKind, Ts)> = decisions
             .iter()
             .filter(|d| {
                 d.node != me
                     && matches!(d.origin, SharedOrigin::Policy | SharedOrigin::Report)
                     && d.net.prefix_len() == d.net.max_prefix_len()
-                    && metas.iter().any(|(l, n, _)| *l == d.list && *n == d.net)
+                    && taken.contains(&(d.list, d.net))
             })
             .map(|d| (d.net.addr(), d.list, d.at))
             .collect();
