@@ -414,8 +414,9 @@ async fn publish(
 const SCAN_COUNT: usize = 200_000;
 
 /// One chunk of the shared set: the next cursor (0: done), the decisions that passed the
-/// wire checks, the keys read and how many were refused.
-type Chunk = (u64, Vec<Decision>, Vec<String>, u64);
+/// wire checks, the keys read (parsed; a key that does not parse names nothing this node
+/// holds) and how many were refused.
+type Chunk = (u64, Vec<Decision>, Vec<crate::controller::SetKey>, u64);
 
 /// Reads and decodes one chunk of the set (on a task of its own, while the previous chunk
 /// is applied).
@@ -442,7 +443,9 @@ async fn fetch(
                 tracing::debug!(key = crate::model::excerpt(&field), error = %e, "refused a shared decision");
             }
         }
-        keys.push(field);
+        if let Ok(k) = wire::parse_key(&field) {
+            keys.push(k);
+        }
     }
     Ok((next, decisions, keys, bad))
 }
@@ -469,7 +472,7 @@ async fn resync<B: Backend>(
         .ids
         .first()
         .map_or_else(|| "0-0".to_owned(), |i| i.id.clone());
-    let mut in_set = std::collections::HashSet::new();
+    let mut in_set = rustc_hash::FxHashSet::default();
     let (mut read, mut bad) = (0u64, 0u64);
     let mut waited = Duration::ZERO;
     let mut next = Some(tokio::spawn(fetch(con.clone(), keys.decisions.clone(), 0)));
@@ -486,7 +489,7 @@ async fn resync<B: Backend>(
                 cursor,
             )));
         }
-        read += fields.len() as u64;
+        read += (decisions.len() as u64) + refused;
         bad += refused;
         in_set.extend(fields);
         if let Err(e) = lock(ctl).apply_shared(&decisions, Now::read()) {
@@ -500,9 +503,9 @@ async fn resync<B: Backend>(
         .arg("WITHSCORES")
         .query_async(con)
         .await?;
-    let removed: HashMap<String, Ts> = removed
+    let removed: rustc_hash::FxHashMap<crate::controller::SetKey, Ts> = removed
         .into_iter()
-        .map(|(k, at)| (k, Ts(at.max(0.0) as u64)))
+        .filter_map(|(k, at)| Some((wire::parse_key(&k).ok()?, Ts(at.max(0.0) as u64))))
         .collect();
     let republish = {
         let mut c = lock(ctl);

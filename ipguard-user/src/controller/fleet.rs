@@ -2,18 +2,18 @@
 //! and applying the decisions of other nodes under the same checks as the API's. No I/O
 //! here: the link task (`crate::cluster`) carries [`SharedOp`]s to and from Redis.
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use ipnet::IpNet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use tokio::sync::Notify;
+
+/// A decision's identity in the shared set (its key in Redis, parsed).
+pub type SetKey = (ListKind, IpNet);
 
 use super::{Controller, Durability};
 use crate::{
-    cluster::wire::{key, Decision, SharedOp},
+    cluster::wire::{Decision, SharedOp},
     config::{ClusterConfig, SharedOrigin},
     dataplane::Backend,
     duration::MAX_DURATION,
@@ -77,7 +77,7 @@ pub struct Fleet {
     share: Vec<SharedOrigin>,
     apply: Vec<SharedOrigin>,
     /// Decisions applied from other nodes, by (list, prefix).
-    remote: HashMap<(ListKind, IpNet), Remote>,
+    remote: FxHashMap<SetKey, Remote>,
     outgoing: Vec<SharedOp>,
     wake: Arc<Notify>,
     pub link: LinkState,
@@ -92,7 +92,7 @@ impl Fleet {
             node: config.node.clone(),
             share: config.share.clone(),
             apply: config.apply.clone(),
-            remote: HashMap::new(),
+            remote: FxHashMap::default(),
             outgoing: Vec::new(),
             wake: Arc::new(Notify::new()),
             link: LinkState::default(),
@@ -298,7 +298,7 @@ impl<B: Backend> Controller<B> {
         let mut by_list: HashMap<ListKind, Vec<(IpNet, Option<Duration>, String)>> = HashMap::new();
         let mut metas: Vec<(ListKind, IpNet, Remote)> = Vec::new();
         let (mut rejected, mut skipped) = (0u64, 0u64);
-        let mut seen = HashSet::new();
+        let mut seen = FxHashSet::default();
         for d in decisions {
             if d.node == me {
                 continue;
@@ -346,7 +346,7 @@ impl<B: Backend> Controller<B> {
         }
         // Bans another node's policy made: their strikes count here too. (A set of the
         // decisions taken, not a scan of them per decision: a resync brings a million.)
-        let taken: HashSet<(ListKind, IpNet)> = metas.iter().map(|(l, n, _)| (*l, *n)).collect();
+        let taken: FxHashSet<SetKey> = metas.iter().map(|(l, n, _)| (*l, *n)).collect();
         let strikes: Vec<(std::net::IpAddr, ListKind, Ts)> = decisions
             .iter()
             .filter(|d| {
@@ -462,11 +462,11 @@ impl<B: Backend> Controller<B> {
     pub fn resync_shared(
         &mut self,
         decisions: &[Decision],
-        removed: &HashMap<String, Ts>,
+        removed: &FxHashMap<SetKey, Ts>,
         now: Now,
     ) -> super::Result<Vec<Decision>> {
         let applied = self.apply_shared(decisions, now);
-        let in_set: HashSet<String> = decisions.iter().map(|d| key(d.list, d.net)).collect();
+        let in_set: FxHashSet<SetKey> = decisions.iter().map(|d| (d.list, d.net)).collect();
         let republish = self.finish_resync(&in_set, removed, now)?;
         applied?;
         Ok(republish)
@@ -478,8 +478,8 @@ impl<B: Backend> Controller<B> {
     /// [`Controller::resync_shared`]).
     pub fn finish_resync(
         &mut self,
-        in_set: &HashSet<String>,
-        removed: &HashMap<String, Ts>,
+        in_set: &FxHashSet<SetKey>,
+        removed: &FxHashMap<SetKey, Ts>,
         now: Now,
     ) -> super::Result<Vec<Decision>> {
         let Some(fleet) = self.fleet.as_ref() else {
@@ -492,7 +492,7 @@ impl<B: Backend> Controller<B> {
             if e.list == ListKind::Whitelist || e.until.is_some_and(|u| u <= now.wall) {
                 continue;
             }
-            let k = key(e.list, net);
+            let k = (e.list, net);
             let (node, origin, at) = match e.origin {
                 Origin::Cluster => match self.remote(e.list, net) {
                     Some(r) => (r.node.clone(), r.origin, r.at),

@@ -23,6 +23,7 @@ use ipguard_common::{
 use ipnet::IpNet;
 
 pub use self::{
+    fleet::SetKey,
     health::{Health, Problem},
     protect::{interface_addresses, Protection, API_CLIENT_TTL},
     telemetry::{BanLabels, Telemetry},

@@ -627,7 +627,9 @@ mod fleet {
         )
         .unwrap();
         // The set is empty (Redis restarted); .8 was removed by another node meanwhile.
-        let removed = [("blacklist 198.51.100.8/32".to_owned(), at(5).wall)].into();
+        let removed = [((ListKind::Blacklist, net("198.51.100.8/32")), at(5).wall)]
+            .into_iter()
+            .collect();
         let again = c.resync_shared(&[], &removed, at(6)).unwrap();
         let mut nets: Vec<String> = again
             .iter()
