@@ -79,12 +79,22 @@ impl<B: Backend> Clone for AppState<B> {
 
 impl<B: Backend> AppState<B> {
     /// Locks the controller (a poisoned lock is taken over, as the daemon does: nothing on
-    /// a controller path panics, and a change is a transaction of the policy).
-    fn lock(&self) -> Result<MutexGuard<'_, Controller<B>>, AppError> {
-        Ok(self.ctl.lock().unwrap_or_else(|poisoned| {
-            self.ctl.clear_poison();
-            poisoned.into_inner()
-        }))
+    /// a controller path panics, and a change is a transaction of the policy). While a
+    /// blocking thread holds it (a fleet resync applies a chunk for a second or more), the
+    /// request waits without holding the runtime thread, so the event loop and the link
+    /// to the fleet go on.
+    async fn lock(&self) -> Result<MutexGuard<'_, Controller<B>>, AppError> {
+        loop {
+            match self.ctl.try_lock() {
+                Ok(guard) => return Ok(guard),
+                Err(std::sync::TryLockError::Poisoned(p)) => {
+                    self.ctl.clear_poison();
+                    return Ok(p.into_inner());
+                }
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
     }
 
     /// Like [`AppState::lock`], giving up after `wait` (a health check must answer).
@@ -345,7 +355,7 @@ async fn auth<B: Backend>(
         }
     }
     // Whoever administers the daemon is protected from its automatic bans for a while.
-    if let Ok(mut ctl) = st.lock() {
+    if let Ok(mut ctl) = st.lock().await {
         ctl.note_api_client(caller(peer), Now::read());
     }
     next.run(req).await
@@ -427,20 +437,24 @@ async fn reload<B: Backend>(
 async fn status<B: Backend>(
     State(st): State<AppState<B>>,
 ) -> Result<axum::Json<types::Status>, AppError> {
-    let report = st.lock()?.status(Now::read())?;
+    let report = st.lock().await?.status(Now::read())?;
     Ok(axum::Json(types::Status::from(&report)))
 }
 
 async fn cluster<B: Backend>(
     State(st): State<AppState<B>>,
 ) -> Result<axum::Json<types::ClusterView>, AppError> {
-    Ok(axum::Json(types::ClusterView::from(st.lock()?.fleet())))
+    Ok(axum::Json(types::ClusterView::from(
+        st.lock().await?.fleet(),
+    )))
 }
 
 async fn feeds<B: Backend>(
     State(st): State<AppState<B>>,
 ) -> Result<axum::Json<types::FeedList>, AppError> {
-    Ok(axum::Json(types::FeedList::from(st.lock()?.feed_status())))
+    Ok(axum::Json(types::FeedList::from(
+        st.lock().await?.feed_status(),
+    )))
 }
 
 async fn feed_accept<B: Backend>(
@@ -454,7 +468,13 @@ async fn feed_accept<B: Backend>(
             format!("no feed named {:?}", crate::model::excerpt(&name)),
         )
     };
-    if !st.lock()?.feed_status().iter().any(|f| f.name == name) {
+    if !st
+        .lock()
+        .await?
+        .feed_status()
+        .iter()
+        .any(|f| f.name == name)
+    {
         return Err(not_found());
     }
     let tx = st.feeds.clone().ok_or_else(not_found)?;
@@ -475,7 +495,7 @@ async fn feed_accept<B: Backend>(
     match answer.await.map_err(|_| unavailable())? {
         Ok(()) => {
             st.changed.notify_one();
-            let ctl = st.lock()?;
+            let ctl = st.lock().await?;
             let status = ctl
                 .feed_status()
                 .iter()
@@ -508,13 +528,13 @@ async fn offenders<B: Backend>(
             ),
         ));
     }
-    let top = st.lock()?.offenders(limit, Now::read())?;
+    let top = st.lock().await?.offenders(limit, Now::read())?;
     Ok(axum::Json(types::OffenderList::from(top.as_slice())))
 }
 
 async fn metrics_text<B: Backend>(State(st): State<AppState<B>>) -> Result<Response, AppError> {
     let text = {
-        let ctl = st.lock()?;
+        let ctl = st.lock().await?;
         let report = ctl.status(Now::read())?;
         metrics::render(&report, ctl.telemetry(), ctl.fleet(), ctl.feed_status())
     };
@@ -587,7 +607,7 @@ async fn explain<B: Backend>(
     let ip = parse_ip(&ip)?;
     let Query(query) = query.map_err(|e| AppError::bad("invalid query", e.body_text()))?;
     let packet = query.packet()?;
-    let x = st.lock()?.explain_packet(ip, packet, Now::read())?;
+    let x = st.lock().await?.explain_packet(ip, packet, Now::read())?;
     Ok(axum::Json(types::IpStatus::from(&x)))
 }
 
@@ -631,7 +651,7 @@ async fn list<B: Backend>(
             format!("q must be at most {MAX_SEARCH} bytes, got {}", q.len()),
         ));
     }
-    let page = st.lock()?.list_page(list, limit, cursor, search);
+    let page = st.lock().await?.list_page(list, limit, cursor, search);
     Ok(axum::Json(types::ListPage::from(page)))
 }
 
@@ -702,7 +722,7 @@ async fn add<B: Backend>(
     }
     let by = format!("api:{client}");
     let (added, replaced) = {
-        let mut ctl = st.lock()?;
+        let mut ctl = st.lock().await?;
         let now = Now::read();
         // The caller itself is protected from here on (and needs force to list itself).
         ctl.note_api_client(client, now);
@@ -735,7 +755,7 @@ async fn remove<B: Backend>(
         e => AppError::bad("invalid entry", format!("net: {e}")),
     })?;
     let Query(q) = query.map_err(|e| AppError::bad("invalid query", e.body_text()))?;
-    let removed = st.lock()?.remove_entry(
+    let removed = st.lock().await?.remove_entry(
         list,
         net,
         &format!("api:{}", caller(peer)),
@@ -773,12 +793,12 @@ async fn report<B: Backend>(
             format!("reason: longer than {MAX_REASON} characters"),
         ));
     }
-    let window = st.lock()?.fleet_report_window();
+    let window = st.lock().await?.fleet_report_window();
     let fleet = match (&st.fleet_reports, window) {
         (Some(r), Some(w)) => r.count(ip, w, Now::read().wall).await,
         _ => None,
     };
-    let (outcome, x) = st.lock()?.report(ip, reason, fleet, Now::read())?;
+    let (outcome, x) = st.lock().await?.report(ip, reason, fleet, Now::read())?;
     if let (Some(r), Outcome::Banned { .. }) = (&st.fleet_reports, &outcome) {
         if fleet.is_some() {
             r.clear(ip).await;

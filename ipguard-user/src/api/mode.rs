@@ -23,7 +23,7 @@ fn view<B: Backend>(ctl: &Controller<B>) -> ModeView {
 pub(super) async fn get_mode<B: Backend>(
     State(st): State<AppState<B>>,
 ) -> Result<axum::Json<ModeView>, AppError> {
-    Ok(axum::Json(view(&*st.lock()?)))
+    Ok(axum::Json(view(&*st.lock().await?)))
 }
 
 pub(super) async fn put_mode<B: Backend>(
@@ -42,7 +42,7 @@ pub(super) async fn put_mode<B: Backend>(
     })?;
     let client = caller(peer);
     let answer = {
-        let mut ctl = st.lock()?;
+        let mut ctl = st.lock().await?;
         ctl.set_mode(mode, &format!("api:{client}"), Now::read())?;
         view(&*ctl)
     };

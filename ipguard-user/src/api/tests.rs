@@ -1115,3 +1115,40 @@ async fn mode_is_shown_switched_and_bad_bodies_change_nothing() {
     let (_, metrics) = a.get("/metrics").await;
     assert!(metrics.as_str().unwrap().contains("ipguard_monitor_mode 0"));
 }
+
+/// A request that finds the controller locked (a fleet resync applies a slice on a blocking
+/// thread) waits without holding the runtime thread: on a current-thread runtime, another
+/// task keeps running meanwhile, and the request is answered once the lock is free.
+#[tokio::test(flavor = "current_thread")]
+async fn a_request_waiting_for_the_lock_leaves_the_runtime_free() {
+    let a = api();
+    let ctl = a.ctl.clone();
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let _guard = ctl.lock().unwrap();
+        held_tx.send(()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    });
+    held_rx.recv().unwrap();
+    let ticks = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = {
+        let ticks = ticks.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
+    let (s, v) = a.get("/v1/status").await;
+    counter.abort();
+    holder.join().unwrap();
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let ticks = ticks.load(std::sync::atomic::Ordering::Relaxed);
+    // About 30 ticks of 10 ms while the lock was held; a request blocking the thread on
+    // the lock would have let none run.
+    assert!(
+        ticks >= 10,
+        "only {ticks} ticks ran while the request waited"
+    );
+}

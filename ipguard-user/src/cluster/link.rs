@@ -30,7 +30,7 @@ const TOMBSTONE_TTL: Duration = Duration::from_secs(7 * 86_400);
 /// Heartbeat, expiry cleanup and counts.
 const UPKEEP: Duration = Duration::from_secs(2);
 /// Stream entries read per call.
-const READ_COUNT: usize = 10_000;
+const READ_COUNT: usize = 50_000;
 /// How long one stream read waits for news.
 const READ_BLOCK: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -318,7 +318,7 @@ async fn session<B: Backend>(
     loop {
         tokio::select! {
             got = rx.recv() => match got {
-                Some(Ok(entries)) => apply_entries(ctl, &entries),
+                Some(Ok(entries)) => apply_entries(ctl, entries).await,
                 Some(Err(e)) => return Err(e),
                 None => return Err(redis::RedisError::from((redis::ErrorKind::Io, "the stream reader stopped"))),
             },
@@ -347,28 +347,37 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Writes `ops` in one transaction: the hash, the expiry and removal sets, the stream.
+/// Writes `ops` in pipelines: per decision the hash, the expiry and removal sets, then
+/// the stream entry. Not a transaction: an EXEC of thousands of commands would hold every
+/// other node's reads and writes behind it, and nothing needs one: every write is
+/// idempotent, a reader that scans between the hash and the stream sees the change twice
+/// (applied once), and a publish that fails is queued and sent again whole.
 async fn publish(
     con: &mut MultiplexedConnection,
     keys: &Keys,
     ops: &[SharedOp],
 ) -> redis::RedisResult<()> {
-    for chunk in ops.chunks(5000) {
+    // A few pipelines in flight: this node encodes the next while Redis runs the last (one
+    // at a time, the two took turns; a bound, so that the last of a large publish does not
+    // wait past the response timeout behind all the others).
+    let mut in_flight: std::collections::VecDeque<tokio::task::JoinHandle<redis::RedisResult<()>>> =
+        std::collections::VecDeque::new();
+    let wait = |h: tokio::task::JoinHandle<redis::RedisResult<()>>| async move {
+        h.await.map_err(|e| {
+            redis::RedisError::from((redis::ErrorKind::Io, "a publisher failed", e.to_string()))
+        })?
+    };
+    for chunk in ops.chunks(PUBLISH_CHUNK) {
         let mut p = redis::pipe();
-        p.atomic();
         for op in chunk {
             let k = op.key();
             match op {
                 SharedOp::Put(d) => {
                     let json = wire::encode(d);
                     let score = d.until.map_or("+inf".to_owned(), |u| u.0.to_string());
-                    p.cmd("HSET")
-                        .arg(&keys.decisions)
-                        .arg(&k)
-                        .arg(&json)
-                        .ignore();
-                    p.cmd("ZADD").arg(&keys.expiry).arg(score).arg(&k).ignore();
-                    p.cmd("ZREM").arg(&keys.removed).arg(&k).ignore();
+                    p.cmd("HSET").arg(&keys.decisions).arg(&k).arg(&json);
+                    p.cmd("ZADD").arg(&keys.expiry).arg(score).arg(&k);
+                    p.cmd("ZREM").arg(&keys.removed).arg(&k);
                     p.cmd("XADD")
                         .arg(&keys.changes)
                         .arg("MAXLEN")
@@ -380,13 +389,12 @@ async fn publish(
                         .arg("k")
                         .arg(&k)
                         .arg("d")
-                        .arg(&json)
-                        .ignore();
+                        .arg(&json);
                 }
                 SharedOp::Remove { node, at, .. } => {
-                    p.cmd("HDEL").arg(&keys.decisions).arg(&k).ignore();
-                    p.cmd("ZREM").arg(&keys.expiry).arg(&k).ignore();
-                    p.cmd("ZADD").arg(&keys.removed).arg(at.0).arg(&k).ignore();
+                    p.cmd("HDEL").arg(&keys.decisions).arg(&k);
+                    p.cmd("ZREM").arg(&keys.expiry).arg(&k);
+                    p.cmd("ZADD").arg(&keys.removed).arg(at.0).arg(&k);
                     p.cmd("XADD")
                         .arg(&keys.changes)
                         .arg("MAXLEN")
@@ -400,54 +408,94 @@ async fn publish(
                         .arg("node")
                         .arg(node)
                         .arg("at")
-                        .arg(at.0)
-                        .ignore();
+                        .arg(at.0);
                 }
             }
         }
-        p.query_async::<()>(con).await?;
+        let mut c = con.clone();
+        in_flight.push_back(tokio::spawn(
+            async move { p.query_async::<()>(&mut c).await },
+        ));
+        if in_flight.len() >= PUBLISH_IN_FLIGHT {
+            if let Some(h) = in_flight.pop_front() {
+                wait(h).await?;
+            }
+        } else {
+            // Lets the connection send it before the next is encoded.
+            tokio::task::yield_now().await;
+        }
+    }
+    while let Some(h) = in_flight.pop_front() {
+        wait(h).await?;
     }
     Ok(())
 }
 
-/// Decisions read per scan of the shared set.
+/// Changes per pipeline.
+const PUBLISH_CHUNK: usize = 5000;
+/// Pipelines sent before the first is answered.
+const PUBLISH_IN_FLIGHT: usize = 4;
+
+/// Decisions read per scan of the shared set, at most and at first.
 const SCAN_COUNT: usize = 200_000;
+const FIRST_SCAN_COUNT: usize = 12_500;
+/// Decisions applied under one hold of the controller's lock in a resync.
+const RESYNC_SLICE: usize = 100_000;
 
 /// One chunk of the shared set: the next cursor (0: done), the decisions that passed the
 /// wire checks, the keys read (parsed; a key that does not parse names nothing this node
 /// holds) and how many were refused.
 type Chunk = (u64, Vec<Decision>, Vec<crate::controller::SetKey>, u64);
 
-/// Reads and decodes one chunk of the set (on a task of its own, while the previous chunk
-/// is applied).
+/// Reads one chunk of the set and decodes it on a blocking thread (on a task of its own,
+/// while the previous chunk is applied): the runtime thread only reads the reply.
 async fn fetch(
     mut con: MultiplexedConnection,
     hash: String,
     cursor: u64,
+    count: usize,
 ) -> redis::RedisResult<Chunk> {
     let (next, fields): (u64, Vec<(String, String)>) = redis::cmd("HSCAN")
         .arg(&hash)
         .arg(cursor)
         .arg("COUNT")
-        .arg(SCAN_COUNT)
+        .arg(count)
         .query_async(&mut con)
         .await?;
+    let decoded = tokio::task::spawn_blocking(move || decode_chunk(fields))
+        .await
+        .map_err(|e| {
+            redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "the set decoder failed",
+                e.to_string(),
+            ))
+        })?;
+    Ok((next, decoded.0, decoded.1, decoded.2))
+}
+
+/// Decodes hash fields and values: the decisions that pass the wire checks, the keys read
+/// (parsed; a key that does not parse names nothing this node holds), how many refused.
+fn decode_chunk(
+    fields: Vec<(String, String)>,
+) -> (Vec<Decision>, Vec<crate::controller::SetKey>, u64) {
     let mut decisions = Vec::with_capacity(fields.len());
     let mut keys = Vec::with_capacity(fields.len());
     let mut bad = 0;
     for (field, value) in fields {
-        match wire::decode(&value, Some(&field)) {
+        let decoded = wire::parse_key(&field).and_then(|k| {
+            keys.push(k);
+            wire::decode_keyed(&value, Some(k))
+        });
+        match decoded {
             Ok(d) => decisions.push(d),
             Err(e) => {
                 bad += 1;
                 tracing::debug!(key = crate::model::excerpt(&field), error = %e, "refused a shared decision");
             }
         }
-        if let Ok(k) = wire::parse_key(&field) {
-            keys.push(k);
-        }
     }
-    Ok((next, decisions, keys, bad))
+    (decisions, keys, bad)
 }
 
 /// Reads the whole shared set and applies it, then the removals, and publishes what this
@@ -475,7 +523,15 @@ async fn resync<B: Backend>(
     let mut in_set = rustc_hash::FxHashSet::default();
     let (mut read, mut bad) = (0u64, 0u64);
     let mut waited = Duration::ZERO;
-    let mut next = Some(tokio::spawn(fetch(con.clone(), keys.decisions.clone(), 0)));
+    // The first chunks small, so that applying starts early; the read of the next chunk
+    // goes on while one is applied.
+    let mut count = FIRST_SCAN_COUNT;
+    let mut next = Some(tokio::spawn(fetch(
+        con.clone(),
+        keys.decisions.clone(),
+        0,
+        count,
+    )));
     while let Some(task) = next.take() {
         let t = Instant::now();
         let (cursor, decisions, fields, refused) = task.await.map_err(|e| {
@@ -483,17 +539,36 @@ async fn resync<B: Backend>(
         })??;
         waited += t.elapsed();
         if cursor != 0 {
+            count = (count * 4).min(SCAN_COUNT);
             next = Some(tokio::spawn(fetch(
                 con.clone(),
                 keys.decisions.clone(),
                 cursor,
+                count,
             )));
         }
         read += (decisions.len() as u64) + refused;
         bad += refused;
         in_set.extend(fields);
-        if let Err(e) = lock(ctl).apply_shared(&decisions, Now::read()) {
-            tracing::warn!(error = %e, "the resync could not apply every decision");
+        // Off the runtime thread: the API and the next chunk's read go on meanwhile. In
+        // slices, the lock let go between them: the event loop's rate events and the API
+        // wait for one slice at most, not for a whole chunk.
+        let c = ctl.clone();
+        let applied = tokio::task::spawn_blocking(move || {
+            let mut result = Ok(());
+            for slice in decisions.chunks(RESYNC_SLICE) {
+                if let Err(e) = lock(&c).apply_shared(slice, Now::read()) {
+                    result = Err(e);
+                }
+                std::thread::yield_now();
+            }
+            result
+        })
+        .await;
+        match applied {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the resync could not apply every decision"),
+            Err(e) => tracing::warn!(error = %e, "the resync's applier failed"),
         }
     }
     let removed: Vec<(String, f64)> = redis::cmd("ZRANGE")
@@ -586,20 +661,21 @@ async fn follow(
     }
 }
 
-/// Applies stream entries in order: runs of additions as one batch, removals one by one.
-fn apply_entries<B: Backend>(ctl: &Ctl<B>, entries: &[redis::streams::StreamId]) {
-    let mut c = lock(ctl);
-    let now = Now::read();
-    let mut puts: Vec<Decision> = Vec::new();
+/// One stream entry, decoded.
+enum Change {
+    Put(Decision),
+    Remove {
+        list: crate::model::ListKind,
+        net: ipnet::IpNet,
+        node: String,
+        at: Ts,
+    },
+}
+
+/// Decodes stream entries (no lock held): the changes in order and how many were refused.
+fn decode_entries(entries: &[redis::streams::StreamId]) -> (Vec<Change>, u64) {
+    let mut changes = Vec::with_capacity(entries.len());
     let mut bad = 0u64;
-    let flush = |c: &mut Controller<B>, puts: &mut Vec<Decision>| {
-        if !puts.is_empty() {
-            if let Err(e) = c.apply_shared(puts, now) {
-                tracing::warn!(error = %e, "cannot apply decisions of the fleet");
-            }
-            puts.clear();
-        }
-    };
     for e in entries {
         let op: Option<String> = e.get("op");
         let k: Option<String> = e.get("k");
@@ -610,7 +686,7 @@ fn apply_entries<B: Backend>(ctl: &Ctl<B>, entries: &[redis::streams::StreamId])
                     .ok_or_else(|| wire::WireError::Shape("no `d` field".into()))
                     .and_then(|d| wire::decode(&d, Some(&k)))
                 {
-                    Ok(d) => puts.push(d),
+                    Ok(d) => changes.push(Change::Put(d)),
                     Err(err) => {
                         bad += 1;
                         tracing::debug!(id = e.id, error = %err, "refused a change of the fleet");
@@ -621,25 +697,67 @@ fn apply_entries<B: Backend>(ctl: &Ctl<B>, entries: &[redis::streams::StreamId])
                 let node: Option<String> = e.get("node");
                 let at: Option<u64> = e.get("at");
                 match (wire::parse_key(&k), node, at) {
-                    (Ok((list, net)), Some(node), Some(at)) => {
-                        flush(&mut c, &mut puts);
-                        if let Err(err) = c.remove_shared(list, net, &node, Ts(at), now) {
-                            tracing::warn!(error = %err, net = %net, "cannot remove a decision of the fleet");
-                        }
-                    }
+                    (Ok((list, net)), Some(node), Some(at)) => changes.push(Change::Remove {
+                        list,
+                        net,
+                        node,
+                        at: Ts(at),
+                    }),
                     _ => bad += 1,
                 }
             }
             _ => bad += 1,
         }
     }
-    flush(&mut c, &mut puts);
-    if bad > 0 {
-        tracing::warn!(
-            refused = bad,
-            "changes of the fleet that this node refuses to read"
-        );
-        c.count_rejected(bad);
+    (changes, bad)
+}
+
+/// Applies stream entries in order: runs of additions as one batch, removals one by one.
+/// Decoded and applied on a blocking thread, the lock taken only to apply.
+async fn apply_entries<B: Backend>(ctl: &Ctl<B>, entries: Vec<redis::streams::StreamId>) {
+    let ctl = ctl.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let (changes, bad) = decode_entries(&entries);
+        drop(entries);
+        let mut c = lock(&ctl);
+        let now = Now::read();
+        let mut puts: Vec<Decision> = Vec::new();
+        let flush = |c: &mut Controller<B>, puts: &mut Vec<Decision>| {
+            if !puts.is_empty() {
+                if let Err(e) = c.apply_shared(puts, now) {
+                    tracing::warn!(error = %e, "cannot apply decisions of the fleet");
+                }
+                puts.clear();
+            }
+        };
+        for change in changes {
+            match change {
+                Change::Put(d) => puts.push(d),
+                Change::Remove {
+                    list,
+                    net,
+                    node,
+                    at,
+                } => {
+                    flush(&mut c, &mut puts);
+                    if let Err(err) = c.remove_shared(list, net, &node, at, now) {
+                        tracing::warn!(error = %err, net = %net, "cannot remove a decision of the fleet");
+                    }
+                }
+            }
+        }
+        flush(&mut c, &mut puts);
+        if bad > 0 {
+            tracing::warn!(
+                refused = bad,
+                "changes of the fleet that this node refuses to read"
+            );
+            c.count_rejected(bad);
+        }
+    })
+    .await;
+    if let Err(e) = done {
+        tracing::warn!(error = %e, "the applier of the fleet's changes failed");
     }
 }
 

@@ -104,6 +104,13 @@ pub fn encode(d: &Decision) -> String {
 /// its own). The prefix must be written as the API takes it (no host bits), the list is
 /// the graylist or blacklist, the node a valid name; a long reason is cut.
 pub fn decode(text: &str, field: Option<&str>) -> Result<Decision, WireError> {
+    let key = field.map(parse_key).transpose()?;
+    decode_keyed(text, key)
+}
+
+/// [`decode`] with the field already parsed (a resync reads a million: each key is parsed
+/// once, and compared as a value rather than formatted again).
+pub fn decode_keyed(text: &str, key: Option<(ListKind, IpNet)>) -> Result<Decision, WireError> {
     if text.len() > MAX_MESSAGE {
         return Err(WireError::TooLong(text.len()));
     }
@@ -116,10 +123,10 @@ pub fn decode(text: &str, field: Option<&str>) -> Result<Decision, WireError> {
     if let Some(p) = cluster_name_problem(&raw.node) {
         return Err(WireError::Node(excerpt(&raw.node), p));
     }
-    if let Some(k) = field {
-        if k != key(raw.list, net) {
+    if let Some((list, at)) = key {
+        if (list, at) != (raw.list, net) {
             return Err(WireError::Key {
-                key: excerpt(k),
+                key: excerpt(&self::key(list, at)),
                 list: raw.list,
                 net,
             });
@@ -144,7 +151,9 @@ pub fn decode(text: &str, field: Option<&str>) -> Result<Decision, WireError> {
     })
 }
 
-/// Parses a hash field (`blacklist 203.0.113.5/32`) back into its list and prefix.
+/// Parses a hash field (`blacklist 203.0.113.5/32`) back into its list and prefix. Only
+/// the form nodes write is a key (`203.0.113.5` or a long form of an IPv6 address would
+/// name the same decision under a second field, which a removal would not find).
 pub fn parse_key(field: &str) -> Result<(ListKind, IpNet), WireError> {
     let (list, net) = field.split_once(' ').ok_or_else(|| {
         WireError::Shape(format!("key {:?} is not `LIST PREFIX`", excerpt(field)))
@@ -153,6 +162,13 @@ pub fn parse_key(field: &str) -> Result<(ListKind, IpNet), WireError> {
         .parse()
         .map_err(|e: crate::model::UnknownVariant| WireError::Shape(e.to_string()))?;
     let net = parse_net(net).map_err(|e| WireError::Net(e.to_string()))?;
+    let canonical = key(list, net);
+    if canonical != field {
+        return Err(WireError::Shape(format!(
+            "key {:?} is not written as {canonical:?}",
+            excerpt(field)
+        )));
+    }
     Ok((list, net))
 }
 
@@ -227,6 +243,14 @@ mod tests {
             decode(&encode(&d()), Some("graylist 203.0.113.5/32")),
             Err(WireError::Key { .. })
         ));
+        // A field that is not a key at all refuses its decision too (it was compared as
+        // text before the field was parsed once per decision).
+        assert!(matches!(
+            decode(&encode(&d()), Some("blacklist 203.0.113.5")),
+            Err(WireError::Shape(m)) if m.contains("not written as \"blacklist 203.0.113.5/32\"")
+        ));
+        assert!(decode(&encode(&d()), Some("blacklist")).is_err());
+        assert!(decode(&encode(&d()), Some("blacklist 203.0.113.5/33")).is_err());
         assert!(parse_key("blacklist").is_err());
         assert!(parse_key("blocklist 1.2.3.4/32").is_err());
         // A long reason is cut, not refused.

@@ -2,7 +2,7 @@
 //! and applying the decisions of other nodes under the same checks as the API's. No I/O
 //! here: the link task (`crate::cluster`) carries [`SharedOp`]s to and from Redis.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use ipnet::IpNet;
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -295,7 +295,8 @@ impl<B: Backend> Controller<B> {
         };
         let me = fleet.node.clone();
         let accepted = fleet.apply.clone();
-        let mut by_list: HashMap<ListKind, Vec<(IpNet, Option<Duration>, String)>> = HashMap::new();
+        let mut by_list: FxHashMap<ListKind, Vec<(IpNet, Option<Duration>, String)>> =
+            FxHashMap::default();
         let mut metas: Vec<(ListKind, IpNet, Remote)> = Vec::new();
         let (mut rejected, mut skipped) = (0u64, 0u64);
         let mut seen = FxHashSet::default();
@@ -344,19 +345,6 @@ impl<B: Backend> Controller<B> {
                 },
             ));
         }
-        // Bans another node's policy made: their strikes count here too. (A set of the
-        // decisions taken, not a scan of them per decision: a resync brings a million.)
-        let taken: FxHashSet<SetKey> = metas.iter().map(|(l, n, _)| (*l, *n)).collect();
-        let strikes: Vec<(std::net::IpAddr, ListKind, Ts)> = decisions
-            .iter()
-            .filter(|d| {
-                d.node != me
-                    && matches!(d.origin, SharedOrigin::Policy | SharedOrigin::Report)
-                    && d.net.prefix_len() == d.net.max_prefix_len()
-                    && taken.contains(&(d.list, d.net))
-            })
-            .map(|d| (d.net.addr(), d.list, d.at))
-            .collect();
         let mut applied = 0;
         let mut result = Ok(());
         // In chunks: a set larger than a full table still applies what fits.
@@ -377,19 +365,24 @@ impl<B: Backend> Controller<B> {
             .filter(|d| d.node != me)
             .map(|d| now.wall.since(d.at))
             .collect();
-        let engine_has = |c: &Self, l: ListKind, n: IpNet| {
-            c.policy
-                .engine()
-                .entry(l, n)
-                .is_some_and(|e| e.origin == Origin::Cluster)
-        };
+        // What the engine holds now (a promotion may have taken a host's place). Bans
+        // another node's policy made: their strikes count here too.
         let metas: Vec<_> = metas
             .into_iter()
-            .filter(|(l, n, _)| engine_has(self, *l, *n))
+            .filter(|(l, n, _)| {
+                self.policy
+                    .engine()
+                    .entry(*l, *n)
+                    .is_some_and(|e| e.origin == Origin::Cluster)
+            })
             .collect();
-        let strikes: Vec<_> = strikes
-            .into_iter()
-            .filter(|(ip, l, _)| engine_has(self, *l, IpNet::from(*ip)))
+        let strikes: Vec<(std::net::IpAddr, ListKind, Ts)> = metas
+            .iter()
+            .filter(|(_, n, r)| {
+                matches!(r.origin, SharedOrigin::Policy | SharedOrigin::Report)
+                    && n.prefix_len() == n.max_prefix_len()
+            })
+            .map(|(l, n, r)| (n.addr(), *l, r.at))
             .collect();
         if !strikes.is_empty() {
             self.policy.fleet_strikes(&strikes, now.wall);
@@ -402,6 +395,7 @@ impl<B: Backend> Controller<B> {
             if let Some(l) = lags.last() {
                 f.link.last_lag = Some(*l);
             }
+            f.remote.reserve(metas.len());
             for (l, n, r) in metas {
                 f.remote.insert((l, n), r);
             }

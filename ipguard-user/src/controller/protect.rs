@@ -88,18 +88,21 @@ impl Protection {
         self.config.min_prefix
     }
 
-    /// Every protected network.
-    pub fn nets(&self) -> Vec<IpNet> {
-        // Loopback, in IPv6's IPv4-mapped form too (so that `::ffff:0:0/96`, all of IPv4
-        // spelt as IPv6, needs force like `0.0.0.0/0`).
-        let loopback = [
+    /// Loopback, in IPv6's IPv4-mapped form too (so that `::ffff:0:0/96`, all of IPv4
+    /// spelt as IPv6, needs force like `0.0.0.0/0`).
+    fn loopback() -> [IpNet; 3] {
+        [
             IpNet::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8)
                 .map_or(IpNet::from(IpAddr::V4(Ipv4Addr::LOCALHOST)), |n| n.trunc()),
             IpNet::from(IpAddr::V6(Ipv6Addr::LOCALHOST)),
             IpNet::new(IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped()), 104)
                 .map_or(IpNet::from(IpAddr::V6(Ipv6Addr::LOCALHOST)), |n| n.trunc()),
-        ];
-        let mut out: Vec<IpNet> = loopback.into_iter().collect();
+        ]
+    }
+
+    /// Every protected network.
+    pub fn nets(&self) -> Vec<IpNet> {
+        let mut out: Vec<IpNet> = Self::loopback().into_iter().collect();
         out.extend(&self.config.networks);
         out.extend(&self.interfaces);
         out.extend(self.clients.keys().map(|a| IpNet::from(*a)));
@@ -109,7 +112,7 @@ impl Protection {
     /// Why listing `net` would lock an operator out, if it would.
     pub fn lockout(&self, net: IpNet) -> Option<String> {
         let touches = |p: &IpNet| p.contains(&net) || net.contains(p);
-        let loopback = &self.nets()[..3];
+        let loopback = Self::loopback();
         if let Some(lo) = loopback.iter().find(|p| touches(p)) {
             return Some(format!("{net} overlaps loopback {lo}"));
         }
