@@ -167,6 +167,38 @@ fn a_fleet_shares_bans_expiries_and_removals_and_survives_redis_restarts() {
             && verdict(c, "198.51.100.70")["verdict"] == "pass"
     });
 
+    // A batch larger than one publish call and one inline apply: A sends it in several
+    // script calls at once, B and C apply it off their runtime threads; all of it arrives.
+    let applied_before = get(b, "/v1/cluster")["applied"].as_u64().unwrap();
+    let batch: Vec<String> = (0..2500)
+        .map(|i| {
+            format!(
+                r#"{{"net":"100.64.{}.{}","duration":"1h"}}"#,
+                i / 250,
+                i % 250 + 1
+            )
+        })
+        .collect();
+    add(a, "blacklist", &batch.join(","));
+    within(Duration::from_secs(20), "the batch applied on B", || {
+        get(b, "/v1/cluster")["applied"].as_u64().unwrap() >= applied_before + 2500
+    });
+    within(Duration::from_secs(20), "the batch on C", || {
+        verdict(c, "100.64.0.1")["verdict"] == "drop"
+            && verdict(c, "100.64.9.250")["verdict"] == "drop"
+    });
+    assert_eq!(verdict(b, "100.64.5.17")["verdict"], "drop");
+    assert_eq!(
+        redis
+            .cli(&[
+                "HEXISTS",
+                "fleettest:decisions",
+                "blacklist 100.64.9.250/32"
+            ])
+            .trim(),
+        "1"
+    );
+
     // Redis goes away: every node keeps enforcing, A keeps deciding and queues.
     redis.stop();
     within(Duration::from_secs(5), "A sees the link down", || {

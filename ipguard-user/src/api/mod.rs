@@ -77,6 +77,9 @@ impl<B: Backend> Clone for AppState<B> {
     }
 }
 
+/// Immediate retries of a held controller lock before waiting a timer tick between them.
+const LOCK_SPINS: u32 = 64;
+
 impl<B: Backend> AppState<B> {
     /// Locks the controller (a poisoned lock is taken over, as the daemon does: nothing on
     /// a controller path panics, and a change is a transaction of the policy). While a
@@ -84,7 +87,7 @@ impl<B: Backend> AppState<B> {
     /// request waits without holding the runtime thread, so the event loop and the link
     /// to the fleet go on.
     async fn lock(&self) -> Result<MutexGuard<'_, Controller<B>>, AppError> {
-        loop {
+        for attempt in 0u32.. {
             match self.ctl.try_lock() {
                 Ok(guard) => return Ok(guard),
                 Err(std::sync::TryLockError::Poisoned(p)) => {
@@ -93,8 +96,15 @@ impl<B: Backend> AppState<B> {
                 }
                 Err(std::sync::TryLockError::WouldBlock) => {}
             }
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            // Most holds are short (one change): try again at once a few times, then
+            // every millisecond (a timer tick) so that a long hold costs no CPU.
+            if attempt < LOCK_SPINS {
+                tokio::task::yield_now().await;
+            } else {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
         }
+        unreachable!("the attempts are unbounded")
     }
 
     /// Like [`AppState::lock`], giving up after `wait` (a health check must answer).

@@ -347,11 +347,12 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Writes `ops` in pipelines: per decision the hash, the expiry and removal sets, then
-/// the stream entry. Not a transaction: an EXEC of thousands of commands would hold every
-/// other node's reads and writes behind it, and nothing needs one: every write is
-/// idempotent, a reader that scans between the hash and the stream sees the change twice
-/// (applied once), and a publish that fails is queued and sent again whole.
+/// Writes `ops`: per decision the hash, the expiry and removal sets, then the stream
+/// entry. One script call per chunk (Redis parses and answers one command instead of four
+/// per decision: a large batch cost Redis more CPU than the nodes); chunks small enough that
+/// a call holds other clients for milliseconds. A failed publish is queued and sent again
+/// whole: every write is idempotent, and a reader that scans between the hash and the
+/// stream sees a change twice and applies it once.
 async fn publish(
     con: &mut MultiplexedConnection,
     keys: &Keys,
@@ -368,54 +369,31 @@ async fn publish(
         })?
     };
     for chunk in ops.chunks(PUBLISH_CHUNK) {
-        let mut p = redis::pipe();
+        let mut inv = PUBLISH.prepare_invoke();
+        inv.key(&keys.decisions)
+            .key(&keys.expiry)
+            .key(&keys.removed)
+            .key(&keys.changes)
+            .arg(STREAM_MAXLEN);
         for op in chunk {
-            let k = op.key();
             match op {
                 SharedOp::Put(d) => {
-                    let json = wire::encode(d);
                     let score = d.until.map_or("+inf".to_owned(), |u| u.0.to_string());
-                    p.cmd("HSET").arg(&keys.decisions).arg(&k).arg(&json);
-                    p.cmd("ZADD").arg(&keys.expiry).arg(score).arg(&k);
-                    p.cmd("ZREM").arg(&keys.removed).arg(&k);
-                    p.cmd("XADD")
-                        .arg(&keys.changes)
-                        .arg("MAXLEN")
-                        .arg("~")
-                        .arg(STREAM_MAXLEN)
-                        .arg("*")
-                        .arg("op")
-                        .arg("put")
-                        .arg("k")
-                        .arg(&k)
-                        .arg("d")
-                        .arg(&json);
+                    inv.arg("put").arg(op.key()).arg(wire::encode(d)).arg(score);
                 }
                 SharedOp::Remove { node, at, .. } => {
-                    p.cmd("HDEL").arg(&keys.decisions).arg(&k);
-                    p.cmd("ZREM").arg(&keys.expiry).arg(&k);
-                    p.cmd("ZADD").arg(&keys.removed).arg(at.0).arg(&k);
-                    p.cmd("XADD")
-                        .arg(&keys.changes)
-                        .arg("MAXLEN")
-                        .arg("~")
-                        .arg(STREAM_MAXLEN)
-                        .arg("*")
-                        .arg("op")
-                        .arg("del")
-                        .arg("k")
-                        .arg(&k)
-                        .arg("node")
-                        .arg(node)
-                        .arg("at")
-                        .arg(at.0);
+                    inv.arg("del").arg(op.key()).arg(node).arg(at.0);
                 }
             }
         }
+        if ops.len() <= PUBLISH_CHUNK {
+            // One call (single bans): no task to hand it to.
+            return inv.invoke_async::<u64>(con).await.map(|_| ());
+        }
         let mut c = con.clone();
-        in_flight.push_back(tokio::spawn(
-            async move { p.query_async::<()>(&mut c).await },
-        ));
+        in_flight.push_back(tokio::spawn(async move {
+            inv.invoke_async::<u64>(&mut c).await.map(|_| ())
+        }));
         if in_flight.len() >= PUBLISH_IN_FLIGHT {
             if let Some(h) = in_flight.pop_front() {
                 wait(h).await?;
@@ -431,10 +409,37 @@ async fn publish(
     Ok(())
 }
 
-/// Changes per pipeline.
-const PUBLISH_CHUNK: usize = 5000;
-/// Pipelines sent before the first is answered.
+/// Changes per script call.
+const PUBLISH_CHUNK: usize = 1000;
+/// Calls sent before the first is answered.
 const PUBLISH_IN_FLIGHT: usize = 4;
+
+/// KEYS: the decisions hash, the expiry set, the removal set, the change stream. ARGV: the
+/// stream's length bound, then per change four values: `put`, key, decision, expiry score;
+/// or `del`, key, node, time. The stream entries are those a node always wrote.
+static PUBLISH: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local n = 0
+for i = 2, #ARGV, 4 do
+  local op, k, a, b = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  if op == 'put' then
+    redis.call('HSET', KEYS[1], k, a)
+    redis.call('ZADD', KEYS[2], b, k)
+    redis.call('ZREM', KEYS[3], k)
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[1], '*', 'op', 'put', 'k', k, 'd', a)
+  else
+    redis.call('HDEL', KEYS[1], k)
+    redis.call('ZREM', KEYS[2], k)
+    redis.call('ZADD', KEYS[3], b, k)
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[1], '*', 'op', 'del', 'k', k, 'node', a, 'at', b)
+  end
+  n = n + 1
+end
+return n
+",
+    )
+});
 
 /// Decisions read per scan of the shared set, at most and at first.
 const SCAN_COUNT: usize = 200_000;
@@ -713,13 +718,30 @@ fn decode_entries(entries: &[redis::streams::StreamId]) -> (Vec<Change>, u64) {
 }
 
 /// Applies stream entries in order: runs of additions as one batch, removals one by one.
-/// Decoded and applied on a blocking thread, the lock taken only to apply.
+/// Many are decoded and applied on a blocking thread, the lock taken only to apply.
 async fn apply_entries<B: Backend>(ctl: &Ctl<B>, entries: Vec<redis::streams::StreamId>) {
+    // A few changes (single bans: the common case) are applied here at once: handing them
+    // to another thread and back costs more than applying them.
+    if entries.len() <= INLINE_APPLY {
+        apply_decoded(ctl, entries);
+        return;
+    }
     let ctl = ctl.clone();
-    let done = tokio::task::spawn_blocking(move || {
+    let done = tokio::task::spawn_blocking(move || apply_decoded(&ctl, entries)).await;
+    if let Err(e) = done {
+        tracing::warn!(error = %e, "the applier of the fleet's changes failed");
+    }
+}
+
+/// Stream entries applied on the runtime thread rather than a blocking one, at most.
+const INLINE_APPLY: usize = 64;
+
+/// Decodes stream entries (no lock held), then applies them in order under the lock.
+fn apply_decoded<B: Backend>(ctl: &Ctl<B>, entries: Vec<redis::streams::StreamId>) {
+    {
         let (changes, bad) = decode_entries(&entries);
         drop(entries);
-        let mut c = lock(&ctl);
+        let mut c = lock(ctl);
         let now = Now::read();
         let mut puts: Vec<Decision> = Vec::new();
         let flush = |c: &mut Controller<B>, puts: &mut Vec<Decision>| {
@@ -754,10 +776,6 @@ async fn apply_entries<B: Backend>(ctl: &Ctl<B>, entries: Vec<redis::streams::St
             );
             c.count_rejected(bad);
         }
-    })
-    .await;
-    if let Err(e) = done {
-        tracing::warn!(error = %e, "the applier of the fleet's changes failed");
     }
 }
 
