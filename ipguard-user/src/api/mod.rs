@@ -87,7 +87,8 @@ impl<B: Backend> AppState<B> {
     /// request waits without holding the runtime thread, so the event loop and the link
     /// to the fleet go on.
     async fn lock(&self) -> Result<MutexGuard<'_, Controller<B>>, AppError> {
-        for attempt in 0u32.. {
+        let mut attempt = 0u32;
+        loop {
             match self.ctl.try_lock() {
                 Ok(guard) => return Ok(guard),
                 Err(std::sync::TryLockError::Poisoned(p)) => {
@@ -99,12 +100,12 @@ impl<B: Backend> AppState<B> {
             // Most holds are short (one change): try again at once a few times, then
             // every millisecond (a timer tick) so that a long hold costs no CPU.
             if attempt < LOCK_SPINS {
+                attempt += 1;
                 tokio::task::yield_now().await;
             } else {
                 tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             }
         }
-        unreachable!("the attempts are unbounded")
     }
 
     /// Like [`AppState::lock`], giving up after `wait` (a health check must answer).
