@@ -260,7 +260,7 @@ pub const CODE_LIST: ListCode = 0xf;
 /// Key of [`MAP_SCOPES`]: a scope group, a protocol (`PROTO_*` or any other IP protocol
 /// number) and a destination port; port 0 holds the group's verdict for the protocol's
 /// other ports (and for packets without a readable port).
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ScopeKey {
     pub group: u16,
@@ -269,6 +269,21 @@ pub struct ScopeKey {
     pub _pad: [u8; 3],
 }
 const _: () = assert!(core::mem::size_of::<ScopeKey>() == 8);
+
+impl ScopeKey {
+    /// The key as one word (its padding zero): LLVM zeroes the three bytes of padding of
+    /// a field-by-field key with a call to `memset` in the XDP program.
+    #[inline(always)]
+    pub const fn new(group: u16, proto: u8, port: u16) -> Self {
+        let word = if cfg!(target_endian = "little") {
+            group as u64 | (port as u64) << 16 | (proto as u64) << 32
+        } else {
+            (group as u64) << 48 | (port as u64) << 32 | (proto as u64) << 24
+        };
+        // SAFETY: the same size and alignment, and every bit pattern is a valid key.
+        unsafe { core::mem::transmute::<u64, ScopeKey>(word) }
+    }
+}
 /// What a scope group has cells for, so that a packet whose port and protocol it does
 /// not name costs no hash lookup: a port bit `port % 256` per protocol (a superset: a set
 /// bit may find no cell) and a flag per protocol with a port-0 cell.
@@ -466,8 +481,9 @@ pub struct RateEvent {
 const _: () = assert!(core::mem::size_of::<RateEvent>() == 40);
 
 /// Key of the source map: IPv6 address, or IPv4 as the IPv4-mapped IPv6 address
-/// `::ffff:a.b.c.d`, so both families share one bounded LRU map.
-#[repr(C)]
+/// `::ffff:a.b.c.d`, so both families share one bounded LRU map. Aligned to 8 so that the
+/// XDP program builds and passes it as two 64-bit words instead of sixteen bytes.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SourceKey {
     pub addr: [u8; 16],
@@ -489,6 +505,33 @@ impl SourceKey {
     #[inline(always)]
     pub const fn v6(addr: [u8; 16]) -> Self {
         Self { addr }
+    }
+
+    /// [`SourceKey::v4`] from the address as it lies in memory (`u32::from_ne_bytes` of
+    /// the network-order bytes): two word stores, where LLVM makes a byte array of the
+    /// other (and a call to `memset` for its ten zeros in the XDP program).
+    #[inline(always)]
+    pub const fn v4_word(addr: u32) -> Self {
+        let mut lo = [0u8; 8];
+        lo[2] = 0xff;
+        lo[3] = 0xff;
+        let lo = u64::from_ne_bytes(lo)
+            | ((addr as u64)
+                << if cfg!(target_endian = "little") {
+                    32
+                } else {
+                    0
+                });
+        Self::from_words(0, lo)
+    }
+
+    /// The key whose bytes are those of `hi` then `lo` as they lie in memory.
+    #[inline(always)]
+    pub const fn from_words(hi: u64, lo: u64) -> Self {
+        // SAFETY: [u64; 2] and [u8; 16] have the same size and every bit pattern is valid.
+        Self {
+            addr: unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>([hi, lo]) },
+        }
     }
 }
 

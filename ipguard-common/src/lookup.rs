@@ -55,17 +55,23 @@ pub fn lookup_v4<T: Tables + ?Sized>(t: &T, src: [u8; 4]) -> ListCode {
 /// Like [`lookup_v4`] for an IPv6 address (network byte order).
 #[inline(always)]
 pub fn lookup_v6<T: Tables + ?Sized>(t: &T, src: &[u8; 16]) -> ListCode {
-    let top = [src[0], src[1], src[2], src[3]];
-    if let Some(anchor) = t.anchor(&top) {
+    let hi = u64::from_be_bytes([
+        src[0], src[1], src[2], src[3], src[4], src[5], src[6], src[7],
+    ]);
+    let lo = u64::from_be_bytes([
+        src[8], src[9], src[10], src[11], src[12], src[13], src[14], src[15],
+    ]);
+    lookup_v6_words(t, hi, lo)
+}
+
+/// [`lookup_v6`] of the address whose first and last eight bytes are the big-endian `hi`
+/// and `lo`: the XDP program reads them as two words and never assembles a byte array.
+#[inline(always)]
+pub fn lookup_v6_words<T: Tables + ?Sized>(t: &T, hi: u64, lo: u64) -> ListCode {
+    if let Some(anchor) = t.anchor(&((hi >> 32) as u32).to_be_bytes()) {
         if anchor.flags & ANCHOR_OVERFLOW != 0 {
-            return t.lpm(src);
+            return t.lpm(&v6_bytes(hi, lo));
         }
-        let hi = u64::from_be_bytes([
-            src[0], src[1], src[2], src[3], src[4], src[5], src[6], src[7],
-        ]);
-        let lo = u64::from_be_bytes([
-            src[8], src[9], src[10], src[11], src[12], src[13], src[14], src[15],
-        ]);
         for i in 0..V6_ANCHOR_LENS {
             if i >= anchor.n_lens as usize {
                 break;
@@ -80,9 +86,19 @@ pub fn lookup_v6<T: Tables + ?Sized>(t: &T, src: &[u8; 16]) -> ListCode {
         }
     }
     if t.flags() & TABLE_FLAG_V6_SHORT != 0 {
-        return t.lpm(src);
+        return t.lpm(&v6_bytes(hi, lo));
     }
     LIST_NONE
+}
+
+/// The sixteen network-order bytes of the address `hi`:`lo`.
+#[inline(always)]
+fn v6_bytes(hi: u64, lo: u64) -> [u8; 16] {
+    let (h, l) = (hi.to_be_bytes(), lo.to_be_bytes());
+    [
+        h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], l[0], l[1], l[2], l[3], l[4], l[5], l[6],
+        l[7],
+    ]
 }
 
 /// The `LIST_*` code that decides a packet of protocol `proto` to port `dport` (0: none or
@@ -99,12 +115,7 @@ pub fn scoped<T: Tables + ?Sized>(t: &T, code: ListCode, proto: u8, dport: u16) 
     let Some(hint) = t.hint(group) else {
         return code & CODE_LIST;
     };
-    let mut key = ScopeKey {
-        group: group as u16,
-        port: dport,
-        proto,
-        _pad: [0; 3],
-    };
+    let mut key = ScopeKey::new(group as u16, proto, dport);
     if dport != 0 && hint.may_have_port(proto, dport) {
         if let Some(c) = t.scope(&key) {
             return c;
@@ -172,6 +183,19 @@ mod tests {
         }
         fn hint(&self, group: u32) -> Option<ScopeHint> {
             self.hints.get(&group).copied()
+        }
+    }
+
+    #[test]
+    fn a_word_built_scope_key_is_the_field_built_one() {
+        for (group, proto, port) in [(0, 0, 0), (3, 6, 22), (u16::MAX, u8::MAX, u16::MAX)] {
+            let fields = ScopeKey {
+                group,
+                port,
+                proto,
+                _pad: [0; 3],
+            };
+            assert_eq!(ScopeKey::new(group, proto, port), fields);
         }
     }
 

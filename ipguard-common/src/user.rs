@@ -72,6 +72,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_word_built_v4_key_is_the_byte_built_one() {
+        for a in [
+            [0, 0, 0, 0],
+            [192, 0, 2, 1],
+            [255, 255, 255, 255],
+            [10, 20, 30, 40],
+        ] {
+            assert_eq!(SourceKey::v4_word(u32::from_ne_bytes(a)), SourceKey::v4(a));
+        }
+    }
+
+    #[test]
     fn v4_key_is_network_order() {
         let key = v4_key("198.51.100.0/24".parse().unwrap());
         assert_eq!(key.prefix_len(), 24);

@@ -96,12 +96,18 @@ pub fn ipguard(ctx: XdpContext) -> u32 {
     match parse::frame(&ctx) {
         Frame::NonIp => pass(Stat::PassNonIp, len),
         Frame::Malformed => drop(Stat::DropMalformed, len),
-        Frame::V4 { src, l4 } => {
-            verdict(lookup::lookup_v4(&Maps, src), SourceKey::v4(src), l4, len)
-        }
-        Frame::V6 { src, l4 } => {
-            verdict(lookup::lookup_v6(&Maps, &src), SourceKey::v6(src), l4, len)
-        }
+        Frame::V4 { src, l4 } => verdict(
+            lookup::lookup_v4(&Maps, src.to_ne_bytes()),
+            SourceKey::v4_word(src),
+            l4,
+            len,
+        ),
+        Frame::V6 { src, l4 } => verdict(
+            lookup::lookup_v6_words(&Maps, u64::from_be(src[0]), u64::from_be(src[1])),
+            SourceKey::from_words(src[0], src[1]),
+            l4,
+            len,
+        ),
     }
 }
 

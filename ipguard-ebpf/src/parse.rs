@@ -81,11 +81,14 @@ pub enum Frame {
     /// from a listed source gets through by being hard to read.
     Malformed,
     V4 {
-        src: [u8; 4],
+        /// As it lies in the packet (`u32::from_ne_bytes` of the network-order bytes).
+        src: u32,
         l4: L4,
     },
     V6 {
-        src: [u8; 16],
+        /// The address's two halves as they lie in the packet (`u64::from_ne_bytes` of the
+        /// network-order bytes).
+        src: [u64; 2],
         l4: L4,
     },
 }
@@ -154,7 +157,7 @@ fn ipv4(ctx: &XdpContext, off: usize) -> Frame {
     if ip[0] >> 4 != 4 || ihl < IPV4_MIN_HLEN {
         return Frame::Malformed;
     }
-    let src = [ip[12], ip[13], ip[14], ip[15]];
+    let src = u32::from_ne_bytes([ip[12], ip[13], ip[14], ip[15]]);
     let fragment_offset = u16::from_be_bytes([ip[6], ip[7]]) & 0x1fff;
     let l4 = if fragment_offset != 0 {
         // A later fragment carries no transport header; the first one does.
@@ -173,8 +176,19 @@ fn ipv6(ctx: &XdpContext, off: usize) -> Frame {
     if ip[0] >> 4 != 6 {
         return Frame::Malformed;
     }
-    let mut src = [0u8; 16];
-    src.copy_from_slice(&ip[8..24]);
+    let word = |at: usize| {
+        u64::from_ne_bytes([
+            ip[at],
+            ip[at + 1],
+            ip[at + 2],
+            ip[at + 3],
+            ip[at + 4],
+            ip[at + 5],
+            ip[at + 6],
+            ip[at + 7],
+        ])
+    };
+    let src = [word(8), word(16)];
     let mut next = ip[6];
     let mut off = off + IPV6_HLEN;
     for _ in 0..MAX_IPV6_EXT {

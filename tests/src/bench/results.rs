@@ -143,6 +143,19 @@ impl Results {
     }
 }
 
+/// The longest note a table shows; results.json keeps it whole. A failed section's note
+/// can hold a whole verifier log, and a format width past `u16::MAX` panics.
+const MAX_TABLE_NOTE: usize = 2000;
+
+/// `note` on one line of at most [`MAX_TABLE_NOTE`] characters.
+fn table_cell(note: &str) -> String {
+    let one_line = note.replace('\n', " ");
+    match one_line.char_indices().nth(MAX_TABLE_NOTE) {
+        Some((cut, _)) => format!("{}... (cut; whole in results.json)", &one_line[..cut]),
+        None => one_line,
+    }
+}
+
 fn section_table(rows: &[&Row]) -> String {
     let headers = ["case", "metric", "value", "ratio", "baseline", "note"];
     let cells: Vec<[String; 6]> = rows
@@ -156,7 +169,7 @@ fn section_table(rows: &[&Row]) -> String {
                     .unwrap_or_else(|| "n/a".into()),
                 r.ratio.map(|x| format!("{x:.2}x")).unwrap_or_default(),
                 r.baseline.clone().unwrap_or_default(),
-                r.note.clone(),
+                table_cell(&r.note),
             ]
         })
         .collect();
@@ -262,5 +275,18 @@ mod tests {
         assert_eq!(r.rows()[2].ratio, None);
         assert!(r.rows()[2].note.contains("baseline"));
         assert!(r.table().contains("1.50x"));
+    }
+
+    #[test]
+    fn a_huge_multi_line_note_is_cut_in_the_table_and_kept_in_the_row() {
+        let mut r = Results::default();
+        let log = "0: R1=ctx() R10=fp0\n".repeat(10_000);
+        r.push(Row::new("s", "section failed", "", f64::NAN, "").note(log.clone()));
+        let table = r.table();
+        assert!(table.contains("cut; whole in results.json"));
+        assert!(table
+            .lines()
+            .all(|l| l.chars().count() < 3 * MAX_TABLE_NOTE));
+        assert_eq!(r.rows()[0].note, log);
     }
 }
