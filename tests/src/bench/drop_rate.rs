@@ -125,8 +125,9 @@ impl Section for DropRate {
                 }
             }
         }
+        let sender = bed.gen.kind();
         for case in &cases {
-            out_row(out, case);
+            out_row(out, case, sender);
         }
         for metric in [METRIC, METRIC_CPU] {
             if let Some(ipg) = out.value(SECTION, IPGUARD_NATIVE, metric) {
@@ -191,7 +192,7 @@ struct Sample {
 }
 
 /// The case's row: median over its floods, the spread in the note.
-fn out_row(out: &mut Results, case: &Case) {
+fn out_row(out: &mut Results, case: &Case, sender: &str) {
     if let Some(why) = &case.failed {
         out.push(Row::unavailable(SECTION, case.name, METRIC, "pps", why));
         return;
@@ -205,7 +206,7 @@ fn out_row(out: &mut Results, case: &Case) {
     let mut row = Row::new(SECTION, case.name, METRIC, rate, "pps")
         .note(case.note)
         .note(format!(
-            "sent {:.2} Mpps; runs {} Mpps",
+            "sent {:.2} Mpps by {sender}; runs {} Mpps",
             sent / 1e6,
             runs.join("/")
         ));

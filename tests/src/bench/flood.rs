@@ -150,6 +150,8 @@ impl Section for SpoofedFlood {
                 .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
                 .and_then(|v| v["verdict"].as_str().map(str::to_owned))
                 .unwrap_or_else(|| "unknown".into());
+            let live = gen.is_live();
+            let notes = format!("{notes}; flood sent by {}", gen.kind());
             drop(gen);
             daemon.stop()?;
             phase_rows(out, &case, &flood, Some(BASELINE), Some(&normal_verdict));
@@ -160,6 +162,7 @@ impl Section for SpoofedFlood {
                 before: &before,
                 after: &after,
                 notes,
+                live,
             };
             flood_rows(out, &ctx);
         }
@@ -425,7 +428,7 @@ fn pin_receiver(bed: &Testbed) -> String {
 /// A 64-byte frame: Ethernet, IPv4, a TCP SYN with MSS and SACK-permitted options (28
 /// bytes, as a client's SYN), then 2 bytes of Ethernet padding, with checksums right for
 /// [`SRC_BASE`]: live_tx rewrites the source and patches them.
-fn syn_frame(dst_mac: [u8; 6], src_mac: [u8; 6], dst: Ipv4Addr) -> Vec<u8> {
+pub(crate) fn syn_frame(dst_mac: [u8; 6], src_mac: [u8; 6], dst: Ipv4Addr) -> Vec<u8> {
     let src = SRC_BASE;
     let mut tcp = Vec::with_capacity(28);
     tcp.extend_from_slice(&SYN_SPORT.to_be_bytes());
@@ -1115,6 +1118,9 @@ struct FloodContext<'a> {
     before: &'a Snapshot,
     after: &'a Snapshot,
     notes: String,
+    /// The flood went out as live frames, which the veth's counters tell apart from the
+    /// clients' packets (an AF_PACKET flood is counted with them).
+    live: bool,
 }
 
 /// The flood's own figures: offered and processed rates, bans, drops, what reached TCP.
@@ -1256,6 +1262,14 @@ fn flood_rows(out: &mut Results, c: &FloodContext) {
     }
     let metric = "legitimate packets dropped at the veth ring";
     match (c.before.stack_tx(), c.after.stack_tx()) {
+        _ if !c.live => out.push(Row::unavailable(
+            SECTION,
+            case,
+            metric,
+            "%",
+            "the flood went out through an AF_PACKET socket, which the veth counts with the \
+             clients' packets",
+        )),
         (Some((s0, d0)), Some((s1, d1))) if s1 + d1 > s0 + d0 => {
             let (sent, dropped) = (s1.saturating_sub(s0), d1.saturating_sub(d0));
             out.push(

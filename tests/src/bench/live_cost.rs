@@ -89,7 +89,11 @@ impl Section for LiveCost {
                 median(&touch).unwrap_or(f64::NAN),
                 "ns",
             )
-            .note(format!("the floor for any filter; {}", note(&touch))),
+            .note(format!(
+                "the floor for any filter; {}; sent by {}",
+                note(&touch),
+                gen.kind()
+            )),
         );
         out.push_vs(
             Row::new(

@@ -1,6 +1,9 @@
-//! The traffic generator both testbed sections use: `live_tx` (see `objects`) run through
+//! The traffic generator the testbed sections use: `live_tx` (see `objects`) run through
 //! `BPF_PROG_TEST_RUN` with live frames on the sender's veth, a new source address per
-//! frame from `base + (n & mask)`.
+//! frame from `base + (n & mask)`. Where the kernel refuses live frames (EPERM: some
+//! sandboxed kernels do), the same frames, rewritten the same way, go out through an
+//! `AF_PACKET` socket on the sender's veth with `sendmmsg`: slower, and counted by the
+//! veth like the stack's own packets, which the sections say in their notes.
 
 use std::{
     net::Ipv4Addr,
@@ -37,6 +40,11 @@ pub struct LiveTx {
     tx_ns: String,
     /// Pin the sending thread to [`SENDER_CPU`].
     pin: bool,
+    /// Set when the kernel refused live frames at the first try.
+    packet: Option<PacketTx>,
+    tx_ifindex: u32,
+    base: Ipv4Addr,
+    mask: u32,
 }
 
 impl LiveTx {
@@ -61,13 +69,63 @@ impl LiveTx {
         // data 0, data_end = frame length, data_meta 0, ingress_ifindex, rx queue 0, egress 0.
         ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
         ctx[12..16].copy_from_slice(&tx_ifindex.to_ne_bytes());
-        Ok(LiveTx {
+        let mut tx = LiveTx {
             ebpf,
             frame,
             ctx,
             tx_ns: bed.tx.name.clone(),
             pin: online_cpus() > RECEIVER_CPU,
+            packet: None,
+            tx_ifindex,
+            base,
+            mask,
+        };
+        // One live frame tells whether this kernel sends them.
+        match tx.live(1) {
+            Ok(()) => {}
+            Err(e) if refused(&e) => {
+                tx.packet = Some(PacketTx::open(
+                    &tx.tx_ns,
+                    tx.tx_ifindex,
+                    &tx.frame,
+                    tx.base,
+                    tx.mask,
+                )?)
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(tx)
+    }
+
+    /// How the frames are sent, for the sections' notes.
+    pub fn kind(&self) -> &'static str {
+        if self.packet.is_some() {
+            "AF_PACKET sendmmsg (this kernel refuses live frames)"
+        } else {
+            "XDP live frames"
+        }
+    }
+
+    /// Whether frames go out as live frames, which the veth's ethtool counters
+    /// (`tx_queue_0_xdp_xmit`) tell apart from the stack's packets.
+    pub fn is_live(&self) -> bool {
+        self.packet.is_none()
+    }
+
+    /// `n` live frames in one `BPF_PROG_TEST_RUN` (the caller is in the sender's
+    /// namespace, or `n` is a probe of one).
+    fn live(&mut self, n: u32) -> Result<()> {
+        let prog = objects::program(&mut self.ebpf, objects::LIVE_TX)?;
+        let _ns = InNetns::enter(&self.tx_ns)?;
+        prog.test_run(TestRunOptions {
+            data_in: Some(&self.frame),
+            ctx_in: Some(&self.ctx),
+            repeat: n,
+            attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
+            ..TestRunOptions::new()
         })
+        .context("BPF_PROG_TEST_RUN with live frames")?;
+        Ok(())
     }
 
     /// Whether the sender and the receiver get a CPU each.
@@ -75,31 +133,238 @@ impl LiveTx {
         self.pin
     }
 
-    /// Live frames until `length` has passed or `max` frames were sent: how many were
-    /// sent, in how long.
+    /// Frames until `length` has passed or `max` frames were sent: how many were sent, in
+    /// how long.
     pub fn flood(&mut self, length: Duration, max: u64) -> Result<(u64, Duration)> {
-        let prog = objects::program(&mut self.ebpf, objects::LIVE_TX)?;
         let _pin = if self.pin {
             Some(PinnedThread::to(SENDER_CPU)?)
         } else {
             None
         };
-        // The kernel looks the ingress device up in the caller's namespace.
-        let _ns = InNetns::enter(&self.tx_ns)?;
         let start = Instant::now();
         let mut sent = 0u64;
+        if let Some(p) = &mut self.packet {
+            while sent < max && start.elapsed() < length {
+                let n = (max - sent).min(u64::from(BATCH)) as usize;
+                sent += p.send(n)? as u64;
+            }
+            return Ok((sent, start.elapsed()));
+        }
         while sent < max && start.elapsed() < length {
             let n = (max - sent).min(u64::from(CHUNK)) as u32;
-            prog.test_run(TestRunOptions {
-                data_in: Some(&self.frame),
-                ctx_in: Some(&self.ctx),
-                repeat: n,
-                attrs: TestRunAttrs::new().xdp_live_frames(BATCH),
-                ..TestRunOptions::new()
-            })
-            .context("BPF_PROG_TEST_RUN with live frames")?;
+            self.live(n)?;
             sent += u64::from(n);
         }
         Ok((sent, start.elapsed()))
+    }
+}
+
+/// Whether `e` is the kernel refusing live frames (EPERM).
+pub fn refused(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.raw_os_error() == Some(libc::EPERM))
+    })
+}
+
+/// The fallback sender: an `AF_PACKET` socket bound to the sender's veth, `BATCH` copies
+/// of the frame rewritten per send as `live_tx` rewrites them.
+struct PacketTx {
+    fd: std::os::fd::OwnedFd,
+    frames: Vec<Vec<u8>>,
+    base: u32,
+    mask: u32,
+    n: u64,
+}
+
+impl PacketTx {
+    fn open(ns: &str, ifindex: u32, frame: &[u8], base: Ipv4Addr, mask: u32) -> Result<Self> {
+        use std::os::fd::FromRawFd as _;
+        // Created in the sender's namespace; bound to its veth, it stays there.
+        let _ns = InNetns::enter(ns)?;
+        // Protocol 0: the socket sends and receives nothing.
+        // SAFETY: plain syscalls on a socket this function owns; the addresses and lengths
+        // passed are those of live locals of the right types.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error()).context("an AF_PACKET socket");
+        }
+        // SAFETY: `fd` was just opened and is owned by nothing else.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        // SAFETY: zero is a valid sockaddr_ll.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = ifindex as i32;
+        // SAFETY: see above.
+        let rc = unsafe {
+            libc::bind(
+                raw,
+                (&sll as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error()).context("binding to the sender's veth");
+        }
+        // Straight to the driver, as live frames go: no qdisc in between.
+        let one: libc::c_int = 1;
+        // SAFETY: see above.
+        unsafe {
+            libc::setsockopt(
+                raw,
+                libc::SOL_PACKET,
+                libc::PACKET_QDISC_BYPASS,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        };
+        Ok(PacketTx {
+            fd,
+            frames: vec![frame.to_vec(); BATCH as usize],
+            base: u32::from(base),
+            mask,
+            n: 0,
+        })
+    }
+
+    /// Sends `n` (at most `BATCH`) frames with the next sources: how many the kernel took.
+    fn send(&mut self, n: usize) -> Result<usize> {
+        let n = n.min(self.frames.len());
+        for f in &mut self.frames[..n] {
+            rewrite(f, self.base.wrapping_add(self.n as u32 & self.mask));
+            self.n += 1;
+        }
+        let mut iov: Vec<libc::iovec> = self.frames[..n]
+            .iter_mut()
+            .map(|f| libc::iovec {
+                iov_base: f.as_mut_ptr().cast(),
+                iov_len: f.len(),
+            })
+            .collect();
+        // SAFETY: zero is a valid mmsghdr.
+        let mut msgs: Vec<libc::mmsghdr> = (0..n).map(|_| unsafe { std::mem::zeroed() }).collect();
+        for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
+            m.msg_hdr.msg_iov = v;
+            m.msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: `msgs` points at `n` headers whose buffers live until the call returns.
+        let sent = unsafe {
+            libc::sendmmsg(
+                std::os::fd::AsRawFd::as_raw_fd(&self.fd),
+                msgs.as_mut_ptr(),
+                n as u32,
+                0,
+            )
+        };
+        if sent < 0 {
+            let e = std::io::Error::last_os_error();
+            // A full device queue: nothing sent this time.
+            if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::EAGAIN)) {
+                return Ok(0);
+            }
+            return Err(e).context("sendmmsg on the sender's veth");
+        }
+        Ok(sent as usize)
+    }
+}
+
+/// The source of an Ethernet/IPv4 frame set to `src`, its IPv4 header checksum recomputed
+/// and its TCP or UDP checksum updated (RFC 1624), as `live_tx` does in the kernel.
+fn rewrite(frame: &mut [u8], src: u32) {
+    const IP: usize = 14;
+    if frame.len() < IP + 20 {
+        return;
+    }
+    let old = u32::from_be_bytes([
+        frame[IP + 12],
+        frame[IP + 13],
+        frame[IP + 14],
+        frame[IP + 15],
+    ]);
+    frame[IP + 12..IP + 16].copy_from_slice(&src.to_be_bytes());
+    let at = match frame[IP + 9] {
+        6 => Some(IP + 20 + 16),
+        17 => Some(IP + 20 + 6),
+        _ => None,
+    };
+    if let Some(at) = at.filter(|&a| a + 2 <= frame.len()) {
+        let hc = u16::from_be_bytes([frame[at], frame[at + 1]]);
+        if !(frame[IP + 9] == 17 && hc == 0) {
+            let mut sum = u32::from(!hc)
+                + u32::from(!((old >> 16) as u16))
+                + u32::from(!(old as u16))
+                + (src >> 16)
+                + (src & 0xffff);
+            sum = (sum & 0xffff) + (sum >> 16);
+            sum = (sum & 0xffff) + (sum >> 16);
+            let mut csum = !(sum as u16);
+            if frame[IP + 9] == 17 && csum == 0 {
+                csum = 0xffff;
+            }
+            frame[at..at + 2].copy_from_slice(&csum.to_be_bytes());
+        }
+    }
+    frame[IP + 10] = 0;
+    frame[IP + 11] = 0;
+    let mut sum = 0u32;
+    for i in 0..10 {
+        sum += u32::from(u16::from_be_bytes([
+            frame[IP + 2 * i],
+            frame[IP + 2 * i + 1],
+        ]));
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    frame[IP + 10..IP + 12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one's-complement sum of `data` folded to 16 bits (0xffff for a valid checksum).
+    fn fold(data: &[u8]) -> u16 {
+        let mut sum: u32 = data
+            .chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        sum as u16
+    }
+
+    /// The TCP or UDP checksum verified over the pseudo-header.
+    fn l4_ok(f: &[u8]) -> bool {
+        let ip = &f[14..34];
+        let l4 = &f[34..14 + u16::from_be_bytes([ip[2], ip[3]]) as usize];
+        let mut pseudo = Vec::new();
+        pseudo.extend_from_slice(&ip[12..20]);
+        pseudo.extend_from_slice(&[0, ip[9]]);
+        pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+        pseudo.extend_from_slice(l4);
+        fold(&pseudo) == 0xffff
+    }
+
+    #[test]
+    fn a_rewritten_frame_keeps_valid_checksums() {
+        use std::net::Ipv4Addr;
+        let udp = crate::bench::per_packet::v4(&[], Ipv4Addr::new(198, 18, 0, 1));
+        let syn = crate::bench::flood::syn_frame(
+            [2, 0, 0, 0, 0, 1],
+            [2, 0, 0, 0, 0, 2],
+            Ipv4Addr::new(10, 0, 0, 1),
+        );
+        for mut f in [udp, syn] {
+            for src in [0x0a00_0001u32, 0xc612_3456, 0xffff_fffe] {
+                rewrite(&mut f, src);
+                assert_eq!(&f[26..30], &src.to_be_bytes());
+                assert_eq!(fold(&f[14..34]), 0xffff, "IPv4 header checksum");
+                // A UDP checksum of 0 means none, and stays none.
+                let none = f[23] == 17 && f[40..42] == [0, 0];
+                assert!(none || l4_ok(&f), "transport checksum after {src:#x}");
+            }
+        }
     }
 }
