@@ -414,15 +414,17 @@ async fn publish(
 /// millisecond drawn from its key. Redis orders members of equal score by comparing their
 /// names, and the decisions of one batch share one expiry: the fraction spares Redis those
 /// string compares, a fifth of its time while a batch of 100k was published. Cleanup
-/// compares whole milliseconds, so a decision leaves the set at most 1 ms later.
+/// compares whole milliseconds, so a decision leaves the set at the first cleanup after
+/// its millisecond has passed; every node lifts it at its expiry regardless.
 fn expiry_score(until: Option<Ts>, key: &str) -> String {
     use std::hash::{BuildHasher, BuildHasherDefault};
     match until {
         None => "+inf".to_owned(),
         Some(u) => {
             let h = BuildHasherDefault::<rustc_hash::FxHasher>::default().hash_one(key);
-            // Four digits: a double near 2^41 ms still tells 1/4096 ms apart.
-            format!("{}.{:04}", u.0, h % 10_000)
+            // Three digits: a double near 2^41 ms tells 1/4096 ms apart, so .999 never
+            // rounds up into the next millisecond (.9999 could).
+            format!("{}.{:03}", u.0, h % 1000)
         }
     }
 }

@@ -127,7 +127,7 @@ impl Section for DropRate {
         }
         let sender = bed.gen.kind();
         for case in &cases {
-            out_row(out, case, sender);
+            out_row(out, case, &sender);
         }
         for metric in [METRIC, METRIC_CPU] {
             if let Some(ipg) = out.value(SECTION, IPGUARD_NATIVE, metric) {
