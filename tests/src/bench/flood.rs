@@ -1101,6 +1101,57 @@ fn ms(v: Option<f64>) -> String {
     v.map_or_else(|| "n/a".into(), |v| format!("{v:.1} ms"))
 }
 
+/// What XDP processed in the flood's first second and after it, from the API polls: how
+/// much of the flood a defence still lets through to the stack while it takes hold (a
+/// passed SYN costs the receiver a SYN cookie, a dropped one almost nothing). `None`
+/// without a poll on each side of the first second.
+fn first_second_rates(samples: &[Sample]) -> Option<(f64, f64)> {
+    let f = samples.first()?;
+    let m = samples.iter().find(|s| s.t - f.t >= 1.0)?;
+    let l = samples.last()?;
+    if l.t - m.t < 0.5 {
+        return None;
+    }
+    Some((
+        (m.processed - f.processed) as f64 / (m.t - f.t),
+        (l.processed - m.processed) as f64 / (l.t - m.t),
+    ))
+}
+
+/// The rows of [`first_second_rates`]: the first second against the rest of the flood,
+/// for every variant (with bans, the first second is before most of them land; with the
+/// SYN budget, there is nothing to wait for).
+fn first_second_rows(out: &mut Results, case: &str, samples: &[Sample]) {
+    const REST: &str = "processed by XDP after the first second";
+    match first_second_rates(samples) {
+        Some((first, rest)) => {
+            out.push(
+                Row::new(SECTION, case, REST, rest, "pps")
+                    .note("API polls from 1 s into the flood to its end"),
+            );
+            out.push_vs_metric(
+                Row::new(
+                    SECTION,
+                    case,
+                    "processed by XDP in the first second",
+                    first,
+                    "pps",
+                )
+                .note("API polls over the flood's first second"),
+                case,
+                REST,
+            );
+        }
+        None => out.push(Row::unavailable(
+            SECTION,
+            case,
+            "processed by XDP in the first second",
+            "pps",
+            "fewer than two API polls on a side of the first second",
+        )),
+    }
+}
+
 /// The first API poll that saw every flood source on the graylist.
 fn all_banned(p: &Phase) -> Option<Sample> {
     let samples = &p.api.samples;
@@ -1214,6 +1265,7 @@ fn flood_rows(out: &mut Results, c: &FloodContext) {
             );
         }
     }
+    first_second_rows(out, case, samples);
     // The receiver once nothing of the flood passes any more.
     let metric = "processed by XDP once all were banned";
     match (all, samples.last()) {
@@ -1373,6 +1425,28 @@ mod tests {
         assert_eq!(m["Tcp.InSegs"], 5);
         assert_eq!(m["Tcp.OutSegs"], 7);
         assert_eq!(m["Udp.InDatagrams"], 3);
+    }
+
+    #[test]
+    fn first_second_against_the_rest() {
+        let at = |t: f64, processed: u64| Sample {
+            t,
+            graylist: 0,
+            processed,
+        };
+        // 100k/s in the first second, 400k/s after.
+        let samples = [
+            at(0.0, 0),
+            at(0.5, 50_000),
+            at(1.0, 100_000),
+            at(2.0, 500_000),
+            at(3.0, 900_000),
+        ];
+        let (first, rest) = first_second_rates(&samples).unwrap();
+        assert!((first - 100_000.0).abs() < 1e-6, "{first}");
+        assert!((rest - 400_000.0).abs() < 1e-6, "{rest}");
+        // Nothing after the first second: no figure.
+        assert!(first_second_rates(&samples[..3]).is_none());
     }
 
     #[test]
