@@ -5,8 +5,9 @@
 //! IPv4: one load of the address's /24 slot ([`Tables::slot`]); only if the slot has
 //! [`SLOT_HOSTS`] a lookup of the address itself ([`Tables::host`]).
 //!
-//! IPv6: the anchor of the address's /32 ([`Tables::anchor`]), then one lookup per prefix
-//! length present under it, longest first ([`Tables::long`]); the short-prefix trie
+//! IPv6: if the address's /24 region is marked ([`Tables::region_word`]), the anchor of its
+//! /32 ([`Tables::anchor`]), then one lookup per prefix length present under it, longest
+//! first ([`Tables::long`]); the short-prefix trie
 //! ([`Tables::lpm`]) only for an overflowing anchor or when the table flags say it holds
 //! prefixes shorter than /32.
 //!
@@ -16,6 +17,7 @@
 use crate::{
     ListCode, ScopeHint, ScopeKey, Tbl24Slot, V6Anchor, V6LongKey, ANCHOR_OVERFLOW, ANCHOR_OWN,
     CODE_LIST, LIST_NONE, SCOPE_SHIFT, SLOT_CODE, SLOT_HOSTS, TABLE_FLAG_V6_SHORT, V6_ANCHOR_LENS,
+    V6_REGION_BITS,
 };
 
 /// Read access to the list tables, one call per map lookup.
@@ -24,6 +26,9 @@ pub trait Tables {
     fn slot(&self, s24: u32) -> Tbl24Slot;
     /// The code of one IPv4 address (network byte order) in the host map.
     fn host(&self, addr: &[u8; 4]) -> Option<ListCode>;
+    /// Word `w` of the IPv6 region bitmap (see [`crate::MAP_V6_REGIONS`]); all ones if out
+    /// of range (the anchor is then looked up).
+    fn region_word(&self, w: u32) -> u64;
     /// The anchor of one IPv6 /32, by its first four bytes.
     fn anchor(&self, top: &[u8; 4]) -> Option<V6Anchor>;
     /// The code of one IPv6 prefix of /33 or longer.
@@ -68,7 +73,13 @@ pub fn lookup_v6<T: Tables + ?Sized>(t: &T, src: &[u8; 16]) -> ListCode {
 /// and `lo`: the XDP program reads them as two words and never assembles a byte array.
 #[inline(always)]
 pub fn lookup_v6_words<T: Tables + ?Sized>(t: &T, hi: u64, lo: u64) -> ListCode {
-    if let Some(anchor) = t.anchor(&((hi >> 32) as u32).to_be_bytes()) {
+    let region = (hi >> (64 - V6_REGION_BITS)) as u32;
+    let anchor = if t.region_word(region / 64) >> (region % 64) & 1 != 0 {
+        t.anchor(&((hi >> 32) as u32).to_be_bytes())
+    } else {
+        None
+    };
+    if let Some(anchor) = anchor {
         if anchor.flags & ANCHOR_OVERFLOW != 0 {
             return t.lpm(&v6_bytes(hi, lo));
         }
@@ -152,6 +163,8 @@ mod tests {
         lpm: Vec<(u128, u32, ListCode)>,
         scopes: BTreeMap<ScopeKey, ListCode>,
         hints: BTreeMap<u32, ScopeHint>,
+        /// IPv6 regions left unmarked although anchors lie in them.
+        unmarked: std::collections::BTreeSet<u32>,
     }
 
     impl Tables for Model {
@@ -160,6 +173,18 @@ mod tests {
         }
         fn host(&self, addr: &[u8; 4]) -> Option<ListCode> {
             self.hosts.get(addr).copied()
+        }
+        fn region_word(&self, w: u32) -> u64 {
+            // Marked exactly where anchors are, as the daemon's layout keeps it (unless a
+            // test unmarks a region).
+            let mut word = 0;
+            for top in self.anchors.keys() {
+                let region = u32::from_be_bytes(*top) >> 8;
+                if region / 64 == w && !self.unmarked.contains(&region) {
+                    word |= 1 << (region % 64);
+                }
+            }
+            word
         }
         fn anchor(&self, top: &[u8; 4]) -> Option<V6Anchor> {
             self.anchors.get(top).copied()
@@ -302,6 +327,29 @@ mod tests {
         assert_eq!(lookup_v6(&m, &v6("2001:db8:9::1")), LIST_GRAYLIST);
         // Another /32: nothing (no short prefixes).
         assert_eq!(lookup_v6(&m, &v6("2001:db9::1")), LIST_NONE);
+    }
+
+    #[test]
+    fn v6_anchors_are_read_only_in_marked_regions() {
+        let mut m = Model::default();
+        let a = v6("2001:db8::1");
+        let anchor = V6Anchor {
+            flags: ANCHOR_OWN,
+            own: LIST_BLACKLIST as u8,
+            ..Default::default()
+        };
+        m.anchors.insert([0x20, 0x01, 0x0d, 0xb8], anchor);
+        assert_eq!(lookup_v6(&m, &a), LIST_BLACKLIST);
+        // The region 2001:d00::/24 unmarked: the anchor is not looked at (which is why the
+        // layout marks a region before it writes the region's first anchor, and clears it
+        // only after the last one is gone).
+        m.unmarked.insert(0x20010d);
+        assert_eq!(lookup_v6(&m, &a), LIST_NONE);
+        // The short-prefix trie still answers outside marked regions.
+        m.flags = TABLE_FLAG_V6_SHORT;
+        m.lpm
+            .push((u128::from_be_bytes(v6("2001::")), 16, LIST_GRAYLIST));
+        assert_eq!(lookup_v6(&m, &a), LIST_GRAYLIST);
     }
 
     #[test]

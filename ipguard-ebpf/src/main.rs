@@ -3,8 +3,9 @@
 //! The daemon compiles list and rule precedence into one verdict per prefix (longest
 //! prefix wins) and lays them out so that a lookup costs the same whatever the list size:
 //! IPv4 is one array load by /24, plus one hash lookup only in the /24s that hold longer
-//! prefixes; IPv6 is one hash lookup by /32, plus one per prefix length present under that
-//! /32 (see `ipguard_common::V6Anchor`). Only passed, unlisted traffic (and, in monitor
+//! prefixes; IPv6 is one array load by /24 (a bit per /24 that holds prefixes of /32 or longer), then
+//! only there one hash lookup by /32, plus one per prefix length present under that /32
+//! (see `ipguard_common::V6Anchor`). Only passed, unlisted traffic (and, in monitor
 //! mode, what would have been dropped) is counted per source and against the rate rules:
 //! dropped packets must not feed a banned source's rate windows, and whitelisted sources
 //! are never rate-limited. Rate windows are counted here, per CPU; when a source's count
@@ -36,7 +37,7 @@ use ipguard_common::{
     FLOOD_SLOT_NS, LIST_BLACKLIST, LIST_GRAYLIST, LIST_MONITOR_BLACKLIST, LIST_MONITOR_GRAYLIST,
     LIST_MONITOR_RULE, LIST_NONE, LIST_RULE_DENY, LIST_WHITELIST, MAX_FLOOD_CPUS, MAX_RATE_RULES,
     MAX_RULE_PORTS, MAX_SCOPE_GROUP, RATE_BYTES, RATE_FLAG_TRACK_DROPS, RATE_PACKETS, RATE_SYN,
-    SCOPES_CAPACITY, SCOPE_SHIFT, STAT_COUNT, V4_TBL24_ELEMS, V6_BITS,
+    SCOPES_CAPACITY, SCOPE_SHIFT, STAT_COUNT, V4_TBL24_ELEMS, V6_BITS, V6_REGION_WORDS,
 };
 use parse::{Frame, L4};
 
@@ -48,6 +49,9 @@ static IPG_V4_TBL24: Array<Tbl24Elem> = Array::with_max_entries(V4_TBL24_ELEMS, 
 #[map]
 static IPG_V4_HOSTS: HashMap<[u8; 4], ListCode> =
     HashMap::with_max_entries(DEFAULT_LPM_CAPACITY, BPF_F_NO_PREALLOC);
+
+#[map]
+static IPG_V6_REGIONS: Array<u64> = Array::with_max_entries(V6_REGION_WORDS, BPF_F_MMAPABLE);
 
 #[map]
 static IPG_V6_ANCHORS: HashMap<[u8; 4], V6Anchor> =
@@ -128,6 +132,11 @@ impl lookup::Tables for Maps {
     fn host(&self, addr: &[u8; 4]) -> Option<ListCode> {
         // SAFETY: the value is copied out at once; the daemon replaces entries whole.
         unsafe { IPG_V4_HOSTS.get(addr) }.copied()
+    }
+
+    #[inline(always)]
+    fn region_word(&self, w: u32) -> u64 {
+        IPG_V6_REGIONS.get(w).copied().unwrap_or(u64::MAX)
     }
 
     #[inline(always)]

@@ -232,6 +232,9 @@ fn kill_9_keeps_filtering_and_a_restart_restores_state_and_expiries() {
         ],
     );
     cli_ok(&bed, &["add", "blacklist", "198.51.100.7"]);
+    cli_ok(&bed, &["add", "blacklist", "2001:db8:bad::/48"]);
+    assert!(!ping(&bed, "2001:db8:bad::5", "2001:db8:1::1"));
+    assert!(ping(&bed, "2001:db8:1::2", "2001:db8:1::1"), "testbed broken");
     let before = status_json(&bed, "203.0.113.5");
     let expires = before["expires"].as_str().expect("an expiry").to_owned();
     assert!(!ping(&bed, "203.0.113.5", "192.0.2.1"));
@@ -245,7 +248,12 @@ fn kill_9_keeps_filtering_and_a_restart_restores_state_and_expiries() {
     );
     assert!(!ping(&bed, "198.51.100.7", "192.0.2.1"));
     assert!(ping(&bed, "192.0.2.2", "192.0.2.1"));
+    assert!(!ping(&bed, "2001:db8:bad::5", "2001:db8:1::1"));
 
+    // The pins as a version without the IPv6 region bitmap leaves them: the new map starts
+    // empty, and the restart fills it before its program replaces the attached one.
+    let regions = format!("{}/IPG_V6_REGIONS", pin_dir(&bed));
+    std::fs::remove_file(&regions).unwrap_or_else(|e| panic!("{regions}: {e}"));
     let daemon = Daemon::spawn(&bed, dir.path(), &dir.path().join("ipguard.toml"));
     daemon
         .wait_log(&["adopted the pinned maps"], Duration::from_secs(5))
@@ -259,6 +267,8 @@ fn kill_9_keeps_filtering_and_a_restart_restores_state_and_expiries() {
     assert_eq!(after["reason"], "probe");
     assert_eq!(status_json(&bed, "198.51.100.7")["list"], "blacklist");
     assert!(!ping(&bed, "203.0.113.5", "192.0.2.1"));
+    assert!(!ping(&bed, "2001:db8:bad::5", "2001:db8:1::1"));
+    assert!(ping(&bed, "2001:db8:1::2", "2001:db8:1::1"));
 
     let (status, log) = daemon.terminate();
     assert!(status.success(), "{log}");

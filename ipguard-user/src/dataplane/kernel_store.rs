@@ -3,7 +3,7 @@
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
     os::fd::{AsFd as _, AsRawFd as _},
-    sync::atomic::{AtomicU16, Ordering},
+    sync::atomic::{AtomicU16, AtomicU64, Ordering},
 };
 
 use aya::maps::{
@@ -12,7 +12,8 @@ use aya::maps::{
 use ipguard_common::{
     user::{v6_key, v6_net},
     ListCode, ScopeHint, ScopeKey, Tbl24Slot, V6Anchor, V6LongKey, MAP_SCOPES, MAP_SCOPE_HINTS,
-    MAP_TABLE_CFG, MAP_V4_HOSTS, MAP_V6_ANCHORS, MAP_V6_LONG, MAP_V6_LPM, V4_TBL24_SLOTS,
+    MAP_TABLE_CFG, MAP_V4_HOSTS, MAP_V4_TBL24, MAP_V6_ANCHORS, MAP_V6_LONG, MAP_V6_LPM,
+    MAP_V6_REGIONS, V4_TBL24_SLOTS, V6_REGION_WORDS,
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
@@ -22,6 +23,8 @@ use super::map_store::{Capacity, HashMap, MapStore, TableError};
 pub struct KernelStore {
     /// [`MAP_V4_TBL24`] mapped into memory: slot `s` is the `u16` at byte `2 s`.
     tbl24: memmap2::MmapMut,
+    /// [`MAP_V6_REGIONS`] mapped into memory: word `w` is the `u64` at byte `8 w`.
+    regions: memmap2::MmapMut,
     hosts: BpfHashMap<MapData, [u8; 4], ListCode>,
     anchors: BpfHashMap<MapData, [u8; 4], V6Anchor>,
     longs: BpfHashMap<MapData, V6LongKey, ListCode>,
@@ -37,6 +40,7 @@ pub struct KernelStore {
 /// The table maps [`KernelStore::new`] takes, by name.
 pub struct TableMaps {
     pub tbl24: MapData,
+    pub regions: MapData,
     pub hosts: BpfHashMap<MapData, [u8; 4], ListCode>,
     pub anchors: BpfHashMap<MapData, [u8; 4], V6Anchor>,
     pub longs: BpfHashMap<MapData, V6LongKey, ListCode>,
@@ -48,13 +52,12 @@ pub struct TableMaps {
 
 impl KernelStore {
     pub fn new(maps: TableMaps) -> Result<Self, TableError> {
-        let bytes = V4_TBL24_SLOTS as usize * std::mem::size_of::<Tbl24Slot>();
-        let fd = maps.tbl24.fd().as_fd().as_raw_fd();
-        // SAFETY: the map is an array of exactly `bytes` bytes created BPF_F_MMAPABLE; the
-        // mapping keeps the map alive, and it is only accessed through atomics (the XDP
-        // program reads it concurrently).
-        let tbl24 = unsafe { memmap2::MmapOptions::new().len(bytes).map_mut(fd) }
-            .map_err(TableError::Mmap)?;
+        let tbl24 = map_memory(
+            &maps.tbl24,
+            MAP_V4_TBL24,
+            V4_TBL24_SLOTS as usize * std::mem::size_of::<Tbl24Slot>(),
+        )?;
+        let regions = map_memory(&maps.regions, MAP_V6_REGIONS, V6_REGION_WORDS as usize * 8)?;
         let flags = maps.cfg.get(&0, 0).map_err(|source| TableError::Read {
             map: MAP_TABLE_CFG,
             source: Box::new(source),
@@ -75,6 +78,7 @@ impl KernelStore {
         Ok(Self {
             capacity,
             tbl24,
+            regions,
             hosts: maps.hosts,
             anchors: maps.anchors,
             longs: maps.longs,
@@ -92,6 +96,27 @@ impl KernelStore {
         // AtomicU16 has the layout of u16.
         unsafe { &*(self.tbl24.as_ptr() as *const AtomicU16).add(s24 as usize) }
     }
+
+    fn region_ref(&self, w: u32) -> &AtomicU64 {
+        assert!(w < V6_REGION_WORDS);
+        // SAFETY: in bounds (asserted), 8-byte aligned (the mapping is page aligned), and
+        // AtomicU64 has the layout of u64.
+        unsafe { &*(self.regions.as_ptr() as *const AtomicU64).add(w as usize) }
+    }
+}
+
+/// Maps an array created `BPF_F_MMAPABLE` of exactly `bytes` bytes into memory.
+fn map_memory(
+    map: &MapData,
+    name: &'static str,
+    bytes: usize,
+) -> Result<memmap2::MmapMut, TableError> {
+    let fd = map.fd().as_fd().as_raw_fd();
+    // SAFETY: the map is an array of exactly `bytes` bytes created BPF_F_MMAPABLE; the
+    // mapping keeps the map alive, and it is only accessed through atomics (the XDP program
+    // reads it concurrently).
+    unsafe { memmap2::MmapOptions::new().len(bytes).map_mut(fd) }
+        .map_err(|source| TableError::Mmap { map: name, source })
 }
 
 /// `BPF_MAP_UPDATE_BATCH` (not in aya 0.14): writes `keys[i]` → `values[i]` in chunks, one
@@ -298,6 +323,14 @@ impl MapStore for KernelStore {
         let values: Vec<ListCode> = items.iter().map(|(_, c)| *c).collect();
         update_batch(self.longs.map(), &keys, &values)
             .map_err(|(i, e)| put_err(MAP_V6_LONG, long_net(&items[i].0))(e))
+    }
+
+    fn region_word(&self, w: u32) -> u64 {
+        self.region_ref(w).load(Ordering::Acquire)
+    }
+
+    fn set_region_word(&mut self, w: u32, bits: u64) {
+        self.region_ref(w).store(bits, Ordering::Release);
     }
 
     fn anchor_put(&mut self, top: u32, anchor: &V6Anchor) -> Result<(), TableError> {

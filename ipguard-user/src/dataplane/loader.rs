@@ -23,7 +23,7 @@ use aya::{
 use ipguard_common::{
     MAP_EVENTS, MAP_FLOOD_CFG, MAP_FLOOD_STATE, MAP_RATE_CONFIG, MAP_SCOPES, MAP_SCOPE_HINTS,
     MAP_SOURCES, MAP_STATS, MAP_TABLE_CFG, MAP_V4_HOSTS, MAP_V4_TBL24, MAP_V6_ANCHORS, MAP_V6_LONG,
-    MAP_V6_LPM, PROGRAM_NAME, STAT_COUNT,
+    MAP_V6_LPM, MAP_V6_REGIONS, PROGRAM_NAME, STAT_COUNT,
 };
 
 use super::{
@@ -67,8 +67,9 @@ pub struct Program {
 }
 
 /// Maps pinned by [`Dataplane::load_pinned`] (all of them: lists, counters, rates, events).
-const PINNED_MAPS: [&str; 14] = [
+const PINNED_MAPS: [&str; 15] = [
     MAP_V4_TBL24,
+    MAP_V6_REGIONS,
     MAP_SCOPES,
     MAP_SCOPE_HINTS,
     MAP_V4_HOSTS,
@@ -160,17 +161,18 @@ impl Dataplane {
             }
             e => DataplaneError::Program(e),
         })?;
-        let tbl24 = match take_map(&mut ebpf, MAP_V4_TBL24, Ok)? {
-            Map::Array(data) => data,
-            _ => {
-                return Err(DataplaneError::Missing {
-                    kind: "array map",
-                    name: MAP_V4_TBL24,
-                })
-            }
+        let mut array = |name| match take_map(&mut ebpf, name, Ok)? {
+            Map::Array(data) => Ok(data),
+            _ => Err(DataplaneError::Missing {
+                kind: "array map",
+                name,
+            }),
         };
+        let tbl24 = array(MAP_V4_TBL24)?;
+        let regions = array(MAP_V6_REGIONS)?;
         let store = KernelStore::new(TableMaps {
             tbl24,
+            regions,
             hosts: take_map(&mut ebpf, MAP_V4_HOSTS, BpfHashMap::try_from)?,
             anchors: take_map(&mut ebpf, MAP_V6_ANCHORS, BpfHashMap::try_from)?,
             longs: take_map(&mut ebpf, MAP_V6_LONG, BpfHashMap::try_from)?,

@@ -4,7 +4,7 @@
 //! layout is tested without a kernel.
 
 use aya::maps::MapError;
-use ipguard_common::{ListCode, ScopeHint, ScopeKey, Tbl24Slot, V6Anchor, V6LongKey, MAP_V4_TBL24};
+use ipguard_common::{ListCode, ScopeHint, ScopeKey, Tbl24Slot, V6Anchor, V6LongKey};
 use ipnet::{IpNet, Ipv6Net};
 
 /// Hash maps of map keys: integers and addresses, hashed fast (no untrusted input here).
@@ -50,9 +50,14 @@ pub enum TableError {
         #[source]
         source: Box<MapError>,
     },
-    /// The IPv4 /24 table could not be mapped into memory.
-    #[error("cannot map {MAP_V4_TBL24} into memory: {0}")]
-    Mmap(#[source] std::io::Error),
+    /// An array written as memory (the IPv4 /24 table, the IPv6 region bitmap) could not
+    /// be mapped.
+    #[error("cannot map {map} into memory: {source}")]
+    Mmap {
+        map: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Entries used in the maps whose capacity the config sets (`maps.lpm_v4_capacity`: IPv4
@@ -125,6 +130,9 @@ pub trait MapStore {
     fn host_put_many(&mut self, items: &[(u32, ListCode)]) -> Result<(), TableError> {
         items.iter().try_for_each(|&(a, c)| self.host_put(a, c))
     }
+    /// Word `w` of the IPv6 region bitmap (`MAP_V6_REGIONS`).
+    fn region_word(&self, w: u32) -> u64;
+    fn set_region_word(&mut self, w: u32, bits: u64);
     fn anchor_put(&mut self, top: u32, anchor: &V6Anchor) -> Result<(), TableError>;
     fn anchor_del(&mut self, top: u32) -> Result<(), TableError>;
     fn anchors(&self) -> Result<HashMap<u32, V6Anchor>, TableError>;

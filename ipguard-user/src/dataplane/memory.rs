@@ -27,6 +27,8 @@ pub struct MemoryStore {
     pub(in crate::dataplane) slots: Vec<Tbl24Slot>,
     pub hosts: HashMap<u32, ListCode>,
     pub anchors: HashMap<u32, V6Anchor>,
+    /// The IPv6 region bitmap's words that are not zero.
+    pub regions: HashMap<u32, u64>,
     pub longs: HashMap<V6LongKey, ListCode>,
     pub lpm: HashMap<Ipv6Net, ListCode>,
     pub scopes: HashMap<ScopeKey, ListCode>,
@@ -45,6 +47,7 @@ impl Default for MemoryStore {
             slots: vec![0; V4_TBL24_SLOTS as usize],
             hosts: HashMap::default(),
             anchors: HashMap::default(),
+            regions: HashMap::default(),
             longs: HashMap::default(),
             lpm: HashMap::default(),
             scopes: HashMap::default(),
@@ -103,6 +106,9 @@ impl lookup::Tables for MemoryStore {
     }
     fn host(&self, addr: &[u8; 4]) -> Option<ListCode> {
         self.hosts.get(&u32::from_be_bytes(*addr)).copied()
+    }
+    fn region_word(&self, w: u32) -> u64 {
+        self.regions.get(&w).copied().unwrap_or(0)
     }
     fn anchor(&self, top: &[u8; 4]) -> Option<V6Anchor> {
         self.anchors.get(&u32::from_be_bytes(*top)).copied()
@@ -185,12 +191,38 @@ impl MapStore for MemoryStore {
     fn hosts(&self) -> Result<HashMap<u32, ListCode>, TableError> {
         Ok(self.hosts.clone())
     }
+    fn region_word(&self, w: u32) -> u64 {
+        self.regions.get(&w).copied().unwrap_or(0)
+    }
+    fn set_region_word(&mut self, w: u32, bits: u64) {
+        // The layout's ordering, checked at every write in debug builds: a region is
+        // unmarked only once no anchor is left in it.
+        #[cfg(debug_assertions)]
+        for top in self.anchors.keys() {
+            let region = top >> 8;
+            assert!(
+                region / 64 != w || bits >> (region % 64) & 1 != 0,
+                "region {region:#08x} unmarked while the anchor {top:#010x} is in it"
+            );
+        }
+        self.writes += 1;
+        if bits == 0 {
+            self.regions.remove(&w);
+        } else {
+            self.regions.insert(w, bits);
+        }
+    }
     fn anchor_put(&mut self, top: u32, anchor: &V6Anchor) -> Result<(), TableError> {
         if !self.anchors.contains_key(&top) {
             let net = Ipv6Net::new(Ipv6Addr::from(u128::from(top) << 96), 32)
                 .map_or_else(|_| IpNet::from(IpAddr::from([0u8; 16])), IpNet::V6);
             self.room(MAP_V6_ANCHORS, self.anchors.len(), net)?;
         }
+        // And an anchor is written only in a marked region (the program would not read it).
+        debug_assert!(
+            lookup::Tables::region_word(self, (top >> 8) / 64) >> ((top >> 8) % 64) & 1 != 0,
+            "anchor {top:#010x} written in an unmarked region"
+        );
         self.writes += 1;
         self.anchors.insert(top, *anchor);
         Ok(())

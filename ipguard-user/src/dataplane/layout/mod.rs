@@ -5,8 +5,9 @@
 //! same whatever the list size (see `ipguard_common`): IPv4 as a verdict per /24
 //! ([`MAP_V4_TBL24`], written as memory) plus the addresses of the /24s that hold longer
 //! prefixes ([`MAP_V4_HOSTS`]); IPv6 as an anchor per /32 listing the longer prefix
-//! lengths under it ([`MAP_V6_ANCHORS`], [`MAP_V6_LONG`]) plus a trie of the rare prefixes
-//! shorter than /32. Every change writes only the slots and keys whose value changes, in an
+//! lengths under it ([`MAP_V6_ANCHORS`], [`MAP_V6_LONG`]), a bit per /24 region that holds
+//! anchors (`MAP_V6_REGIONS`: the program reads no anchor elsewhere), plus a trie of the
+//! rare prefixes shorter than /32. Every change writes only the slots and keys whose value changes, in an
 //! order that never lets an address that stays listed pass in between (new values before
 //! the flags that make the program read them, flags cleared before the values go).
 //!
@@ -324,6 +325,7 @@ impl<S: MapStore> Layout<S> {
         for (net, code) in lpm_puts {
             self.store.lpm_put(net, code)?;
         }
+        self.v6_mark(anchor_puts.iter().map(|(top, _)| *top));
         self.store.anchor_put_many(&anchor_puts)?;
         for (net, entry) in short {
             self.insert(net, entry)?;

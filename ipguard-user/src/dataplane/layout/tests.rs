@@ -116,6 +116,38 @@ fn v6_anchors_longs_and_short_prefixes() {
 }
 
 #[test]
+fn a_v6_region_is_marked_while_it_holds_anchors() {
+    let mut t = Layout::new(MemoryStore::default());
+    let marked = |t: &Layout<MemoryStore>, region: u32| {
+        t.store().regions.get(&(region / 64)).copied().unwrap_or(0) >> (region % 64) & 1 != 0
+    };
+    // Two /32s of the region 2001:d00::/24, one of the region next to it.
+    t.insert(n("2001:db8::/32"), e(LIST_BLACKLIST, 0)).unwrap();
+    t.insert(n("2001:db9:1::/48"), e(LIST_BLACKLIST, 0))
+        .unwrap();
+    t.insert(n("2001:e00::1/128"), e(LIST_GRAYLIST, 0)).unwrap();
+    assert!(marked(&t, 0x20010d) && marked(&t, 0x20010e));
+    // A short prefix needs no region: the trie answers it.
+    t.insert(n("2400::/12"), e(LIST_BLACKLIST, 0)).unwrap();
+    assert!(!marked(&t, 0x240000));
+    assert_eq!(t.store().lookup(ip("2400::1")), LIST_BLACKLIST);
+    // The region stays marked until its last anchor goes.
+    t.remove(n("2001:db8::/32")).unwrap();
+    assert!(marked(&t, 0x20010d));
+    assert_eq!(t.store().lookup(ip("2001:db9:1::5")), LIST_BLACKLIST);
+    t.remove(n("2001:db9:1::/48")).unwrap();
+    assert!(!marked(&t, 0x20010d) && marked(&t, 0x20010e));
+    assert_eq!(t.store().lookup(ip("2001:e00::1")), LIST_GRAYLIST);
+    // A sync clears a bit no anchor needs (left by an earlier run) and sets missing ones.
+    let mut stale = MemoryStore::default();
+    stale.regions.insert(0, 1);
+    let mut s = Layout::new(stale);
+    s.sync(&t.entries(), &Default::default()).unwrap();
+    assert_eq!(s.store().regions, t.store().regions);
+    assert_eq!(s.store().lookup(ip("2001:e00::1")), LIST_GRAYLIST);
+}
+
+#[test]
 fn an_anchor_with_too_many_lengths_falls_back_to_the_trie() {
     let mut t = Layout::new(MemoryStore::default());
     let mut want = Compiled::new();
@@ -226,6 +258,17 @@ fn probes(entries: &Compiled) -> Vec<IpAddr> {
     out
 }
 
+/// The region bitmap's words that the anchors `anchors` need: exactly their /24s.
+fn regions_of(
+    anchors: &crate::dataplane::map_store::HashMap<u32, ipguard_common::V6Anchor>,
+) -> crate::dataplane::map_store::HashMap<u32, u64> {
+    let mut words = crate::dataplane::map_store::HashMap::default();
+    for top in anchors.keys() {
+        *words.entry((top >> 8) / 64).or_default() |= 1u64 << ((top >> 8) % 64);
+    }
+    words
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]
 
@@ -257,6 +300,8 @@ proptest! {
         fresh.sync(&want, &Default::default()).unwrap();
         prop_assert_eq!(&fresh.store().hosts, &t.store().hosts);
         prop_assert_eq!(&fresh.store().anchors, &t.store().anchors);
+        prop_assert_eq!(&t.store().regions, &regions_of(&t.store().anchors));
+        prop_assert_eq!(&fresh.store().regions, &t.store().regions);
         prop_assert_eq!(&fresh.store().longs, &t.store().longs);
         prop_assert_eq!(&fresh.store().lpm, &t.store().lpm);
         prop_assert_eq!(fresh.store().flags, t.store().flags);
@@ -306,6 +351,8 @@ proptest! {
         prop_assert_eq!(batched.entries(), single.entries());
         prop_assert_eq!(&batched.store().hosts, &single.store().hosts);
         prop_assert_eq!(&batched.store().anchors, &single.store().anchors);
+        prop_assert_eq!(&batched.store().regions, &regions_of(&batched.store().anchors));
+        prop_assert_eq!(&batched.store().regions, &single.store().regions);
         prop_assert_eq!(&batched.store().longs, &single.store().longs);
         prop_assert_eq!(&batched.store().lpm, &single.store().lpm);
         prop_assert_eq!(batched.store().flags, single.store().flags);

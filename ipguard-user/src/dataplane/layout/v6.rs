@@ -1,11 +1,13 @@
 //! IPv6: an anchor per /32 listing the longer prefix lengths under it, a key per longer
-//! prefix, and a trie for the rare prefixes shorter than /32.
+//! prefix, and a trie for the rare prefixes shorter than /32; a bit per /24 region that
+//! holds anchors, set before the region's first anchor is written and cleared after its
+//! last one is removed.
 
 use std::net::Ipv6Addr;
 
 use ipguard_common::{
     ListCode, ListEntry, V6Anchor, V6LongKey, ANCHOR_OVERFLOW, ANCHOR_OWN, TABLE_FLAG_V6_SHORT,
-    V6_ANCHOR_BITS, V6_ANCHOR_LENS,
+    V6_ANCHOR_BITS, V6_ANCHOR_LENS, V6_REGION_BITS, V6_REGION_WORDS,
 };
 use ipnet::Ipv6Net;
 use smallvec::SmallVec;
@@ -49,12 +51,14 @@ impl<S: MapStore> Layout<S> {
         if new.anchor != old.anchor {
             match &new.anchor {
                 Some(a) => {
+                    self.v6_mark([top]);
                     self.store.anchor_put(top, a)?;
                     self.n_anchors += usize::from(old.anchor.is_none());
                 }
                 None => {
                     self.store.anchor_del(top)?;
                     self.n_anchors -= 1;
+                    self.v6_unmark(top);
                 }
             }
         }
@@ -105,6 +109,37 @@ impl<S: MapStore> Layout<S> {
             };
             let new = self.v6_anchor_plan(top);
             self.v6_write_anchor(top, &old, &new)
+        }
+    }
+
+    /// Marks the regions of the anchors `tops` in the region bitmap. Before the anchors are
+    /// written: the program does not read an anchor in an unmarked region.
+    pub(super) fn v6_mark(&mut self, tops: impl IntoIterator<Item = u32>) {
+        for top in tops {
+            let (w, bit) = region_bit(top);
+            let word = self.store.region_word(w);
+            if word & bit == 0 {
+                self.store.set_region_word(w, word | bit);
+            }
+        }
+    }
+
+    /// Unmarks the region of `top`, whose anchor was just removed, if the entries hold no
+    /// other anchor in it.
+    pub(super) fn v6_unmark(&mut self, top: u32) {
+        let region =
+            Ipv6Net::new_assert(Ipv6Addr::from(u128::from(top >> 8) << 104), V6_REGION_BITS);
+        if self
+            .v6
+            .range(v6_span(region))
+            .any(|(n, _)| n.prefix_len() >= V6_ANCHOR_BITS)
+        {
+            return;
+        }
+        let (w, bit) = region_bit(top);
+        let word = self.store.region_word(w);
+        if word & bit != 0 {
+            self.store.set_region_word(w, word & !bit);
         }
     }
 
@@ -202,6 +237,7 @@ impl<S: MapStore> Layout<S> {
             }
         }
         self.v6_short_flag()?;
+        self.v6_mark(anchors.keys().copied());
         let mut puts = Vec::new();
         for (&top, a) in &anchors {
             let old = cur_anchors.get(&top);
@@ -223,6 +259,18 @@ impl<S: MapStore> Layout<S> {
             self.store.lpm_del(*net)?;
             report.removed += 1;
         }
+        // The bitmap exactly the anchors' regions (a bit left by an earlier run included).
+        let mut want: HashMap<u32, u64> = HashMap::default();
+        for &top in anchors.keys() {
+            let (w, bit) = region_bit(top);
+            *want.entry(w).or_default() |= bit;
+        }
+        for w in 0..V6_REGION_WORDS {
+            let bits = want.get(&w).copied().unwrap_or(0);
+            if self.store.region_word(w) != bits {
+                self.store.set_region_word(w, bits);
+            }
+        }
         self.n_anchors = anchors.len();
         self.n_longs = longs.len();
         Ok(())
@@ -239,6 +287,12 @@ pub(super) struct SyncV6 {
     lpm: HashMap<Ipv6Net, ListCode>,
     pub(super) peak_anchors: usize,
     pub(super) peak_longs: usize,
+}
+
+/// The word of the region bitmap that holds the region of the anchor `top`, and its bit.
+fn region_bit(top: u32) -> (u32, u64) {
+    let region = top >> (V6_ANCHOR_BITS - V6_REGION_BITS);
+    (region / 64, 1 << (region % 64))
 }
 
 /// The first 32 bits of an IPv6 network.
