@@ -234,7 +234,10 @@ fn kill_9_keeps_filtering_and_a_restart_restores_state_and_expiries() {
     cli_ok(&bed, &["add", "blacklist", "198.51.100.7"]);
     cli_ok(&bed, &["add", "blacklist", "2001:db8:bad::/48"]);
     assert!(!ping(&bed, "2001:db8:bad::5", "2001:db8:1::1"));
-    assert!(ping(&bed, "2001:db8:1::2", "2001:db8:1::1"), "testbed broken");
+    assert!(
+        ping(&bed, "2001:db8:1::2", "2001:db8:1::1"),
+        "testbed broken"
+    );
     let before = status_json(&bed, "203.0.113.5");
     let expires = before["expires"].as_str().expect("an expiry").to_owned();
     assert!(!ping(&bed, "203.0.113.5", "192.0.2.1"));
