@@ -25,10 +25,11 @@ pub const MAP_V4_TBL24: &str = "IPG_V4_TBL24";
 pub const MAP_V4_HOSTS: &str = "IPG_V4_HOSTS";
 /// IPv6 prefixes of length 32 and more, by their first 32 bits: `[u8; 4]` → [`V6Anchor`].
 pub const MAP_V6_ANCHORS: &str = "IPG_V6_ANCHORS";
-/// A bit per IPv6 /24 ([`V6_REGION_BITS`]), set if some anchor of [`MAP_V6_ANCHORS`] lies
-/// in it: `u64` words, bit `r % 64` of word `r / 64` for the region `r` (the address's
-/// first 24 bits). An unlisted address outside every marked region costs one array load
-/// instead of a hash lookup. A `BPF_F_MMAPABLE` array, written as memory.
+/// A bit per IPv6 /24 ([`V6_REGION_BITS`]), set at least where an anchor of
+/// [`MAP_V6_ANCHORS`] lies (a bit left set costs a lookup, a bit missing would unlist the
+/// region): `u64` words, see [`v6_region_bit`]. An unlisted address outside every marked
+/// region costs one array load instead of a hash lookup. A `BPF_F_MMAPABLE` array, written
+/// as memory.
 pub const MAP_V6_REGIONS: &str = "IPG_V6_REGIONS";
 /// IPv6 prefixes longer than /32: [`V6LongKey`] → [`ListCode`].
 pub const MAP_V6_LONG: &str = "IPG_V6_LONG";
@@ -111,6 +112,14 @@ pub const V6_ANCHOR_BITS: u8 = 32;
 pub const V6_REGION_BITS: u8 = 24;
 /// Words of [`MAP_V6_REGIONS`].
 pub const V6_REGION_WORDS: u32 = 1 << (V6_REGION_BITS - 6);
+
+/// The [`MAP_V6_REGIONS`] word and bit of the region that holds the anchor `top` (an
+/// address's first 32 bits).
+#[inline(always)]
+pub const fn v6_region_bit(top: u32) -> (u32, u64) {
+    let region = top >> (V6_ANCHOR_BITS - V6_REGION_BITS);
+    (region / 64, 1 << (region % 64))
+}
 /// Distinct longer prefix lengths one anchor lists; more set [`ANCHOR_OVERFLOW`].
 pub const V6_ANCHOR_LENS: usize = 12;
 /// [`V6Anchor::own`] is the verdict of the /32 itself.

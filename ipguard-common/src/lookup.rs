@@ -15,9 +15,9 @@
 //! sees one straight function per program.
 
 use crate::{
-    ListCode, ScopeHint, ScopeKey, Tbl24Slot, V6Anchor, V6LongKey, ANCHOR_OVERFLOW, ANCHOR_OWN,
-    CODE_LIST, LIST_NONE, SCOPE_SHIFT, SLOT_CODE, SLOT_HOSTS, TABLE_FLAG_V6_SHORT, V6_ANCHOR_LENS,
-    V6_REGION_BITS,
+    v6_region_bit, ListCode, ScopeHint, ScopeKey, Tbl24Slot, V6Anchor, V6LongKey, ANCHOR_OVERFLOW,
+    ANCHOR_OWN, CODE_LIST, LIST_NONE, SCOPE_SHIFT, SLOT_CODE, SLOT_HOSTS, TABLE_FLAG_V6_SHORT,
+    V6_ANCHOR_LENS,
 };
 
 /// Read access to the list tables, one call per map lookup.
@@ -26,8 +26,8 @@ pub trait Tables {
     fn slot(&self, s24: u32) -> Tbl24Slot;
     /// The code of one IPv4 address (network byte order) in the host map.
     fn host(&self, addr: &[u8; 4]) -> Option<ListCode>;
-    /// Word `w` of the IPv6 region bitmap (see [`crate::MAP_V6_REGIONS`]); all ones if out
-    /// of range (the anchor is then looked up).
+    /// Word `w` of the IPv6 region bitmap (see [`crate::MAP_V6_REGIONS`]). The XDP program
+    /// reads a word it cannot load as all ones (the anchor is then looked up).
     fn region_word(&self, w: u32) -> u64;
     /// The anchor of one IPv6 /32, by its first four bytes.
     fn anchor(&self, top: &[u8; 4]) -> Option<V6Anchor>;
@@ -73,9 +73,10 @@ pub fn lookup_v6<T: Tables + ?Sized>(t: &T, src: &[u8; 16]) -> ListCode {
 /// and `lo`: the XDP program reads them as two words and never assembles a byte array.
 #[inline(always)]
 pub fn lookup_v6_words<T: Tables + ?Sized>(t: &T, hi: u64, lo: u64) -> ListCode {
-    let region = (hi >> (64 - V6_REGION_BITS)) as u32;
-    let anchor = if t.region_word(region / 64) >> (region % 64) & 1 != 0 {
-        t.anchor(&((hi >> 32) as u32).to_be_bytes())
+    let top = (hi >> 32) as u32;
+    let (word, bit) = v6_region_bit(top);
+    let anchor = if t.region_word(word) & bit != 0 {
+        t.anchor(&top.to_be_bytes())
     } else {
         None
     };
@@ -179,9 +180,9 @@ mod tests {
             // test unmarks a region).
             let mut word = 0;
             for top in self.anchors.keys() {
-                let region = u32::from_be_bytes(*top) >> 8;
-                if region / 64 == w && !self.unmarked.contains(&region) {
-                    word |= 1 << (region % 64);
+                let (at, bit) = v6_region_bit(u32::from_be_bytes(*top));
+                if at == w && !self.unmarked.contains(&(at * 64 + bit.trailing_zeros())) {
+                    word |= bit;
                 }
             }
             word

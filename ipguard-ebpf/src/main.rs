@@ -3,9 +3,9 @@
 //! The daemon compiles list and rule precedence into one verdict per prefix (longest
 //! prefix wins) and lays them out so that a lookup costs the same whatever the list size:
 //! IPv4 is one array load by /24, plus one hash lookup only in the /24s that hold longer
-//! prefixes; IPv6 is one array load by /24 (a bit per /24 that holds prefixes of /32 or longer), then
-//! only there one hash lookup by /32, plus one per prefix length present under that /32
-//! (see `ipguard_common::V6Anchor`). Only passed, unlisted traffic (and, in monitor
+//! prefixes; IPv6 is one array load by /24 (a bit per /24 that holds prefixes of /32 or
+//! longer), then only there one hash lookup by /32, plus one per prefix length present under
+//! that /32 (see `ipguard_common::V6Anchor`). Only passed, unlisted traffic (and, in monitor
 //! mode, what would have been dropped) is counted per source and against the rate rules:
 //! dropped packets must not feed a banned source's rate windows, and whitelisted sources
 //! are never rate-limited. Rate windows are counted here, per CPU; when a source's count

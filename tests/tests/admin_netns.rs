@@ -253,8 +253,9 @@ fn kill_9_keeps_filtering_and_a_restart_restores_state_and_expiries() {
     assert!(ping(&bed, "192.0.2.2", "192.0.2.1"));
     assert!(!ping(&bed, "2001:db8:bad::5", "2001:db8:1::1"));
 
-    // The pins as a version without the IPv6 region bitmap leaves them: the new map starts
-    // empty, and the restart fills it before its program replaces the attached one.
+    // Without the IPv6 region bitmap's pin (as a version without the bitmap leaves the
+    // pins) the start makes a new, empty map and fills it before its program replaces the
+    // attached one (which, here, keeps reading its own copy until then).
     let regions = format!("{}/IPG_V6_REGIONS", pin_dir(&bed));
     std::fs::remove_file(&regions).unwrap_or_else(|e| panic!("{regions}: {e}"));
     let daemon = Daemon::spawn(&bed, dir.path(), &dir.path().join("ipguard.toml"));

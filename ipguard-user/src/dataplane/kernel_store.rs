@@ -329,6 +329,8 @@ impl MapStore for KernelStore {
         self.region_ref(w).load(Ordering::Acquire)
     }
 
+    /// What orders a mark before the anchor it allows is the hash map update that follows
+    /// (a syscall, after this store); the atomics only keep the accesses whole words.
     fn set_region_word(&mut self, w: u32, bits: u64) {
         self.region_ref(w).store(bits, Ordering::Release);
     }

@@ -6,9 +6,9 @@
 use std::net::{IpAddr, Ipv6Addr};
 
 use ipguard_common::{
-    lookup, FloodConfig, ListCode, RateConfig, ScopeHint, ScopeKey, SourceCounters, Tbl24Slot,
-    V6Anchor, V6LongKey, LIST_NONE, MAP_V4_HOSTS, MAP_V6_ANCHORS, MAP_V6_LONG, MAP_V6_LPM,
-    V4_TBL24_SLOTS,
+    lookup, v6_region_bit, FloodConfig, ListCode, RateConfig, ScopeHint, ScopeKey, SourceCounters,
+    Tbl24Slot, V6Anchor, V6LongKey, LIST_NONE, MAP_V4_HOSTS, MAP_V6_ANCHORS, MAP_V6_LONG,
+    MAP_V6_LPM, V4_TBL24_SLOTS,
 };
 use ipnet::{IpNet, Ipv6Net};
 
@@ -199,11 +199,11 @@ impl MapStore for MemoryStore {
         // unmarked only once no anchor is left in it.
         #[cfg(debug_assertions)]
         if self.regions.get(&w).copied().unwrap_or(0) & !bits != 0 {
-            for top in self.anchors.keys() {
-                let region = top >> 8;
+            for &top in self.anchors.keys() {
+                let (at, bit) = v6_region_bit(top);
                 assert!(
-                    region / 64 != w || bits >> (region % 64) & 1 != 0,
-                    "region {region:#08x} unmarked while the anchor {top:#010x} is in it"
+                    at != w || bits & bit != 0,
+                    "the region of the anchor {top:#010x} unmarked while the anchor is there"
                 );
             }
         }
@@ -222,7 +222,10 @@ impl MapStore for MemoryStore {
         }
         // And an anchor is written only in a marked region (the program would not read it).
         debug_assert!(
-            lookup::Tables::region_word(self, (top >> 8) / 64) >> ((top >> 8) % 64) & 1 != 0,
+            {
+                let (w, bit) = v6_region_bit(top);
+                lookup::Tables::region_word(self, w) & bit != 0
+            },
             "anchor {top:#010x} written in an unmarked region"
         );
         self.writes += 1;

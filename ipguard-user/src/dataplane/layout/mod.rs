@@ -7,9 +7,11 @@
 //! prefixes ([`MAP_V4_HOSTS`]); IPv6 as an anchor per /32 listing the longer prefix
 //! lengths under it ([`MAP_V6_ANCHORS`], [`MAP_V6_LONG`]), a bit per /24 region that holds
 //! anchors (`MAP_V6_REGIONS`: the program reads no anchor elsewhere), plus a trie of the
-//! rare prefixes shorter than /32. Every change writes only the slots and keys whose value changes, in an
-//! order that never lets an address that stays listed pass in between (new values before
-//! the flags that make the program read them, flags cleared before the values go).
+//! rare prefixes shorter than /32. Every change writes only the slots and keys whose value
+//! changes, in an order that never lets an address that stays listed pass in between (new
+//! values before the flags that make the program read them, flags cleared before the values
+//! go). The region bits are such flags read the other way round: a region is marked before
+//! its first anchor is written and unmarked after its last one is removed.
 //!
 //! [`MapStore`] is the physical storage: the kernel maps ([`KernelStore`]), or memory
 //! ([`MemoryStore`], which also answers lookups the way the XDP program does) so that the

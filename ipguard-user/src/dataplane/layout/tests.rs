@@ -264,7 +264,8 @@ fn regions_of(
 ) -> crate::dataplane::map_store::HashMap<u32, u64> {
     let mut words = crate::dataplane::map_store::HashMap::default();
     for top in anchors.keys() {
-        *words.entry((top >> 8) / 64).or_default() |= 1u64 << ((top >> 8) % 64);
+        let (w, bit) = ipguard_common::v6_region_bit(*top);
+        *words.entry(w).or_default() |= bit;
     }
     words
 }

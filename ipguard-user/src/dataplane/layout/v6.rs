@@ -6,8 +6,8 @@
 use std::net::Ipv6Addr;
 
 use ipguard_common::{
-    ListCode, ListEntry, V6Anchor, V6LongKey, ANCHOR_OVERFLOW, ANCHOR_OWN, TABLE_FLAG_V6_SHORT,
-    V6_ANCHOR_BITS, V6_ANCHOR_LENS, V6_REGION_BITS, V6_REGION_WORDS,
+    v6_region_bit, ListCode, ListEntry, V6Anchor, V6LongKey, ANCHOR_OVERFLOW, ANCHOR_OWN,
+    TABLE_FLAG_V6_SHORT, V6_ANCHOR_BITS, V6_ANCHOR_LENS, V6_REGION_BITS, V6_REGION_WORDS,
 };
 use ipnet::Ipv6Net;
 use smallvec::SmallVec;
@@ -116,7 +116,7 @@ impl<S: MapStore> Layout<S> {
     /// written: the program does not read an anchor in an unmarked region.
     pub(super) fn v6_mark(&mut self, tops: impl IntoIterator<Item = u32>) {
         for top in tops {
-            let (w, bit) = region_bit(top);
+            let (w, bit) = v6_region_bit(top);
             let word = self.store.region_word(w);
             if word & bit == 0 {
                 self.store.set_region_word(w, word | bit);
@@ -128,7 +128,7 @@ impl<S: MapStore> Layout<S> {
     /// other anchor in it.
     pub(super) fn v6_unmark(&mut self, top: u32) {
         let region =
-            Ipv6Net::new_assert(Ipv6Addr::from(u128::from(top >> 8) << 104), V6_REGION_BITS);
+            Ipv6Net::new_assert(Ipv6Addr::from(u128::from(top) << 96), V6_REGION_BITS).trunc();
         if self
             .v6
             .range(v6_span(region))
@@ -136,7 +136,7 @@ impl<S: MapStore> Layout<S> {
         {
             return;
         }
-        let (w, bit) = region_bit(top);
+        let (w, bit) = v6_region_bit(top);
         let word = self.store.region_word(w);
         if word & bit != 0 {
             self.store.set_region_word(w, word & !bit);
@@ -219,6 +219,10 @@ impl<S: MapStore> Layout<S> {
             lpm,
             ..
         } = plan;
+        // Every desired anchor's region first, whatever fails later: an anchor the maps
+        // already hold (left by a failed removal) may be one the desired set brings back,
+        // and it is not written again below.
+        self.v6_mark(anchors.keys().copied());
         self.v6_short = self.v6.keys().filter(|n| n.prefix_len() < 32).count();
         let mut puts = Vec::new();
         for (&key, &code) in &longs {
@@ -237,7 +241,6 @@ impl<S: MapStore> Layout<S> {
             }
         }
         self.v6_short_flag()?;
-        self.v6_mark(anchors.keys().copied());
         let mut puts = Vec::new();
         for (&top, a) in &anchors {
             let old = cur_anchors.get(&top);
@@ -262,7 +265,7 @@ impl<S: MapStore> Layout<S> {
         // The bitmap exactly the anchors' regions (a bit left by an earlier run included).
         let mut want: HashMap<u32, u64> = HashMap::default();
         for &top in anchors.keys() {
-            let (w, bit) = region_bit(top);
+            let (w, bit) = v6_region_bit(top);
             *want.entry(w).or_default() |= bit;
         }
         for w in 0..V6_REGION_WORDS {
@@ -287,12 +290,6 @@ pub(super) struct SyncV6 {
     lpm: HashMap<Ipv6Net, ListCode>,
     pub(super) peak_anchors: usize,
     pub(super) peak_longs: usize,
-}
-
-/// The word of the region bitmap that holds the region of the anchor `top`, and its bit.
-fn region_bit(top: u32) -> (u32, u64) {
-    let region = top >> (V6_ANCHOR_BITS - V6_REGION_BITS);
-    (region / 64, 1 << (region % 64))
 }
 
 /// The first 32 bits of an IPv6 network.
